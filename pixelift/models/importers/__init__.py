@@ -1,0 +1,62 @@
+"""Importers: turn a registry entry's weights into a ``torch.nn.Module``.
+
+Needs the ``export`` extra (torch, spandrel). One module per architecture; each
+exposes ``from_ncnn(model, spec) -> nn.Module``. The module honours the
+:class:`~pixelift.models.spec.ModelSpec` contract: NCHW RGB 0..1 in, ``scale``× out,
+reflect-padding for ``spec.border`` done inside.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from pixelift.errors import MissingExtraError, UnknownArchitectureError
+from pixelift.models import ncnn as ncnn_format
+from pixelift.models.sources import NcnnPackageSource
+from pixelift.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+
+# architecture name -> module under pixelift.models.importers
+NCNN_IMPORTERS: dict[str, str] = {
+    "ESRGAN": "esrgan",
+    "Compact": "compact",
+    "SPAN": "span",
+    "RealCUGAN": "realcugan",
+    "waifu2x-UpConv7": "waifu2x",
+    "waifu2x-CUNet": "waifu2x",
+}
+
+
+def require_torch() -> None:
+    try:
+        import spandrel  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError(
+            "importing weights into PyTorch needs the export extra: pip install 'pixelift[export]'"
+        ) from exc
+
+
+def load_ncnn(spec: ModelSpec) -> ncnn_format.NcnnModel:
+    src = next((s for s in spec.sources if isinstance(s, NcnnPackageSource)), None)
+    if src is None:
+        raise UnknownArchitectureError(f"{spec.id} has no ncnn weight source")
+    param, binf = src.files()
+    return ncnn_format.load(param, binf)
+
+
+def build_torch(spec: ModelSpec) -> torch.nn.Module:
+    """Build the PyTorch module for a registry entry, in eval mode, fp32, on CPU."""
+    require_torch()
+    if spec.architecture not in NCNN_IMPORTERS:
+        if any(s.kind in ("file", "url") for s in spec.sources):
+            from pixelift.models.importers import userfile
+
+            return userfile.from_spec(spec)
+        raise UnknownArchitectureError(f"{spec.id}: no importer for architecture {spec.architecture!r}")
+    mod = importlib.import_module(f"pixelift.models.importers.{NCNN_IMPORTERS[spec.architecture]}")
+    module = mod.from_ncnn(load_ncnn(spec), spec)
+    return module.eval().float()

@@ -1,0 +1,70 @@
+"""Model specifications: what a model is, independent of any runtime."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pixelift.models.sources import WeightSource, source_from_dict
+
+
+class Task(str, enum.Enum):
+    UPSCALE = "upscale"
+    DENOISE = "denoise"
+    DEJPEG = "dejpeg"
+    RESTORE = "restore"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model in the registry.
+
+    The model contract shared by every importer and every exported artifact:
+    input is float32 NCHW RGB in ``input_range``; output is RGB in the same range,
+    ``scale`` times larger. Inputs must have H and W divisible by ``alignment``
+    (the runtime pads for it). ``border`` is the context, in input pixels per side,
+    that the original network consumes; our module reflect-pads for it internally.
+    """
+
+    id: str
+    task: Task
+    scale: int
+    architecture: str
+    params: int
+    purpose: str
+    content: str  # photo / anime / art / general
+    license: str
+    license_source: str
+    sources: tuple[WeightSource, ...]
+    noise_level: int | None = None
+    input_range: tuple[float, float] = (0.0, 1.0)
+    normalisation: str = "none: RGB in 0..1, any mean/scale is inside the graph"
+    alignment: int = 1
+    border: int = 0
+    tile_safe: bool = True
+    half_safe: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.id or self.id != self.id.lower() or " " in self.id or "_" in self.id:
+            raise ValueError(f"model id must be kebab-case, got {self.id!r}")
+        if self.scale < 1 or self.alignment < 1 or self.border < 0:
+            raise ValueError(f"{self.id}: scale/alignment must be >= 1 and border >= 0")
+        if not self.sources:
+            raise ValueError(f"{self.id}: a model needs at least one weight source")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["task"] = self.task.value
+        d["input_range"] = list(self.input_range)
+        d["sources"] = [s.to_dict() for s in self.sources]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        d = dict(d)
+        d["task"] = Task(d["task"])
+        d["input_range"] = tuple(d["input_range"])
+        d["sources"] = tuple(source_from_dict(s) for s in d["sources"])
+        return cls(**d)
