@@ -1,0 +1,108 @@
+"""PyTorch -> ONNX with dynamic batch/H/W, checked, simplified, self-describing."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pixelift.errors import ExportError
+from pixelift.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+META_PREFIX = "pixelift."
+TOOLS = ("pixelift", "torch", "spandrel", "onnx", "onnxslim", "onnxruntime", "openvino", "ncnn", "numpy")
+
+
+def tool_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in TOOLS:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def metadata_props(spec: ModelSpec) -> dict[str, str]:
+    """What the runtime needs to use the artifact without the registry or torch."""
+    return {
+        f"{META_PREFIX}model_id": spec.id,
+        f"{META_PREFIX}scale": str(spec.scale),
+        f"{META_PREFIX}alignment": str(spec.alignment),
+        f"{META_PREFIX}border": str(spec.border),
+        f"{META_PREFIX}input_range": json.dumps(list(spec.input_range)),
+        f"{META_PREFIX}tile_safe": json.dumps(spec.tile_safe),
+        f"{META_PREFIX}spec": json.dumps(spec.to_dict(), sort_keys=True),
+    }
+
+
+def trace_size(spec: ModelSpec) -> int:
+    return spec.alignment * max(1, 64 // spec.alignment)
+
+
+def export_module(module: torch.nn.Module, spec: ModelSpec, dest: Path, *, opset: int = OPSET, simplify: bool = True) -> dict[str, Any]:
+    """Write ``module`` as ONNX to ``dest``; return facts for the manifest."""
+    import onnx
+    import torch
+
+    size = trace_size(spec)
+    dummy = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    axes = {0: "batch", 2: "height", 3: "width"}
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                module,
+                (dummy,),
+                str(dest),
+                dynamo=False,  # the dynamo exporter is 3-10x slower and needs onnxscript
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": axes, "output": axes},
+            )
+    except Exception as exc:  # torch raises many unrelated types here
+        raise ExportError(f"{spec.id}: torch.onnx.export failed: {exc}") from exc
+    model = onnx.load(str(dest))
+    onnx.checker.check_model(model)
+    nodes_before = len(model.graph.node)
+    simplified = False
+    if simplify:
+        try:
+            import onnxslim
+
+            slim = onnxslim.slim(model)
+            onnx.checker.check_model(slim)
+            if len(slim.graph.node) < nodes_before:
+                model, simplified = slim, True
+        except Exception as exc:  # simplification is an optimisation, never a requirement
+            log.warning("%s: onnxslim failed, keeping the unsimplified graph: %s", spec.id, exc)
+    del model.metadata_props[:]
+    for k, v in metadata_props(spec).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    model.producer_name = "pixelift"
+    onnx.save(model, str(dest))
+    return {
+        "opset": opset,
+        "trace_size": [size, size],
+        "dynamic_axes": {"input": axes, "output": axes},
+        "nodes": {"exported": nodes_before, "final": len(model.graph.node), "simplified": simplified},
+        "ops": sorted({n.op_type for n in model.graph.node}),
+    }
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The pixelift metadata embedded in an ONNX file (needs only the onnx package)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key.removeprefix(META_PREFIX): p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}

@@ -1,0 +1,1 @@
+"""Network architectures pixelift defines itself (those spandrel does not ship)."""
