@@ -67,3 +67,11 @@ def load_into(module: torch.nn.Module, state: dict[str, np.ndarray]) -> torch.nn
     tensors = {k: to_tensor(check_shape(k, v, tuple(own[k].shape))) for k, v in state.items()}
     module.load_state_dict(tensors, strict=True)
     return module
+
+
+def freeze_reparam(module: torch.nn.Module) -> None:
+    """update_params() re-merges the branches on every eval forward: needless work that
+    also breaks the dynamo exporter. The merged weights are loaded, so make it a no-op."""
+    for sub in module.modules():
+        if hasattr(sub, "update_params") and hasattr(sub, "eval_conv"):
+            sub.update_params = lambda: None  # type: ignore[method-assign]

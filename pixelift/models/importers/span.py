@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pixelift.errors import UnknownArchitectureError, WeightFormatError
-from pixelift.models.importers._common import conv_arrays
+from pixelift.models.importers._common import conv_arrays, freeze_reparam
 from pixelift.models.ncnn import NcnnModel
 from pixelift.models.spec import ModelSpec
 
@@ -87,14 +87,6 @@ def normalisation(model: NcnnModel) -> tuple[tuple[float, float, float], float, 
     return (float(mean[0]), float(mean[1]), float(mean[2])), img_range, True
 
 
-def _freeze_reparam(module: torch.nn.Module) -> None:
-    """update_params() re-merges the branches on every eval forward: needless work that
-    also breaks the dynamo exporter. The merged weights are loaded, so make it a no-op."""
-    for sub in module.modules():
-        if hasattr(sub, "update_params") and hasattr(sub, "eval_conv"):
-            sub.update_params = lambda: None  # type: ignore[method-assign]
-
-
 def from_ncnn(model: NcnnModel, spec: ModelSpec) -> torch.nn.Module:
     import spandrel
 
@@ -114,5 +106,5 @@ def from_ncnn(model: NcnnModel, spec: ModelSpec) -> torch.nn.Module:
             got = net.get_submodule(key.removesuffix(".weight")).weight.numpy()
             if not np.allclose(got, state[key], atol=1e-6):
                 raise WeightFormatError(f"{spec.id}: re-parameterised {key} does not reproduce ncnn's weight")
-    _freeze_reparam(net)
+    freeze_reparam(net)
     return net
