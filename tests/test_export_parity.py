@@ -1,0 +1,91 @@
+"""Export every zoo model and hold it to three parity checks, each >= 60 dB PSNR:
+
+- imported PyTorch vs the original ncnn model run by the official ``ncnn`` package;
+- the exported ONNX on onnxruntime CPU vs PyTorch;
+- the same ONNX on OpenVINO CPU with INFERENCE_PRECISION_HINT=f32 vs PyTorch.
+
+The parity input is a non-square crop of a real image (the bundled photo for photo
+models, a flat-colour illustration otherwise), odd-sized where the model allows it, and
+of a different size than the one the ONNX graph was traced at (so dynamic H/W is proven).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pixelift import models
+from pixelift.export import ONNX_FP32, find, to_onnx
+from pixelift.export.onnx_export import read_metadata, trace_size
+from pixelift.export.parity import PARITY_DB, parity_size
+from pixelift.models.spec import ModelSpec
+
+SLOW = {"realesrgan-x4plus", "realesrgan-x4plus-anime"}
+EXPECTED_CHECKS = {("ncnn-original", "torch"), ("torch", "onnxruntime-cpu"), ("torch", "openvino-cpu-f32")}
+
+
+def _params(ids: list[str]) -> list[object]:
+    return [pytest.param(i, marks=pytest.mark.slow) if i in SLOW else i for i in ids]
+
+
+@pytest.mark.parametrize("model_id", _params(models.REGISTRY.ids()))
+def test_export_and_parity(model_id: str) -> None:
+    spec = models.get(model_id)
+    art = to_onnx(spec)
+    rep = art.manifest["parity"]
+    got = {(c["reference"], c["candidate"]) for c in rep["checks"]}
+    assert got == EXPECTED_CHECKS
+    for c in rep["checks"]:
+        assert c["psnr_db"] >= PARITY_DB, c
+    assert rep["passed"]
+    h, w = parity_size(spec)
+    assert (h, w) != (trace_size(spec),) * 2
+    if spec.alignment == 1:
+        assert h % 2 == 1 and w % 2 == 1
+    _check_artifact(spec, art.manifest)
+    art.verify()
+
+
+def _check_artifact(spec: ModelSpec, manifest: dict) -> None:
+    """The artifact is self-describing and its manifest is complete."""
+    art = find(spec.id, ONNX_FP32)
+    assert art is not None and art.path.name == "model.onnx"
+    meta = read_metadata(art.path)
+    assert meta["model_id"] == spec.id and int(meta["scale"]) == spec.scale
+    assert ModelSpec.from_dict(json.loads(meta["spec"])) == spec
+    assert manifest["opset"] == 17 and manifest["tools"]["torch"] and manifest["tools"]["onnxruntime"]
+    files = manifest["sources"][0]["files"]
+    assert {f["name"].rsplit(".", 1)[1] for f in files} == {"param", "bin"}
+    assert all(len(f["sha256"]) == 64 for f in files)
+    assert ModelSpec.from_dict(manifest["spec"]) == spec
+
+
+def test_onnx_runs_batched_and_at_other_sizes_with_onnxruntime_alone() -> None:
+    """Dynamic batch/H/W: two images of a new size in one call match two single calls."""
+    import onnxruntime as ort
+
+    from pixelift.samples import photo_crop, to_chw
+
+    art = to_onnx("span-x2-ch48")
+    sess = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"])
+    x = np.stack([to_chw(photo_crop(33, 71)), to_chw(photo_crop(33, 71, top=10, left=30))])
+    both = sess.run(None, {"input": x})[0]
+    assert both.shape == (2, 3, 66, 142)
+    one = sess.run(None, {"input": x[1:]})[0]
+    assert np.abs(both[1:] - one).max() < 1e-5
+
+
+def test_cached_artifact_is_reused_and_tampering_detected() -> None:
+    from pixelift.errors import ExportError
+
+    a = to_onnx("realesrgan-animevideov3-x4")
+    b = to_onnx("realesrgan-animevideov3-x4")
+    assert a.manifest["created"] == b.manifest["created"]
+    data = a.path.read_bytes()
+    a.path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(ExportError, match="sha256"):
+        to_onnx("realesrgan-animevideov3-x4")
+    c = to_onnx("realesrgan-animevideov3-x4", force=True)
+    c.verify()
