@@ -137,7 +137,10 @@ def test_missing_layer_is_rejected() -> None:
 def test_wrong_weight_size_is_rejected() -> None:
     good = load_ncnn(get("waifu2x-photo-x2"))
     weights = dict(good.weights)
-    weights["conv2_layer"] = {"weight": good.weights["conv2_layer"]["weight"][:-32 * 9], "bias": good.weights["conv2_layer"]["bias"]}
+    weights["conv2_layer"] = {
+        "weight": good.weights["conv2_layer"]["weight"][: -32 * 9],
+        "bias": good.weights["conv2_layer"]["bias"],
+    }
     with pytest.raises(WeightFormatError):
         importer.from_ncnn(dataclasses.replace(good, weights=weights), get("waifu2x-photo-x2"))
 

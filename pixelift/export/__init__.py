@@ -15,7 +15,13 @@ import numpy as np
 
 from pixelift.errors import ExportError
 from pixelift.export import parity
-from pixelift.export.artifacts import Artifact, artifact_dir, exported_targets, find, publish
+from pixelift.export.artifacts import (
+    Artifact,
+    artifact_dir,
+    exported_targets,
+    find,
+    publish,
+)
 from pixelift.models import get as get_spec
 from pixelift.models.sources import NcnnPackageSource
 from pixelift.models.spec import ModelSpec

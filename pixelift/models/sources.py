@@ -145,7 +145,7 @@ class UrlSource:
         log.info("downloading %s", self.url)
         with atomic_path(dest) as tmp:
             try:
-                with urllib.request.urlopen(self.url, timeout=timeout) as resp, tmp.open("wb") as out:  # noqa: S310 - scheme checked
+                with urllib.request.urlopen(self.url, timeout=timeout) as resp, tmp.open("wb") as out:
                     while block := resp.read(1 << 20):
                         out.write(block)
             except OSError as exc:

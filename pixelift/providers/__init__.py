@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
-from pixelift.providers.base import PROVIDERS, ProbeResult, Provider, Session, get_provider
+from pixelift.providers.base import (
+    PROVIDERS,
+    ProbeResult,
+    Provider,
+    Session,
+    get_provider,
+)
 
 __all__ = ["PROVIDERS", "ProbeResult", "Provider", "Session", "get_provider"]

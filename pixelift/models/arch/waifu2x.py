@@ -18,6 +18,8 @@ Unlike nunif, no final ``clamp`` is applied: the ncnn graphs have none.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,7 +50,7 @@ class UpConv7(nn.Module):
         super().__init__()
         chans = (in_channels, 16, 32, 64, 128, 128, 256)
         layers: list[nn.Module] = []
-        for cin, cout in zip(chans[:-1], chans[1:], strict=True):
+        for cin, cout in itertools.pairwise(chans):
             layers += [nn.Conv2d(cin, cout, 3, 1, 0), nn.LeakyReLU(SLOPE)]
         layers.append(nn.ConvTranspose2d(256, out_channels, 4, 2, 3))
         self.net = nn.Sequential(*layers)

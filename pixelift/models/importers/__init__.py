@@ -51,12 +51,12 @@ def load_ncnn(spec: ModelSpec) -> ncnn_format.NcnnModel:
 def build_torch(spec: ModelSpec) -> torch.nn.Module:
     """Build the PyTorch module for a registry entry, in eval mode, fp32, on CPU."""
     require_torch()
-    if spec.architecture not in NCNN_IMPORTERS:
-        if any(s.kind in ("file", "url") for s in spec.sources):
-            from pixelift.models.importers import userfile
+    if not isinstance(spec.sources[0], NcnnPackageSource):
+        from pixelift.models.importers import userfile
 
-            return userfile.from_spec(spec)
-        raise UnknownArchitectureError(f"{spec.id}: no importer for architecture {spec.architecture!r}")
+        return userfile.from_spec(spec)
+    if spec.architecture not in NCNN_IMPORTERS:
+        raise UnknownArchitectureError(f"{spec.id}: no ncnn importer for architecture {spec.architecture!r}")
     mod = importlib.import_module(f"pixelift.models.importers.{NCNN_IMPORTERS[spec.architecture]}")
     module = mod.from_ncnn(load_ncnn(spec), spec)
     return module.eval().float()

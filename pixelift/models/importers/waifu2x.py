@@ -22,8 +22,20 @@ import torch
 from torch import nn
 
 from pixelift.errors import UnknownArchitectureError, WeightFormatError
-from pixelift.models.arch.waifu2x import CUNet, RawNet, SEBlock, UpConv7, UpCUNet, Waifu2x
-from pixelift.models.importers._common import conv_arrays, expect_count, kernel_shape, load_into
+from pixelift.models.arch.waifu2x import (
+    CUNet,
+    RawNet,
+    SEBlock,
+    UpConv7,
+    UpCUNet,
+    Waifu2x,
+)
+from pixelift.models.importers._common import (
+    conv_arrays,
+    expect_count,
+    kernel_shape,
+    load_into,
+)
 from pixelift.models.ncnn import Layer, NcnnModel
 from pixelift.models.spec import ModelSpec
 

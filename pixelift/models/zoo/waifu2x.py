@@ -27,6 +27,7 @@ def _upconv7(style: str, noise: int | None) -> ModelSpec:
         license_source=LICENSE_SOURCE,
         sources=pkg(DIST, f"models/WAIFU2X_{style.upper()}_UP2X{sfx}"),
         noise_level=noise,
+        # six 3x3 convs + 4x4/2 deconv (pad 3): the raw ncnn output is 2H-28
         border=7,
     )
 
@@ -46,8 +47,12 @@ def _cunet(scale: int, noise: int | None) -> ModelSpec:
         license_source=LICENSE_SOURCE,
         sources=pkg(DIST, f"models/WAIFU2X_CUNET_UP{scale}X{sfx}"),
         noise_level=noise,
+        # raw ncnn output: x1 is H-56 and needs H % 4 == 0, x2 is 2H-72 and needs H even;
+        # other sizes are silently truncated by the stride-2 convolutions
         border=28 if scale == 1 else 18,
         alignment=4 if scale == 1 else 2,
+        # SE blocks pool over the whole image: tiles see other statistics than the full frame
+        tile_safe=False,
     )
 
 

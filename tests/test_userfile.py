@@ -1,0 +1,163 @@
+"""User weight files: spandrel-detected .pth/.safetensors, loaded safely, exported and verified."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import pickle
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pixelift import models
+from pixelift.cli import main
+from pixelift.errors import ModelNotFoundError, UnknownArchitectureError, UnsafeWeightsError, WeightFormatError
+from pixelift.export import find, to_onnx
+from pixelift.metrics import psnr
+from pixelift.models.importers import build_torch
+from pixelift.models.importers.userfile import load_state_dict, spec_from_file
+from pixelift.models.sources import NcnnPackageSource
+from pixelift.samples import photo_crop, to_chw
+
+FAMILIES = [
+    pytest.param("realesrgan-x4plus-anime", "ESRGAN", marks=pytest.mark.slow),
+    pytest.param("realesrgan-animevideov3-x4", "Compact"),
+    pytest.param("span-x2-ch48", "SPAN"),
+]
+
+
+def _save(state: dict[str, torch.Tensor], path: Path) -> None:
+    state = {k: v.detach().clone().contiguous() for k, v in state.items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, str(path))
+
+
+def _run(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+@pytest.mark.parametrize(("zoo_id", "arch"), FAMILIES)
+def test_state_dict_from_zoo_reimports_and_exports(tmp_path: Path, zoo_id: str, arch: str, suffix: str) -> None:
+    """A zoo model saved as a plain state dict comes back through spandrel identical (>= 100 dB)."""
+    zoo_module = build_torch(models.get(zoo_id))
+    path = tmp_path / f"mine{suffix}"
+    _save(zoo_module.state_dict(), path)
+    model_id = f"user-{arch.lower()}-{suffix[1:]}"
+    result = CliRunner().invoke(main, ["export", str(path), "--id", model_id, "--json"])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.output.strip().splitlines()[-1])
+    assert line["status"] == "ok" and line["id"] == model_id
+    spec = models.get(model_id)
+    assert spec.architecture == arch and spec.scale == models.get(zoo_id).scale
+    art = find(model_id, "onnx-fp32")
+    assert art is not None and art.parity_passed
+    assert {(c["reference"], c["candidate"]) for c in art.manifest["parity"]["checks"]} == {
+        ("torch", "onnxruntime-cpu"),
+        ("torch", "openvino-cpu-f32"),
+    }
+    x = to_chw(photo_crop(40, 36))[None]
+    assert psnr(_run(build_torch(spec), x), _run(zoo_module, x)) >= 100
+
+
+class Evil:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (Path(EVIL_MARKER),))
+
+
+EVIL_MARKER = "/tmp/pixelift-evil-marker"
+
+
+def test_pickle_that_is_not_weights_only_is_refused_and_never_run(tmp_path: Path) -> None:
+    Path(EVIL_MARKER).unlink(missing_ok=True)
+    path = tmp_path / "evil.pth"
+    with path.open("wb") as f:
+        pickle.dump({"conv.weight": Evil()}, f)
+    with pytest.raises(UnsafeWeightsError, match="weights_only"):
+        load_state_dict(path)
+    result = CliRunner().invoke(main, ["export", str(path), "--id", "evil"])
+    assert result.exit_code == 1 and "refused" in result.output
+    assert not Path(EVIL_MARKER).exists()
+    assert find("evil", "onnx-fp32") is None
+
+
+def test_unknown_architecture_and_corrupt_files(tmp_path: Path) -> None:
+    odd = tmp_path / "odd.safetensors"
+    _save({"foo.weight": torch.zeros(3, 3)}, odd)
+    with pytest.raises(UnknownArchitectureError, match="does not recognise"):
+        spec_from_file(odd, "odd")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(WeightFormatError):
+        spec_from_file(junk, "junk")
+    trunc = tmp_path / "trunc.pth"
+    _save(build_torch(models.get("span-x2-ch48")).state_dict(), trunc)
+    trunc.write_bytes(trunc.read_bytes()[:1000])
+    with pytest.raises(WeightFormatError):
+        spec_from_file(trunc, "trunc")
+    result = CliRunner().invoke(main, ["export", str(odd), "--id", "odd"])
+    assert result.exit_code == 1
+    assert find("odd", "onnx-fp32") is None
+    with pytest.raises(ModelNotFoundError):
+        models.get("odd")
+
+
+def test_truncated_zoo_bin_leaves_no_artifact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corrupt ncnn package fails the export loudly and writes nothing to the cache."""
+    from dataclasses import replace
+
+    src = models.get("realesrgan-animevideov3-x4").sources[0]
+    param, binf = src.files()
+    pkg = tmp_path / "fakeweights" / "models"
+    pkg.mkdir(parents=True)
+    (pkg.parent / "__init__.py").write_text("")
+    shutil.copy(param, pkg / "M.param")
+    (pkg / "M.bin").write_bytes(binf.read_bytes()[:-4096])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = replace(
+        models.get("realesrgan-animevideov3-x4"),
+        id="broken-compact",
+        sources=(NcnnPackageSource("fakeweights", "fakeweights", "models/M"),),
+    )
+    with pytest.raises(WeightFormatError, match="truncated"):
+        to_onnx(spec)
+    assert find("broken-compact", "onnx-fp32") is None
+
+
+def test_export_from_loopback_url(tmp_path: Path) -> None:
+    path = tmp_path / "served.safetensors"
+    _save(build_torch(models.get("span-x2-ch48")).state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):  # type: ignore[no-untyped-def]
+            super().__init__(*a, directory=str(tmp_path), **kw)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/served.safetensors"
+        bad = CliRunner().invoke(main, ["export", url, "--id", "url-span", "--sha256", "0" * 64])
+        assert bad.exit_code == 1 and "sha256" in bad.output
+        assert find("url-span", "onnx-fp32") is None
+        ok = CliRunner().invoke(main, ["export", url, "--id", "url-span", "--sha256", digest])
+        assert ok.exit_code == 0, ok.output
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    spec = models.get("url-span")
+    assert spec.sources[0].kind == "url" and spec.sources[0].sha256 == digest
