@@ -147,7 +147,9 @@ def _kebab(name: str) -> str:
 @click.option("--sha256", help="Expected sha256 of a weight file or URL.")
 @click.option("--force", is_flag=True, help="Re-export even if a valid artifact is cached.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per model.")
-def export_cmd(targets: tuple[str, ...], export_all: bool, model_id: str | None, sha256: str | None, force: bool, as_json: bool) -> None:
+def export_cmd(
+    targets: tuple[str, ...], export_all: bool, model_id: str | None, sha256: str | None, force: bool, as_json: bool
+) -> None:
     """Export models to verified ONNX artifacts.
 
     TARGETS are zoo ids, .pth/.safetensors files (any architecture spandrel detects),

@@ -42,9 +42,16 @@ def art_image(h: int = 64, w: int | None = None) -> np.ndarray:
     im = Image.new("RGB", (w * s, h * s), (246, 228, 200))
     d = ImageDraw.Draw(im)
     d.ellipse((8 * s, 6 * s, (w - 10) * s, (h - 6) * s), fill=(250, 205, 180), outline=(40, 30, 30), width=3 * s)
-    d.polygon([(4 * s, 0), (w * s // 2, h * s // 3), (w * s - 4 * s, 0)], fill=(90, 60, 140), outline=(30, 20, 50), width=2 * s)
+    d.polygon(
+        [(4 * s, 0), (w * s // 2, h * s // 3), (w * s - 4 * s, 0)],
+        fill=(90, 60, 140),
+        outline=(30, 20, 50),
+        width=2 * s,
+    )
     for x0 in (w * s // 3, w * s // 2 + 4 * s):
-        d.ellipse((x0, h * s // 2, x0 + 9 * s, h * s // 2 + 11 * s), fill=(60, 120, 200), outline=(20, 20, 40), width=2 * s)
+        d.ellipse(
+            (x0, h * s // 2, x0 + 9 * s, h * s // 2 + 11 * s), fill=(60, 120, 200), outline=(20, 20, 40), width=2 * s
+        )
     d.line((w * s // 3, h * s * 4 // 5, w * s * 2 // 3, h * s * 4 // 5), fill=(170, 50, 60), width=2 * s)
     d.rectangle((0, h * s - 8 * s, w * s, h * s), fill=(120, 180, 110))
     return np.asarray(im.resize((w, h), Image.Resampling.LANCZOS)).copy()

@@ -19,9 +19,7 @@ ZOO = list(models.REGISTRY)
 def test_every_zoo_file_reads_exactly_and_param_count_matches_spec(spec: models.ModelSpec) -> None:
     param, binf = spec.sources[0].files()
     model = ncnn.load(param, binf)  # raises on short or trailing bytes
-    n_weights = sum(
-        a.size for blobs in model.weights.values() for k, a in blobs.items() if k != "data"
-    )
+    n_weights = sum(a.size for blobs in model.weights.values() for k, a in blobs.items() if k != "data")
     assert n_weights == ncnn.count_params(model.graph) == spec.params
 
 

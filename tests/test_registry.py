@@ -29,7 +29,7 @@ def test_spec_is_complete_and_round_trips(spec: ModelSpec) -> None:
 
 
 def test_unknown_id_suggests_close_matches() -> None:
-    with pytest.raises(ModelNotFoundError, match="did you mean.*realesrgan-x4plus"):
+    with pytest.raises(ModelNotFoundError, match=r"did you mean.*realesrgan-x4plus"):
         models.get("realesrgan-x4pluss")
 
 

@@ -59,7 +59,9 @@ def _available(name: str) -> bool:
     return get_provider(name).probe().available
 
 
-def parity_checks(spec: ModelSpec, module: Any, onnx_path: Path, *, threshold_db: float = parity.PARITY_DB) -> list[parity.Check]:
+def parity_checks(
+    spec: ModelSpec, module: Any, onnx_path: Path, *, threshold_db: float = parity.PARITY_DB
+) -> list[parity.Check]:
     """The parity report: torch vs the ncnn original; ONNX on onnxruntime and OpenVINO (f32) vs torch."""
     image, x = parity.parity_input(spec)
     ref = _torch_run(module, x)
@@ -71,7 +73,9 @@ def parity_checks(spec: ModelSpec, module: Any, onnx_path: Path, *, threshold_db
         param, binf = ncnn_src.files()
         original = oracle.reference(spec, x[0], param, binf)[None]
         checks.append(parity.compare("ncnn-original", original, "torch", ref, image, threshold_db))
-    checks.append(parity.compare("torch", ref, "onnxruntime-cpu", parity.run_artifact(onnx_path, x, "cpu"), image, threshold_db))
+    checks.append(
+        parity.compare("torch", ref, "onnxruntime-cpu", parity.run_artifact(onnx_path, x, "cpu"), image, threshold_db)
+    )
     if _available("openvino"):
         ov_out = parity.run_artifact(onnx_path, x, "openvino", precision="f32")
         checks.append(parity.compare("torch", ref, "openvino-cpu-f32", ov_out, image, threshold_db))

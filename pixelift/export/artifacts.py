@@ -64,7 +64,12 @@ def publish(model_id: str, target: str, built_file: Path, manifest: dict[str, An
     try:
         dest_file = staging / manifest["file"]
         shutil.move(str(built_file), dest_file)
-        manifest = {**manifest, "schema": SCHEMA, "sha256": sha256_file(dest_file), "size_bytes": dest_file.stat().st_size}
+        manifest = {
+            **manifest,
+            "schema": SCHEMA,
+            "sha256": sha256_file(dest_file),
+            "size_bytes": dest_file.stat().st_size,
+        }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         old = None
         if final.exists():

@@ -49,7 +49,9 @@ def trace_size(spec: ModelSpec) -> int:
     return spec.alignment * max(1, 64 // spec.alignment)
 
 
-def export_module(module: torch.nn.Module, spec: ModelSpec, dest: Path, *, opset: int = OPSET, simplify: bool = True) -> dict[str, Any]:
+def export_module(
+    module: torch.nn.Module, spec: ModelSpec, dest: Path, *, opset: int = OPSET, simplify: bool = True
+) -> dict[str, Any]:
     """Write ``module`` as ONNX to ``dest``; return facts for the manifest."""
     import onnx
     import torch

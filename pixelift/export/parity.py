@@ -50,7 +50,9 @@ def parity_input(spec: ModelSpec) -> tuple[str, np.ndarray]:
     return name, to_chw(content_crop(spec.content, h, w))[None]
 
 
-def compare(reference: str, ref: np.ndarray, candidate: str, cand: np.ndarray, image: str, threshold_db: float = PARITY_DB) -> Check:
+def compare(
+    reference: str, ref: np.ndarray, candidate: str, cand: np.ndarray, image: str, threshold_db: float = PARITY_DB
+) -> Check:
     if ref.shape != cand.shape:
         return Check(reference, candidate, image, float("-inf"), float("inf"), threshold_db)
     return Check(reference, candidate, image, round(psnr(ref, cand), 2), max_abs(ref, cand), threshold_db)

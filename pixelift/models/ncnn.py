@@ -87,9 +87,7 @@ def parse_param(text: str, *, source: str = "<param>") -> Graph:
             raise WeightFormatError(f"{source}:{lineno}: truncated layer line")
         layers.append(Layer(ltype, name, bottoms, tops, params))
     if len(layers) != layer_count:
-        raise WeightFormatError(
-            f"{source}: header says {layer_count} layers, file has {len(layers)}"
-        )
+        raise WeightFormatError(f"{source}: header says {layer_count} layers, file has {len(layers)}")
     return Graph(tuple(layers))
 
 
@@ -172,8 +170,7 @@ def read_bin(graph: Graph, data: bytes, *, source: str = "<bin>") -> dict[str, d
             out[lyr.name] = blobs
     if rd.pos != len(data):
         raise WeightFormatError(
-            f"{source}: {len(data) - rd.pos} trailing bytes after the last weight; "
-            "the .bin does not match its .param"
+            f"{source}: {len(data) - rd.pos} trailing bytes after the last weight; the .bin does not match its .param"
         )
     return out
 

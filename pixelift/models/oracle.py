@@ -48,8 +48,13 @@ def run_ncnn(param: Path, binf: Path, chw: np.ndarray, *, threads: int = 2) -> n
     return out
 
 
-def reference(spec: ModelSpec, chw: np.ndarray, param: Path, binf: Path) -> np.ndarray:
-    """The original model's output for ``chw`` under the :class:`ModelSpec` contract."""
+def reference(spec: ModelSpec, chw: np.ndarray, param: Path, binf: Path, *, postprocess: bool = True) -> np.ndarray:
+    """The original model's output for ``chw`` under the :class:`ModelSpec` contract.
+
+    ``spec.options["ncnn_residual"] == "nearest"`` marks graphs (Real-CUGAN x4) that
+    output a residual which their ncnn app adds to the nearest-upsampled input in a
+    shader; ``postprocess`` applies that step, as the original app does.
+    """
     b = spec.border
     _, h, w = chw.shape
     if h % spec.alignment or w % spec.alignment:
@@ -60,4 +65,7 @@ def reference(spec: ModelSpec, chw: np.ndarray, param: Path, binf: Path) -> np.n
     top, left = (out.shape[1] - oh) // 2, (out.shape[2] - ow) // 2
     if top < 0 or left < 0:
         raise RuntimeError(f"{spec.id}: ncnn output {out.shape} is smaller than {oh}x{ow}")
-    return out[:, top : top + oh, left : left + ow]
+    out = out[:, top : top + oh, left : left + ow]
+    if postprocess and spec.options.get("ncnn_residual") == "nearest":
+        out = out + chw.repeat(spec.scale, axis=1).repeat(spec.scale, axis=2)
+    return out

@@ -153,8 +153,7 @@ class UrlSource:
             got = sha256_file(tmp)
             if got != self.sha256.lower():
                 raise ChecksumError(
-                    f"{self.url}: sha256 mismatch (expected {self.sha256.lower()}, got {got}); "
-                    "the file was not kept"
+                    f"{self.url}: sha256 mismatch (expected {self.sha256.lower()}, got {got}); the file was not kept"
                 )
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 from pixelift.models.sources import WeightSource, source_from_dict
 
 
-class Task(str, enum.Enum):
+class Task(enum.StrEnum):
     UPSCALE = "upscale"
     DENOISE = "denoise"
     DEJPEG = "dejpeg"

@@ -30,9 +30,7 @@ def conv_arrays(model: NcnnModel, layer: Layer) -> tuple[np.ndarray, np.ndarray 
     w = blobs["weight"]
     per_out = out_ch * kh * kw
     if w.size % per_out:
-        raise WeightFormatError(
-            f"{layer.name}: {w.size} weights do not divide into {out_ch}x{kh}x{kw}"
-        )
+        raise WeightFormatError(f"{layer.name}: {w.size} weights do not divide into {out_ch}x{kh}x{kw}")
     in_ch = w.size // per_out
     return w.reshape(out_ch, in_ch, kh, kw), blobs.get("bias") if groups else None
 

@@ -14,7 +14,12 @@ from pixelift.models.spec import ModelSpec
 def state_dict_from_ncnn(model: NcnnModel) -> dict[str, np.ndarray]:
     layers = model.layers("Convolution", "PReLU")
     types = [lyr.type for lyr in layers]
-    if not types or types[-1] != "Convolution" or types[::2] != ["Convolution"] * ((len(types) + 1) // 2) or types[1::2] != ["PReLU"] * (len(types) // 2):
+    if (
+        not types
+        or types[-1] != "Convolution"
+        or types[::2] != ["Convolution"] * ((len(types) + 1) // 2)
+        or types[1::2] != ["PReLU"] * (len(types) // 2)
+    ):
         raise UnknownArchitectureError(f"{model.param_path.name}: not a conv/PReLU chain (SRVGGNetCompact)")
     state: dict[str, np.ndarray] = {}
     for i, layer in enumerate(layers):

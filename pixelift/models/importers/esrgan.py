@@ -22,9 +22,7 @@ def conv_keys(num_blocks: int) -> list[str]:
 def state_dict_from_ncnn(model: NcnnModel) -> dict[str, np.ndarray]:
     convs = model.layers("Convolution")
     if (len(convs) - 6) % 15:
-        raise UnknownArchitectureError(
-            f"{model.param_path.name}: {len(convs)} convolutions do not form an RRDBNet x4"
-        )
+        raise UnknownArchitectureError(f"{model.param_path.name}: {len(convs)} convolutions do not form an RRDBNet x4")
     state: dict[str, np.ndarray] = {}
     for key, layer in zip(conv_keys((len(convs) - 6) // 15), convs, strict=True):
         w, b = conv_arrays(model, layer)

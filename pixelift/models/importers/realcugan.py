@@ -15,9 +15,9 @@ stride, padding and activation before its weights are taken:
 What the graphs do *not* contain, and how this module handles it:
 
 * Pro models have no input/output ``BinaryOp``: the graphs are structurally identical to
-  SE, and the ncnn Pro outputs are already plain 0..1 images. The ``x*0.7+0.15`` /
-  ``(y-0.15)/0.7`` range change of upstream Pro checkpoints is baked into the exported
-  weights, so spandrel's ``pro`` flag must stay off (turning it on applies it twice).
+  SE and map 0..1 to 0..1 directly. Whatever the ``x*0.7+0.15`` / ``(y-0.15)/0.7`` range
+  change of upstream Pro checkpoints did is inside the exported weights, so spandrel's
+  ``pro`` flag must stay off (applying the range change too drops parity to ~31 dB).
 * x4 graphs end with the pixel shuffle and return a *residual*: realcugan-ncnn-vulkan's
   ``realcugan_4x_postproc`` shader adds the nearest-neighbour x4 upsampled input. The
   module adds it (as spandrel's UpCunet4x does); ``spec.options["ncnn_residual"]`` says
@@ -38,20 +38,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelift.errors import UnknownArchitectureError, WeightFormatError
-from pixelift.models.importers._common import conv_arrays, expect_count, kernel_shape, load_into
+from pixelift.models.importers._common import (
+    conv_arrays,
+    expect_count,
+    kernel_shape,
+    load_into,
+)
 from pixelift.models.ncnn import Layer, NcnnModel
 from pixelift.models.spec import ModelSpec
 
 CONV, DECONV, FC = "Convolution", "Deconvolution", "InnerProduct"
 LINEAR, RELU, LEAKY, SIGMOID = 0, 1, 2, 4  # ncnn activation_type (param 9)
-ALLOWED_TYPES = frozenset(
-    {"Input", "Split", CONV, DECONV, FC, "Pooling", "BinaryOp", "Crop", "PixelShuffle"}
-)
+ALLOWED_TYPES = frozenset({"Input", "Split", CONV, DECONV, FC, "Pooling", "BinaryOp", "Crop", "PixelShuffle"})
 # Crops (input-side offsets, in layer order) that the skip connections take.
 CROPS = {2: [4, 4, 16, 20], 3: [4, 4, 16, 20], 4: [4, 4, 16, 20, 1]}
 # Pixels, at output resolution, that unet2 loses relative to unet1's output.
 UNET2_LOSS = 20
 SE_BLOCKS = 4
+# Input px per side the graph consumes, and the alignment of the padded input it needs
+# (stride-2 stages, plus the x3 deconv landing unet2 on a multiple of 4).
+BORDER = {2: 18, 3: 14, 4: 19}
+PADDED_ALIGNMENT = {2: 2, 3: 4, 4: 2}
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,10 @@ def plan(scale: int) -> list[Slot]:
     """The weighted layers of the ncnn graph, in order, as spandrel module paths."""
     if scale not in (2, 3, 4):
         raise UnknownArchitectureError(f"Real-CUGAN has no x{scale} variant")
-    bottom = Slot("unet1.conv_bottom", DECONV, 5, 3, 2, LINEAR) if scale == 3 else Slot(
-        "unet1.conv_bottom", DECONV, 4, 2, 3, LINEAR
+    bottom = (
+        Slot("unet1.conv_bottom", DECONV, 5, 3, 2, LINEAR)
+        if scale == 3
+        else Slot("unet1.conv_bottom", DECONV, 4, 2, 3, LINEAR)
     )
     unet1 = [
         *_unet_conv("unet1.conv1", se=False),
@@ -122,7 +131,9 @@ def _check_slot(model: NcnnModel, slot: Slot, layer: Layer) -> None:
     got = ((kh, kw), stride, pads, dil, int(layer.get(18, 0)))
     want = ((slot.kernel,) * 2, (slot.stride,) * 2, (slot.pad,) * 4, (1, 1), 0)
     if got != want:
-        raise _fail(model, f"layer {layer.name} ({slot.key}) has kernel/stride/pad/dilation/out_pad {got}, expected {want}")
+        raise _fail(
+            model, f"layer {layer.name} ({slot.key}) has kernel/stride/pad/dilation/out_pad {got}, expected {want}"
+        )
 
 
 def _check_glue(model: NcnnModel, scale: int) -> None:
@@ -183,6 +194,11 @@ class RealCUGAN(nn.Module):
 
     def __init__(self, net: nn.Module, scale: int, border: int, alignment: int) -> None:
         super().__init__()
+        if border != BORDER[scale] or alignment % PADDED_ALIGNMENT[scale] or (2 * border) % PADDED_ALIGNMENT[scale]:
+            raise ValueError(
+                f"Real-CUGAN x{scale} needs border {BORDER[scale]} and alignment a multiple of "
+                f"{PADDED_ALIGNMENT[scale]}, got border {border}, alignment {alignment}"
+            )
         self.net = net
         self.scale = scale
         self.border = border

@@ -78,9 +78,7 @@ def spec_from_file(path: Path, model_id: str, *, url: str | None = None, sha256:
 
     desc = describe(load_state_dict(path), str(path))
     digest = sha256 or sha256_file(path)
-    source: WeightSource = (
-        UrlSource(url, digest, path.name) if url else LocalFileSource(str(path.resolve()), digest)
-    )
+    source: WeightSource = UrlSource(url, digest, path.name) if url else LocalFileSource(str(path.resolve()), digest)
     sizes = desc.size_requirements
     return ModelSpec(
         id=model_id,

@@ -10,16 +10,38 @@ LICENSE = "MIT (Real-CUGAN weights, bilibili/ailab)"
 LICENSE_SOURCE = MIT_SR_VULKAN.format(dist=DIST) + "; upstream Real-CUGAN LICENSE is MIT"
 
 # scale -> (params, border, alignment); border/alignment follow the original graph.
-_GEOMETRY = {2: (1_284_598, 18, 2), 3: (1_286_326, 14, 4), 4: (1_406_812, 19, 4)}
+# border: input px per side the graph consumes (output is scale*(H - 2*border)).
+# alignment: the padded input H+2*border must be even (x2/x4) or a multiple of 4 (x3),
+# else the stride-2 stages floor and the skip adds misalign (garbage at the bottom/right).
+# Pro graphs have the same geometry as SE.
+_GEOMETRY = {2: (1_284_598, 18, 2), 3: (1_286_326, 14, 4), 4: (1_406_812, 19, 2)}
 _PARAMS_PRO = {2: 1_284_598, 3: 1_286_326}
+
+# The SE blocks scale channels by a global mean over the whole input: a tile sees its own
+# statistics. Measured (96 px crops, overlap >= border): tiled vs whole 42-46 dB PSNR,
+# max |diff| 0.06-0.13; with the whole-image SE means frozen the difference is exactly 0.
+# realcugan-ncnn-vulkan needs its "syncgap" pass for the same reason.
+TILE_SAFE = False
 
 # (variant, scale, noise) -> file stem suffix; noise -1 = conservative, None = no denoise
 _ROWS: list[tuple[str, int, int | None]] = [
-    ("se", 2, None), ("se", 2, -1), ("se", 2, 1), ("se", 2, 2), ("se", 2, 3),
-    ("se", 3, None), ("se", 3, -1), ("se", 3, 3),
-    ("se", 4, None), ("se", 4, -1), ("se", 4, 3),
-    ("pro", 2, None), ("pro", 2, -1), ("pro", 2, 3),
-    ("pro", 3, None), ("pro", 3, -1), ("pro", 3, 3),
+    ("se", 2, None),
+    ("se", 2, -1),
+    ("se", 2, 1),
+    ("se", 2, 2),
+    ("se", 2, 3),
+    ("se", 3, None),
+    ("se", 3, -1),
+    ("se", 3, 3),
+    ("se", 4, None),
+    ("se", 4, -1),
+    ("se", 4, 3),
+    ("pro", 2, None),
+    ("pro", 2, -1),
+    ("pro", 2, 3),
+    ("pro", 3, None),
+    ("pro", 3, -1),
+    ("pro", 3, 3),
 ]
 
 
@@ -34,6 +56,8 @@ def _suffix(noise: int | None) -> tuple[str, str, str]:
 def _spec(variant: str, scale: int, noise: int | None) -> ModelSpec:
     file_sfx, id_sfx, words = _suffix(noise)
     params, border, align = _GEOMETRY[scale]
+    if variant == "pro":
+        params = _PARAMS_PRO[scale]
     return ModelSpec(
         id=f"realcugan-{variant}-x{scale}{id_sfx}",
         task=Task.UPSCALE,
@@ -48,7 +72,14 @@ def _spec(variant: str, scale: int, noise: int | None) -> ModelSpec:
         noise_level=noise if noise is not None and noise >= 0 else None,
         border=border,
         alignment=align,
-        options={"variant": variant, "conservative": noise == -1},
+        tile_safe=TILE_SAFE,
+        options={
+            "variant": variant,
+            "conservative": noise == -1,
+            # x4 graphs output a residual; the model adds the nearest-upsampled input
+            # (realcugan-ncnn-vulkan's realcugan_4x_postproc), the bare graph does not.
+            **({"ncnn_residual": "nearest"} if scale == 4 else {}),
+        },
     )
 
 

@@ -18,10 +18,38 @@ _ROWS = [
     ("span-x2-ch52", "models/spanx2_ch52", 2, 481_324, "photo", "photo: fidelity-oriented x2 upscaler (52 channels)"),
     ("span-x4-ch48", "models/spanx4_ch48", 4, 426_288, "photo", "photo: fidelity-oriented x4 upscaler (48 channels)"),
     ("span-x4-ch52", "models/spanx4_ch52", 4, 498_208, "photo", "photo: fidelity-oriented x4 upscaler (52 channels)"),
-    ("span-x4-clearreality", "models/ClearReality4x", 4, 426_288, "photo", "photo: sharp-look x4 upscaler (ClearReality4x)"),
-    ("span-x4-kendata", "models/4xSPANkendata", 4, 426_288, "photo", "photo: x4 upscaler trained on kendata (ImageNet mean, no x255)"),
-    ("span-x2-hfa2k", "models/2xHFA2kSPAN_27k", 2, 410_700, "anime", "anime: x2 upscaler (HFA2k); shifts colours on photos, anime only"),
-    ("span-x2-anime-pretrain", "custom_models/2x_span_anime_pretrain", 2, 410_700, "anime", "anime: x2 pretrain checkpoint"),
+    (
+        "span-x4-clearreality",
+        "models/ClearReality4x",
+        4,
+        426_288,
+        "photo",
+        "photo: sharp-look x4 upscaler (ClearReality4x)",
+    ),
+    (
+        "span-x4-kendata",
+        "models/4xSPANkendata",
+        4,
+        426_288,
+        "photo",
+        "photo: x4 upscaler trained on kendata (ImageNet mean, no x255)",
+    ),
+    (
+        "span-x2-hfa2k",
+        "models/2xHFA2kSPAN_27k",
+        2,
+        410_700,
+        "anime",
+        "anime: x2 upscaler (HFA2k); shifts colours on photos, anime only",
+    ),
+    (
+        "span-x2-anime-pretrain",
+        "custom_models/2x_span_anime_pretrain",
+        2,
+        410_700,
+        "anime",
+        "anime: x2 pretrain checkpoint",
+    ),
 ]
 
 SPECS = [
