@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,157 @@ def export_cmd(
             click.echo(json.dumps(result))
     if failures:
         sys.exit(EXIT_FAILED)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
+
+
+def _collect(inputs: tuple[str, ...], recursive: bool, exclude: Path | None) -> list[tuple[Path, Path]]:
+    """(file, path relative to its input root) for every image named or found."""
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            pattern = "**/*" if recursive else "*"
+            for f in sorted(p.glob(pattern)):
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.stem.endswith("_pixelift"):
+                    if exclude is not None and exclude.resolve() in f.resolve().parents:
+                        continue
+                    found.append((f, f.relative_to(p)))
+        else:
+            found.append((p, Path(p.name)))
+    return found
+
+
+def _tile_option(value: str) -> int | None | str:
+    if value in ("auto", "none"):
+        return None if value == "none" else "auto"
+    try:
+        tile = int(value)
+    except ValueError:
+        raise click.BadParameter("use a size in pixels, 'auto' or 'none'") from None
+    if tile < 16:
+        raise click.BadParameter("tiles smaller than 16 px are not useful")
+    return tile
+
+
+def _provider_choices() -> list[str]:
+    from pixelift.providers import PROVIDERS
+
+    return ["auto", *PROVIDERS, *(f"openvino:{d}" for d in ("CPU", "GPU", "NPU") if "openvino" in PROVIDERS)]
+
+
+@main.command("enhance")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-m", "--model", "model_ids", multiple=True, help="Model id (repeat to chain models). Default: the measured best CPU photo model.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (one input) or folder.")
+@click.option("--outscale", type=float, help="Final scale vs the input (default: the models' scale). 1 = restore at the original size.")
+@click.option("--format", "fmt", type=click.Choice(["png", "tiff", "jpeg", "webp"], case_sensitive=False), help="Output format (default: PNG, or TIFF for TIFF input).")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option("--recursive", is_flag=True, help="Descend into sub-folders of input folders.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (and the input, if it is the output).")
+@click.option("--skip-existing", is_flag=True, help="Skip inputs whose output exists (resume a batch).")
+@click.option("--provider", default="auto", show_default=True, type=click.Choice(_provider_choices(), case_sensitive=False))
+@click.option("--strict", is_flag=True, help="Fail instead of falling back to another provider.")
+@click.option("--tile", default="auto", show_default=True, help="Tile size in px, 'auto' (from free memory) or 'none'.")
+@click.option("--overlap", type=click.IntRange(0, 256), default=None, help="Tile overlap in input px.")
+@click.option("--blend", type=click.Choice(["linear", "cosine", "gaussian", "crop"]), default=None, help="How overlapping tiles are blended.")
+@click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True, help="Tiles per inference call.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per file: status, output, model, provider, seconds, error.")
+def enhance_cmd(
+    inputs: tuple[str, ...],
+    model_ids: tuple[str, ...],
+    output: Path | None,
+    outscale: float | None,
+    fmt: str | None,
+    quality: int,
+    recursive: bool,
+    overwrite: bool,
+    skip_existing: bool,
+    provider: str,
+    strict: bool,
+    tile: str,
+    overlap: int | None,
+    blend: str | None,
+    batch: int,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Upscale, denoise or de-JPEG images and folders of images.
+
+    \b
+    Exit codes: 0 every file succeeded (or was skipped); 1 at least one file failed
+    (the others were still processed); 2 usage error (bad option, unknown model).
+    """
+    from pixelift.runtime import imageio, tiling
+    from pixelift.runtime.enhancer import Enhancer, TileOptions, default_output_path
+
+    if outscale is not None and outscale <= 0:
+        raise click.BadParameter("must be > 0", param_hint="--outscale")
+    try:
+        tiles = TileOptions(
+            tile=_tile_option(tile),
+            overlap=tiling.DEFAULT_OVERLAP if overlap is None else overlap,
+            blend=tiling.Blend(blend) if blend else tiling.DEFAULT_BLEND,
+            batch=batch,
+        )
+        enh = Enhancer(list(model_ids) or models.DEFAULT_MODEL, provider=provider, strict=strict, outscale=outscale, tiles=tiles)
+    except PixeliftError as exc:
+        raise click.UsageError(str(exc)) from exc
+    files = _collect(inputs, recursive, output if output and output.is_dir() else None)
+    many = len(files) > 1 or any(Path(i).is_dir() for i in inputs)
+    if many and output is not None and output.suffix and not output.is_dir():
+        raise click.UsageError("with several inputs, -o must be a folder")
+    show = not (quiet or as_json)
+    failures = 0
+    for src, rel in files:
+        t0 = time.perf_counter()
+        rec: dict[str, Any] = {"input": str(src), "status": "ok", "output": None, "model": enh.model_ids, "provider": None, "seconds": None, "error": None}
+        try:
+            out_fmt = (fmt or "").upper() or None
+            if output is None:
+                in_fmt = imageio.format_from_suffix(src) or "PNG"
+                dst = default_output_path(src, out_fmt or imageio.default_output_format(in_fmt))
+            elif many:
+                in_fmt = imageio.format_from_suffix(src) or "PNG"
+                dst = (output / rel).with_suffix(imageio.suffix_for(out_fmt or imageio.default_output_format(in_fmt)))
+            else:
+                dst = output
+            rec["output"] = str(dst)
+            if dst.exists() and skip_existing:
+                rec["status"] = "skipped"
+            else:
+                if dst.exists() and not overwrite:
+                    raise imageio.OutputExistsError(f"{dst} exists; use --overwrite or --skip-existing")
+                if show:
+                    with click.progressbar(length=1, label=src.name, file=sys.stderr) as bar:
+                        enh.progress = lambda done, total: _advance(bar, done, total)
+                        path, res = enh.enhance_file(src, dst, format=out_fmt, quality=quality, overwrite=overwrite)
+                else:
+                    path, res = enh.enhance_file(src, dst, format=out_fmt, quality=quality, overwrite=overwrite)
+                rec.update(output=str(path), provider=res.providers, notes=res.notes)
+        except (PixeliftError, OSError) as exc:
+            failures += 1
+            rec.update(status="error", error=str(exc))
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+        if as_json:
+            click.echo(json.dumps(rec))
+        elif rec["status"] == "error":
+            click.echo(f"{src}: error: {rec['error']}", err=True)
+        elif not quiet:
+            click.echo(f"{src} -> {rec['output']} ({rec['status']}, {rec['seconds']} s)")
+    if not files:
+        click.echo("no input images found", err=True)
+        sys.exit(EXIT_FAILED)
+    if failures:
+        sys.exit(EXIT_FAILED)
+
+
+def _advance(bar: Any, done: int, total: int) -> None:
+    bar.length = total
+    bar.update(done - bar.pos)
+
 
 
 if __name__ == "__main__":

@@ -1,0 +1,250 @@
+"""The Python API: ``Enhancer(model).enhance(image)`` and ``.enhance_file(src, dst)``.
+
+A pipeline is a list of model steps followed by one resize to ``outscale`` (area when
+shrinking, Lanczos when enlarging). Colour and alpha are processed separately; colour is
+premultiplied by alpha first so transparent pixels cannot bleed dark fringes into edges.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from pixelift.errors import PixeliftError
+from pixelift.models import DEFAULT_MODEL
+from pixelift.providers.select import Request
+from pixelift.runtime import imageio, tiling
+from pixelift.runtime.session import LoadedModel, load
+
+log = logging.getLogger(__name__)
+
+ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
+ALPHA_EPS = 1.0 / 1024
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    tile: int | None | str = "auto"  # pixels, None for whole image, "auto" from memory
+    overlap: int = tiling.DEFAULT_OVERLAP
+    blend: tiling.Blend = tiling.DEFAULT_BLEND
+    batch: int = 1
+
+
+@dataclass
+class Result:
+    """What happened to one image: which models and providers ran, and any notes."""
+
+    models: list[str]
+    providers: list[str]
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _to_float(a: np.ndarray) -> tuple[np.ndarray, bool]:
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0, False
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / 65535.0, False
+    f = a.astype(np.float32)
+    clipped = bool(f.min() < 0.0 or f.max() > 1.0)
+    return np.clip(f, 0.0, 1.0), clipped
+
+
+def _from_float(f: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype == np.uint8:
+        return np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8)
+    if dtype == np.uint16:
+        return np.clip(np.rint(f * 65535.0), 0, 65535).astype(np.uint16)
+    return np.clip(f, 0.0, 1.0).astype(dtype)
+
+
+def resize_hwc(f: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize float HWC with area averaging when shrinking and Lanczos when enlarging."""
+    h, w = f.shape[:2]
+    if (h, w) == (height, width):
+        return f
+    method = Image.Resampling.BOX if height * width < h * w else Image.Resampling.LANCZOS
+    chans = [np.asarray(Image.fromarray(f[..., c], mode="F").resize((width, height), method)) for c in range(f.shape[2])]
+    return np.stack(chans, axis=-1).astype(np.float32)
+
+
+class Enhancer:
+    """Run one model, or a chain of models, on images. Sessions open on first use.
+
+    ``provider`` is ``auto``, ``cpu``, ``openvino`` or ``openvino:GPU``; with
+    ``strict=True`` a provider that cannot run raises instead of falling back.
+    """
+
+    def __init__(
+        self,
+        model: str | Sequence[str] = DEFAULT_MODEL,
+        *,
+        provider: str = "auto",
+        strict: bool = False,
+        outscale: float | None = None,
+        tiles: TileOptions | None = None,
+        auto_export: bool = True,
+        progress: Progress | None = None,
+    ) -> None:
+        from pixelift import models
+
+        self.model_ids = [model] if isinstance(model, str) else list(model)
+        if not self.model_ids:
+            raise ValueError("an Enhancer needs at least one model")
+        self.specs = [models.get(m) for m in self.model_ids]  # fails fast on unknown ids
+        self.request = Request(provider=provider, strict=strict)
+        self.outscale = outscale
+        self.tiles = tiles or TileOptions()
+        self.auto_export = auto_export
+        self.progress = progress
+        self._loaded: list[LoadedModel] | None = None
+
+    @property
+    def scale(self) -> float:
+        return self.outscale if self.outscale is not None else float(np.prod([s.scale for s in self.specs]))
+
+    def loaded(self) -> list[LoadedModel]:
+        if self._loaded is None:
+            self._loaded = [load(m, self.request, auto_export=self.auto_export) for m in self.model_ids]
+        return self._loaded
+
+    # --- core ---------------------------------------------------------------------------
+
+    def _run_model(self, lm: LoadedModel, chw: np.ndarray, notes: list[str]) -> np.ndarray:
+        spec = lm.spec
+        h, w = chw.shape[1:]
+        tile = self.tiles.tile
+        if tile == "auto":
+            tile = tiling.choose_tile(
+                h,
+                w,
+                bytes_per_input_pixel=float(spec.options.get("bytes_per_input_pixel", tiling.DEFAULT_BYTES_PER_PIXEL)),
+                available_bytes=tiling.available_memory_bytes(),
+                alignment=spec.alignment,
+            )
+        if tile is not None and not spec.tile_safe:
+            notes.append(f"{spec.id} uses whole-image statistics; tiled output differs slightly from untiled")
+        return tiling.run_tiled_with_retry(
+            chw,
+            lm.selection.session.run,
+            scale=spec.scale,
+            tile=tile,
+            overlap=self.tiles.overlap,
+            alignment=spec.alignment,
+            blend=self.tiles.blend,
+            batch=self.tiles.batch,
+            progress=self.progress,
+        )
+
+    def enhance_float(self, color: np.ndarray, alpha: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, Result]:
+        """Float HWC colour (C = 1 or 3) and optional HW alpha, all in 0..1."""
+        t0 = time.perf_counter()
+        loaded = self.loaded()
+        res = Result([lm.spec.id for lm in loaded], [lm.provider for lm in loaded])
+        h0, w0 = color.shape[:2]
+        gray = color.shape[2] == 1
+        rgb = np.repeat(color, 3, axis=2) if gray else color
+        if alpha is not None and float(alpha.min()) == float(alpha.max()):
+            const_alpha: float | None = float(alpha.min())
+            alpha = None
+        else:
+            const_alpha = None
+        if alpha is not None:
+            rgb = rgb * alpha[..., None]
+        chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
+        a_chw = None if alpha is None else np.ascontiguousarray(np.repeat(alpha[None], 3, axis=0), dtype=np.float32)
+        for lm in loaded:
+            chw = self._run_model(lm, chw, res.notes)
+            if a_chw is not None:
+                a_chw = self._run_model(lm, a_chw, res.notes)
+                a_chw = np.repeat(np.clip(a_chw.mean(axis=0, keepdims=True), 0.0, 1.0), 3, axis=0)
+        out = np.clip(chw.transpose(1, 2, 0), 0.0, 1.0)
+        hh, ww = round(h0 * self.scale), round(w0 * self.scale)
+        out = resize_hwc(out, hh, ww)
+        out_alpha = None
+        if a_chw is not None:
+            out_alpha = np.clip(resize_hwc(a_chw[:1].transpose(1, 2, 0), hh, ww)[..., 0], 0.0, 1.0)
+            safe = np.maximum(out_alpha, ALPHA_EPS)[..., None]
+            out = np.where(out_alpha[..., None] > ALPHA_EPS, np.clip(out / safe, 0.0, 1.0), 0.0)
+        elif const_alpha is not None:
+            out_alpha = np.full((hh, ww), const_alpha, np.float32)
+        if gray:
+            out = out.mean(axis=2, keepdims=True)
+        res.seconds = time.perf_counter() - t0
+        return np.clip(out, 0.0, 1.0).astype(np.float32), out_alpha, res
+
+    # --- public ---------------------------------------------------------------------
+
+    def enhance_data(self, data: imageio.ImageData) -> tuple[imageio.ImageData, Result]:
+        color, clipped = _to_float(data.color)
+        alpha = None if data.alpha is None else _to_float(data.alpha)[0]
+        out, out_alpha, res = self.enhance_float(color, alpha)
+        if clipped:
+            res.notes.append("float input outside 0..1 was clipped")
+        dtype = data.color.dtype
+        return (
+            replace(
+                data,
+                color=_from_float(out, dtype),
+                alpha=None if out_alpha is None else _from_float(out_alpha, dtype),
+                notes=[*data.notes, *res.notes],
+            ),
+            res,
+        )
+
+    def enhance(self, image: ImageLike) -> ImageLike:
+        """Enhance a PIL image or an ndarray (HW, HWC with 1/3/4 channels); same type and dtype back."""
+        if isinstance(image, Image.Image):
+            data = imageio.from_pil(image)
+            out, _ = self.enhance_data(data)
+            return imageio.to_pil(out)
+        arr = np.asarray(image)
+        if arr.ndim == 2:
+            arr3 = arr[..., None]
+        elif arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
+            arr3 = arr
+        else:
+            raise PixeliftError(f"expected an HxW or HxWxC (C=1,3,4) array, got shape {arr.shape}")
+        if arr.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+            raise PixeliftError(f"unsupported dtype {arr.dtype}; use uint8, uint16 or float")
+        color, alpha = (arr3[..., :3], arr3[..., 3]) if arr3.shape[2] == 4 else (arr3, None)
+        data = imageio.ImageData.from_arrays(color, alpha)
+        out, _ = self.enhance_data(data)
+        result = out.color if out.alpha is None else np.concatenate([out.color, out.alpha[..., None]], axis=2)
+        return result[..., 0] if arr.ndim == 2 else result
+
+    def enhance_file(
+        self,
+        src: str | Path,
+        dst: str | Path | None = None,
+        *,
+        format: str | None = None,
+        quality: int = 95,
+        overwrite: bool = False,
+    ) -> tuple[Path, Result]:
+        """Read, enhance and write one file, carrying metadata; returns the output path."""
+        src = Path(src)
+        data = imageio.read_image(src)
+        fmt = (format or (imageio.format_from_suffix(Path(dst)) if dst else None) or imageio.default_output_format(data.source_format)).upper()
+        dst = Path(dst) if dst is not None else default_output_path(src, fmt)
+        if dst.resolve() == src.resolve() and not overwrite:
+            raise imageio.OutputExistsError(f"{dst} is the input; pass overwrite=True (--overwrite) to replace it")
+        out, res = self.enhance_data(data)
+        path = imageio.write_image(out, dst, format=fmt, quality=quality, overwrite=overwrite, scale_dpi=self.scale)
+        return path, res
+
+
+def default_output_path(src: Path, fmt: str) -> Path:
+    return src.with_name(f"{src.stem}_pixelift{imageio.suffix_for(fmt)}")
+
+
+def describe(lm: LoadedModel) -> dict[str, Any]:
+    return {"model": lm.spec.id, "provider": lm.provider, "rejected": list(lm.selection.rejected)}
