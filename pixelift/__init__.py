@@ -5,8 +5,22 @@ Importing pixelift never imports torch; the export stage (``pixelift.export``) d
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pixelift.errors import PixeliftError
+
+if TYPE_CHECKING:
+    from pixelift.runtime.enhancer import Enhancer
 
 __version__ = "0.1.0"
 
-__all__ = ["PixeliftError", "__version__"]
+__all__ = ["Enhancer", "PixeliftError", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `import pixelift` stays cheap for the CLI and for `pixelift models`.
+    if name == "Enhancer":
+        from pixelift.runtime.enhancer import Enhancer
+
+        return Enhancer
+    raise AttributeError(f"module 'pixelift' has no attribute {name!r}")
