@@ -20,13 +20,14 @@ from PIL import Image
 from pixelift.errors import PixeliftError
 from pixelift.models import DEFAULT_MODEL
 from pixelift.providers.select import Request
-from pixelift.runtime import imageio, tiling
+from pixelift.runtime import footprint, imageio, tiling
 from pixelift.runtime.session import LoadedModel, load
 
 log = logging.getLogger(__name__)
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 ALPHA_EPS = 1.0 / 1024
+FALLBACK_MEMORY = 2 << 30  # when free memory cannot be read
 Progress = Callable[[int, int], None]
 
 
@@ -126,8 +127,8 @@ class Enhancer:
             tile = tiling.choose_tile(
                 h,
                 w,
-                bytes_per_input_pixel=float(spec.options.get("bytes_per_input_pixel", tiling.DEFAULT_BYTES_PER_PIXEL)),
-                available_bytes=tiling.available_memory_bytes(),
+                bytes_per_input_pixel=footprint.bytes_per_input_pixel(spec.architecture),
+                available_bytes=tiling.available_memory_bytes() or FALLBACK_MEMORY,
                 alignment=spec.alignment,
             )
         if tile is not None and not spec.tile_safe:

@@ -1,0 +1,475 @@
+"""Tiled inference: pure geometry, blend windows, error handling, and real models.
+
+Fast tests use a local-context stand-in model (5x5 box blur, then nearest x2), whose
+context is 2 input pixels, on real photo crops. The real-model tests export one model
+per family to ONNX and compare tiled against whole-image output from the same
+``run_tiled`` call with ``tile=None`` (same border padding, so only tiling differs):
+PSNR >= 45 dB and a seam metric, normalised by the whole image's own, within 5% of 1.
+
+Measured on a 192x256 astronaut crop, tile 96 (2x3 tiles), onnxruntime CPU, PSNR of
+tiled vs whole in dB / seam metric relative to whole:
+
+=========================  =========  =========  =========  =========
+model, overlap 8/16/32     linear     cosine     gaussian   crop
+=========================  =========  =========  =========  =========
+span-x2-ch48, 8            74.5       79.3       81.6       82.7
+span-x2-ch48, 16           80.2       88.5       95.2       128.0
+span-x2-ch48, 32           85.4       99.7       106.3      inf
+animevideov3-x4, 8         63.3       66.5       68.5       69.2
+animevideov3-x4, 16        71.5       78.8       85.5       110.3
+animevideov3-x4, 32        77.9       91.6       98.7       inf
+cunet-x1-noise1, 16        81.2       81.2       81.1       80.8
+cunet-x1-noise1, 32        83.5       83.3       83.1       82.6
+realcugan-se-x2, 8         39.4/1.01  39.3/1.01  39.3/1.01  39.1/1.13
+realcugan-se-x2, 16        41.0/1.02  40.8/1.02  40.7/1.02  40.4/1.12
+realcugan-se-x2, 32        42.6/1.03  42.4/1.03  42.3/1.03  41.8/1.09
+=========================  =========  =========  =========  =========
+
+ESRGAN (realesrgan-x4plus; 96x96 chelsea crop, tile 48): cosine 34.6 / 37.3 / 42.0 /
+47.8 dB at overlap 8 / 16 / 24 / 32. Seam metrics of every tile-safe model are within
+0.1% of the whole image's. Hence DEFAULT_OVERLAP = 32 (the smallest tried that holds
+ESRGAN's deep receptive field) and DEFAULT_BLEND = cosine (crop wins on tile-safe models
+but leaves a visible seam, +9..13%, on SE models; cosine is within 0.2 dB of the best
+ramp on every model). Real-CUGAN SE computes a global mean per call, so tiles disagree
+globally: it needs overlap 64 (reads of 224 px, larger than the image) for 45.5 dB.
+On the test's own crop (tests.images.photo_crop) at the defaults: SPAN 100.6, Compact 89.6,
+UpConv7 106.7, CUNet 80.6, Real-CUGAN SE 43.5 (xfail), ESRGAN 50.0 dB.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pixelift import models
+from pixelift.errors import InferenceOutOfMemoryError, TileShapeError
+from pixelift.runtime.tiling import (
+    DEFAULT_BLEND,
+    DEFAULT_OVERLAP,
+    Blend,
+    available_memory_bytes,
+    choose_tile,
+    min_tile_for,
+    plan_tiles,
+    run_tiled,
+    run_tiled_with_retry,
+    seam_metric,
+    tile_weights,
+)
+from tests.images import photo_crop, psnr, to_chw
+
+# --------------------------------------------------------------------------- helpers
+
+
+def photo(name: str = "astronaut", h: int = 64, w: int | None = None) -> np.ndarray:
+    return to_chw(photo_crop(name, h, w))
+
+
+def box_blur_x2(x: np.ndarray) -> np.ndarray:
+    """Stand-in model: 5x5 box blur (edge-replicated, context 2 px) then nearest x2. NCHW."""
+    n, c, h, w = x.shape
+    p = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (2, 2), (2, 2)), mode="edge")
+    acc = np.zeros((n, c, h, w))
+    for dy in range(5):
+        for dx in range(5):
+            acc += p[:, :, dy : dy + h, dx : dx + w]
+    return (acc / 25).repeat(2, axis=2).repeat(2, axis=3).astype(np.float32)
+
+
+def nearest(scale: int):  # type: ignore[no-untyped-def]
+    return lambda x: x.repeat(scale, axis=2).repeat(scale, axis=3)
+
+
+def coverage(plan) -> np.ndarray:  # type: ignore[no-untyped-def]
+    cov = np.zeros((plan.height, plan.width), dtype=int)
+    for t in plan.tiles:
+        y0, y1, x0, x1 = t.core
+        cov[y0:y1, x0:x1] += 1
+    return cov
+
+
+def random_plans(seed: int, n: int = 40):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        a = int(rng.choice([1, 2, 4, 8]))
+        h, w = (int(v) for v in rng.integers(1, 300, size=2))
+        tile = int(rng.integers(4, 128))
+        ov = int(rng.integers(0, 40))
+        yield plan_tiles(h, w, tile=tile, overlap=ov, alignment=a)
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def test_count_first_then_equal_sizes() -> None:
+    plan = plan_tiles(1200, 1200, tile=1024, overlap=16)
+    assert (plan.rows, plan.cols) == (2, 2)
+    assert plan.y_bounds == (0, 600, 1200)
+    assert {t.core[1] - t.core[0] for t in plan.tiles} == {600}
+    # 1025 px: two tiles of ~512, never 1024 + a 1 px sliver
+    plan = plan_tiles(1025, 100, tile=1024, overlap=8)
+    assert plan.y_bounds == (0, 512, 1025) and plan.cols == 1
+    assert plan_tiles(1024, 1024, tile=1024, overlap=8).rows == 1
+    whole = plan_tiles(300, 200, tile=None, overlap=8)
+    assert len(whole.tiles) == 1 and whole.tiles[0].core == (0, 300, 0, 200)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cores_partition_reads_aligned(seed: int) -> None:
+    for plan in random_plans(seed):
+        a, ov = plan.alignment, plan.overlap
+        assert (coverage(plan) == 1).all()
+        assert ov % a == 0
+        sizes = [b1 - b0 for b0, b1 in zip(plan.y_bounds, plan.y_bounds[1:], strict=False)]
+        assert all(b % a == 0 for b in plan.y_bounds + plan.x_bounds)
+        assert max(sizes) - min(sizes) <= a  # equal sizes, up to one alignment unit
+        top, bottom, left, right = plan.pad
+        for t in plan.tiles:
+            h, w = t.read_shape
+            assert h % a == 0 and w % a == 0
+            y0, y1, x0, x1 = t.read
+            assert (y0, x0) == (plan.y_bounds[t.row] - ov, plan.x_bounds[t.col] - ov)
+            assert (y1, x1) == (plan.y_bounds[t.row + 1] + ov, plan.x_bounds[t.col + 1] + ov)
+            assert y0 >= -top and x0 >= -left and y1 <= plan.height + bottom and x1 <= plan.width + right
+
+
+def test_overlap_rounds_up_to_alignment() -> None:
+    plan = plan_tiles(100, 100, tile=40, overlap=5, alignment=4)
+    assert plan.overlap == 8
+    assert plan.pad == (8, 8, 8, 8)
+    assert plan_tiles(101, 99, tile=40, overlap=5, alignment=4).pad == (8, 11, 8, 9)
+
+
+@pytest.mark.parametrize("bad", [dict(tile=0), dict(overlap=-1), dict(alignment=0)])
+def test_plan_rejects_bad_arguments(bad: dict[str, int]) -> None:
+    kw = dict(tile=32, overlap=4, alignment=1) | bad
+    with pytest.raises(ValueError):
+        plan_tiles(64, 64, **kw)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- windows
+
+
+@pytest.mark.parametrize("blend", list(Blend))
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_weights_sum_to_one(blend: Blend, scale: int) -> None:
+    checked = 0
+    for plan in random_plans(seed=scale, n=25):
+        s = scale
+        acc = np.zeros((plan.aligned_height * s, plan.aligned_width * s))
+        overlaps = np.zeros_like(acc, dtype=int)
+        for t in plan.tiles:
+            wy, wx = tile_weights(plan, t, s, blend)
+            y0, y1, x0, x1 = t.read
+            w2 = np.outer(wy, wx)
+            vy0, vy1 = max(y0, 0), min(y1, plan.aligned_height)
+            vx0, vx1 = max(x0, 0), min(x1, plan.aligned_width)
+            part = w2[(vy0 - y0) * s : (vy1 - y0) * s, (vx0 - x0) * s : (vx1 - x0) * s]
+            if blend != Blend.CROP:
+                assert (part > 0).all()  # strictly positive wherever the tile reads
+            acc[vy0 * s : vy1 * s, vx0 * s : vx1 * s] += part
+            overlaps[vy0 * s : vy1 * s, vx0 * s : vx1 * s] += 1
+        assert (acc > 0).all()
+        cores = np.diff(plan.y_bounds).tolist() + np.diff(plan.x_bounds).tolist()
+        if blend == Blend.CROP or min(cores) >= 2 * plan.overlap:
+            # at most two neighbours per axis meet: mirrored ramps sum to one before normalising
+            np.testing.assert_allclose(acc, 1.0, atol=1e-12)
+            checked += 1
+    assert checked >= 5
+
+
+@pytest.mark.parametrize("blend", list(Blend))
+def test_normalised_blend_reproduces_a_pointwise_model_exactly(blend: Blend) -> None:
+    """A model without context (nearest upscale) must come back exactly, whatever the plan."""
+    img = photo("chelsea", 45, 67)
+    want = img.repeat(3, axis=1).repeat(3, axis=2)
+    for tile, ov, a in [(8, 8, 1), (16, 3, 2), (20, 12, 4), (64, 4, 1)]:
+        out = run_tiled(img, nearest(3), scale=3, tile=tile, overlap=ov, alignment=a, blend=blend)
+        assert out.dtype == np.float32 and out.shape == want.shape
+        np.testing.assert_allclose(out, want, atol=2e-6)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def test_crop_equals_exact_core_stitching() -> None:
+    img = photo("astronaut", 70, 90)
+    tile, ov = 32, 4
+    plan = plan_tiles(70, 90, tile=tile, overlap=ov)
+    top, bottom, left, right = plan.pad
+    padded = np.pad(img, ((0, 0), (top, bottom), (left, right)), mode="reflect")
+    want = np.zeros((3, 140, 180), dtype=np.float32)
+    for t in plan.tiles:
+        y0, y1, x0, x1 = t.read
+        y = box_blur_x2(padded[None, :, y0 + top : y1 + top, x0 + left : x1 + left])[0]
+        cy0, cy1, cx0, cx1 = t.core
+        want[:, 2 * cy0 : 2 * cy1, 2 * cx0 : 2 * cx1] = y[
+            :, 2 * ov : 2 * (ov + cy1 - cy0), 2 * ov : 2 * (ov + cx1 - cx0)
+        ]
+    got = run_tiled(img, box_blur_x2, scale=2, tile=tile, overlap=ov, blend="crop")
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("blend", list(Blend))
+def test_local_model_tiled_matches_whole(blend: Blend) -> None:
+    img = photo("chelsea", 96, 120)
+    ov = 8  # >= the stand-in's 2 px context
+    whole = run_tiled(img, box_blur_x2, scale=2, tile=None, overlap=ov)
+    out = run_tiled(img, box_blur_x2, scale=2, tile=40, overlap=ov, blend=blend)
+    plan = plan_tiles(96, 120, tile=40, overlap=ov)
+    # exact away from the overlap zones; blended pixels close to exact
+    inside = np.ones((96 * 2, 120 * 2), dtype=bool)
+    for b in plan.y_bounds[1:-1]:
+        inside[2 * (b - ov) : 2 * (b + ov), :] = False
+    for b in plan.x_bounds[1:-1]:
+        inside[:, 2 * (b - ov) : 2 * (b + ov)] = False
+    np.testing.assert_allclose(out[:, inside], whole[:, inside], atol=1e-6)
+    if blend == Blend.CROP:
+        np.testing.assert_allclose(out, whole, atol=1e-6)
+    assert psnr(out, whole) >= 45
+    assert seam_metric(out, plan, 2, reference=whole) == pytest.approx(1.0, abs=0.05)
+
+
+def test_whole_image_uses_border_context_and_crops_back() -> None:
+    img = photo("astronaut", 37, 53)
+    seen: list[tuple[int, ...]] = []
+
+    def model(x: np.ndarray) -> np.ndarray:
+        seen.append(x.shape)
+        return box_blur_x2(x)
+
+    out = run_tiled(img, model, scale=2, tile=None, overlap=5, alignment=4)
+    assert seen == [(1, 3, 40 + 16, 56 + 16)]  # aligned 40x56 plus 8 px of context per side
+    assert out.shape == (3, 74, 106) and out.dtype == np.float32
+    rep = run_tiled(img, model, scale=2, tile=None, overlap=5, alignment=4, pad_mode="replicate")
+    assert rep.shape == out.shape and not np.array_equal(rep, out)
+    with pytest.raises(ValueError, match="pad_mode"):
+        run_tiled(img, model, scale=2, tile=None, overlap=5, pad_mode="wrap")
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_channel_counts(channels: int) -> None:
+    img = np.repeat(photo("chelsea", 40, 48)[:1], channels, axis=0)
+    out = run_tiled(img, box_blur_x2, scale=2, tile=16, overlap=4)
+    assert out.shape == (channels, 80, 96)
+
+
+def test_batch_matches_single_and_stacks_equal_shapes() -> None:
+    img = photo("astronaut", 75, 101)
+    calls: list[tuple[int, ...]] = []
+
+    def model(x: np.ndarray) -> np.ndarray:
+        calls.append(x.shape)
+        return box_blur_x2(x)
+
+    one = run_tiled(img, model, scale=2, tile=24, overlap=6, alignment=2)
+    n_tiles = len(calls)
+    calls.clear()
+    three = run_tiled(img, model, scale=2, tile=24, overlap=6, alignment=2, batch=3)
+    np.testing.assert_array_equal(one, three)
+    assert all(1 <= c[0] <= 3 for c in calls) and sum(c[0] for c in calls) == n_tiles
+    assert len(calls) < n_tiles
+
+
+def test_progress_counts_every_tile() -> None:
+    seen: list[tuple[int, int]] = []
+    run_tiled(photo(h=50), box_blur_x2, scale=2, tile=20, overlap=4, batch=2, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(i, 9) for i in range(1, 10)]
+
+
+def test_non_oom_error_propagates_unchanged() -> None:
+    boom = RuntimeError("provider exploded")
+
+    def model(x: np.ndarray) -> np.ndarray:
+        raise boom
+
+    for fn in (run_tiled, run_tiled_with_retry):
+        with pytest.raises(RuntimeError) as info:
+            fn(photo(h=40), model, scale=2, tile=16, overlap=4)
+        assert info.value is boom
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda x: box_blur_x2(x)[:, :, :-2],  # wrong scale
+        lambda x: box_blur_x2(x)[:1].repeat(len(x) + 1, axis=0),  # wrong batch
+        lambda x: x,  # scale 1 instead of 2
+        lambda x: box_blur_x2(x)[0],  # 3-D
+        lambda x: box_blur_x2(x).tolist(),  # not an array
+    ],
+)
+def test_wrong_output_shape_raises(bad) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TileShapeError, match="expected"):
+        run_tiled(photo(h=40), bad, scale=2, tile=16, overlap=4, batch=2)
+
+
+def test_channel_change_between_tiles_raises() -> None:
+    calls = iter(range(100))
+
+    def model(x: np.ndarray) -> np.ndarray:
+        y = box_blur_x2(x)
+        return y if next(calls) == 0 else y[:, :2]
+
+    with pytest.raises(TileShapeError):
+        run_tiled(photo(h=40), model, scale=2, tile=16, overlap=4)
+
+
+def test_bad_images_rejected() -> None:
+    with pytest.raises(ValueError, match="CHW"):
+        run_tiled(np.zeros((8, 8), np.float32), box_blur_x2, scale=2, tile=None, overlap=0)
+    with pytest.raises(ValueError, match="CHW"):
+        run_tiled(np.zeros((5, 8, 8), np.float32), box_blur_x2, scale=2, tile=None, overlap=0)
+    with pytest.raises(ValueError, match="floating"):
+        run_tiled(np.zeros((3, 8, 8), np.uint8), box_blur_x2, scale=2, tile=None, overlap=0)
+
+
+# --------------------------------------------------------------------------- OOM retry
+
+
+def oom_above(limit: int):  # type: ignore[no-untyped-def]
+    sizes: list[int] = []
+
+    def model(x: np.ndarray) -> np.ndarray:
+        sizes.append(max(x.shape[2:]))
+        if max(x.shape[2:]) > limit:
+            raise InferenceOutOfMemoryError(f"needs more than {limit} px")
+        return box_blur_x2(x)
+
+    return model, sizes
+
+
+def test_oom_retry_halves_until_it_fits(caplog: pytest.LogCaptureFixture) -> None:
+    img = photo("astronaut", 128, 128)
+    model, sizes = oom_above(32 + 2 * 8)
+    with caplog.at_level(logging.WARNING, logger="pixelift.runtime.tiling"):
+        out = run_tiled_with_retry(img, model, scale=2, tile=None, overlap=8, alignment=4)
+    want = run_tiled(img, box_blur_x2, scale=2, tile=32, overlap=8, alignment=4)
+    np.testing.assert_array_equal(out, want)
+    assert sizes[:2] == [128 + 16, 64 + 16] and set(sizes[2:]) == {32 + 16}
+    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.WARNING]
+    assert "retrying the whole image with tile 32" in caplog.records[-1].getMessage()
+
+
+def test_oom_retry_reraises_with_sizes_tried() -> None:
+    model, _ = oom_above(0)
+    with pytest.raises(InferenceOutOfMemoryError, match=r"whole image, 50, 32 px; minimum 32") as info:
+        run_tiled_with_retry(photo(h=100), model, scale=2, tile=None, overlap=4)
+    assert isinstance(info.value.__cause__, InferenceOutOfMemoryError)
+    with pytest.raises(InferenceOutOfMemoryError, match=r"\(200, 96, 48 px; minimum 48\)"):
+        run_tiled_with_retry(photo(h=100), model, scale=2, tile=200, overlap=4, alignment=8, min_tile=48)
+    assert min_tile_for(1) == 32 and min_tile_for(4) == 32 and min_tile_for(16) == 64 and min_tile_for(12) == 48
+
+
+def test_retry_without_oom_is_plain_run() -> None:
+    img = photo(h=48)
+    a = run_tiled_with_retry(img, box_blur_x2, scale=2, tile=20, overlap=4)
+    np.testing.assert_array_equal(a, run_tiled(img, box_blur_x2, scale=2, tile=20, overlap=4))
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_choose_tile() -> None:
+    kw = dict(bytes_per_input_pixel=40_000.0, alignment=4, overlap=16)
+    assert choose_tile(200, 300, available_bytes=10**13, **kw) is None  # type: ignore[arg-type]
+    t = choose_tile(4000, 3000, available_bytes=8 * 2**30, **kw)  # type: ignore[arg-type]
+    assert t is not None and t % 4 == 0 and 64 <= t <= 1024
+    assert (t + 32) ** 2 * 40_000 <= 0.75 * 8 * 2**30 < (t + 36) ** 2 * 40_000
+    assert choose_tile(4000, 3000, available_bytes=10**15, **kw) is None
+    assert choose_tile(4000, 3000, available_bytes=10**11, **kw) == 1024  # type: ignore[arg-type]
+    assert choose_tile(4000, 3000, available_bytes=10**6, **kw) == 64  # type: ignore[arg-type]
+    assert choose_tile(4000, 3000, available_bytes=10**6, min_tile=50, **kw) == 52  # type: ignore[arg-type]
+
+
+def test_available_memory() -> None:
+    n = available_memory_bytes()
+    if sys.platform.startswith("linux"):
+        assert n is not None and n > 16 * 2**20
+
+
+# --------------------------------------------------------------------------- seam metric
+
+
+def test_seam_metric_sees_a_seam() -> None:
+    img = photo("chelsea", 64, 96)
+    plan = plan_tiles(64, 96, tile=32, overlap=4)
+    whole = run_tiled(img, box_blur_x2, scale=2, tile=None, overlap=4)
+    assert seam_metric(whole, plan, 2, reference=whole) == 1.0
+    stepped = whole.copy()
+    for t in plan.tiles:  # a per-tile brightness offset: what a broken tiler leaves behind
+        y0, y1, x0, x1 = t.core
+        stepped[:, 2 * y0 : 2 * y1, 2 * x0 : 2 * x1] += 0.03 * ((t.row + t.col) % 2)
+    assert seam_metric(stepped, plan, 2, reference=whole) > 1.2
+    assert seam_metric(whole, plan_tiles(64, 96, tile=None, overlap=4), 2) == 1.0
+    with pytest.raises(ValueError):
+        seam_metric(whole[:, :-1], plan, 2)
+
+
+def test_runtime_tiling_does_not_import_torch() -> None:
+    code = "import sys, pixelift.runtime.tiling; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+# --------------------------------------------------------------------------- real models
+
+
+def onnx_infer(model_id: str):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    from pixelift.export import to_onnx
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(to_onnx(model_id).path), opts, providers=["CPUExecutionProvider"])
+    return lambda x: sess.run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def tiled_vs_whole(model_id: str, img: np.ndarray, tile: int) -> tuple[float, float]:
+    spec = models.get(model_id)
+    infer = onnx_infer(model_id)
+    kw = dict(scale=spec.scale, overlap=DEFAULT_OVERLAP, alignment=spec.alignment, blend=DEFAULT_BLEND)
+    whole = run_tiled(img, infer, tile=None, **kw)  # type: ignore[arg-type]
+    out = run_tiled(img, infer, tile=tile, **kw)  # type: ignore[arg-type]
+    _, h, w = img.shape
+    assert out.shape == (3, h * spec.scale, w * spec.scale)
+    plan = plan_tiles(h, w, tile=tile, overlap=DEFAULT_OVERLAP, alignment=spec.alignment)
+    assert plan.rows * plan.cols > 1
+    return psnr(out, whole), seam_metric(out, plan, spec.scale, reference=whole)
+
+
+# (model, minimum dB it must keep even when it misses 45: a regression floor for SE models)
+FAMILIES = [
+    ("span-x2-ch48", 45.0),  # SPAN
+    ("realesrgan-animevideov3-x4", 45.0),  # Compact
+    ("waifu2x-photo-x2", 45.0),  # waifu2x UpConv7, border 7 inside the model
+    ("waifu2x-cunet-x1-noise1", 45.0),  # CUNet, alignment 4, SE: measured 83 dB anyway
+    ("realcugan-se-x2", 41.5),  # Real-CUGAN SE, alignment 2: measured 42.4 dB, misses 45
+]
+
+
+@pytest.mark.parametrize(("model_id", "floor"), FAMILIES)
+def test_real_model_tiled_matches_whole(model_id: str, floor: float) -> None:
+    img = photo("astronaut", 192, 256)
+    db, seam = tiled_vs_whole(model_id, img, tile=96)
+    assert seam == pytest.approx(1.0, abs=0.05), f"{model_id}: seam metric {seam:.4f}"
+    assert db >= floor, f"{model_id}: tiled vs whole {db:.2f} dB"
+    if db < 45.0:
+        assert not models.get(model_id).tile_safe
+        pytest.xfail(
+            f"{model_id}: tiled vs whole {db:.2f} dB < 45 at overlap {DEFAULT_OVERLAP} (seam {seam:.4f}); "
+            "its SE block takes a global mean per call, so tiles disagree; overlap 64 reaches 45.5 dB"
+        )
+
+
+@pytest.mark.slow
+def test_esrgan_tiled_matches_whole() -> None:
+    img = photo("chelsea", 96, 96)
+    db, seam = tiled_vs_whole("realesrgan-x4plus", img, tile=48)
+    assert db >= 45.0, f"tiled vs whole {db:.2f} dB"
+    assert seam == pytest.approx(1.0, abs=0.05)
