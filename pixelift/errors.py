@@ -56,3 +56,43 @@ __all__ = [
     "WeightFormatError",
     "WeightSourceError",
 ]
+
+
+class InferenceOutOfMemoryError(PixeliftError):
+    """A model ran out of memory on one inference call. Tiled inference may retry with smaller tiles."""
+
+
+class TileShapeError(PixeliftError):
+    """A model returned a tile of the wrong shape (batch, channels or scale do not match the input tile)."""
+
+
+__all__ += ["InferenceOutOfMemoryError", "TileShapeError"]
+
+
+class ImageReadError(PixeliftError):
+    """An input image is missing, empty, corrupt, truncated, or in a format pixelift does not read."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An input image has more pixels than the decompression-bomb guard allows (``max_pixels``)."""
+
+
+class ImageWriteError(PixeliftError):
+    """An output image cannot be written (encoder failure, or data the chosen format cannot hold)."""
+
+
+class OutputExistsError(ImageWriteError, FileExistsError):
+    """The output file already exists and ``overwrite`` was not requested."""
+
+
+class AlphaNotSupportedError(ImageWriteError):
+    """The output format (JPEG) cannot hold an alpha channel and flattening was not requested."""
+
+
+__all__ += [
+    "AlphaNotSupportedError",
+    "ImageReadError",
+    "ImageTooLargeError",
+    "ImageWriteError",
+    "OutputExistsError",
+]
