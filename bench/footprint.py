@@ -24,7 +24,14 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
 
 SIZES = (64, 256)
-DEFAULT_IDS = ("realesrgan-x4plus", "realesrgan-animevideov3-x4", "span-x4-ch48", "realcugan-se-x2", "waifu2x-photo-x2", "waifu2x-cunet-x1-noise1")
+DEFAULT_IDS = (
+    "realesrgan-x4plus",
+    "realesrgan-animevideov3-x4",
+    "span-x4-ch48",
+    "realcugan-se-x2",
+    "waifu2x-photo-x2",
+    "waifu2x-cunet-x1-noise1",
+)
 
 
 def peak_rss(path: str, size: int) -> int:
@@ -46,7 +53,14 @@ def main() -> None:
         path = str(to_onnx(mid).path)
         a, b = peak_rss(path, size_a), peak_rss(path, size_b)
         per_px = (b - a) / (size_b * size_b - size_a * size_a)
-        rows.append({"model": mid, "architecture": spec.architecture, "peak_rss_mb": {size_a: a >> 20, size_b: b >> 20}, "bytes_per_input_pixel": round(per_px)})
+        rows.append(
+            {
+                "model": mid,
+                "architecture": spec.architecture,
+                "peak_rss_mb": {size_a: a >> 20, size_b: b >> 20},
+                "bytes_per_input_pixel": round(per_px),
+            }
+        )
         print(json.dumps(rows[-1]))
 
 

@@ -211,7 +211,7 @@ def _collect(inputs: tuple[str, ...], recursive: bool, exclude: Path | None) -> 
     return found
 
 
-def _tile_option(value: str) -> int | None | str:
+def _tile_option(value: str) -> int | str | None:
     if value in ("auto", "none"):
         return None if value == "none" else "auto"
     try:
@@ -231,22 +231,46 @@ def _provider_choices() -> list[str]:
 
 @main.command("enhance")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-m", "--model", "model_ids", multiple=True, help="Model id (repeat to chain models). Default: the measured best CPU photo model.")
+@click.option(
+    "-m",
+    "--model",
+    "model_ids",
+    multiple=True,
+    help="Model id (repeat to chain models). Default: the measured best CPU photo model.",
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (one input) or folder.")
-@click.option("--outscale", type=float, help="Final scale vs the input (default: the models' scale). 1 = restore at the original size.")
-@click.option("--format", "fmt", type=click.Choice(["png", "tiff", "jpeg", "webp"], case_sensitive=False), help="Output format (default: PNG, or TIFF for TIFF input).")
+@click.option(
+    "--outscale",
+    type=float,
+    help="Final scale vs the input (default: the models' scale). 1 = restore at the original size.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["png", "tiff", "jpeg", "webp"], case_sensitive=False),
+    help="Output format (default: PNG, or TIFF for TIFF input).",
+)
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders of input folders.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (and the input, if it is the output).")
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose output exists (resume a batch).")
-@click.option("--provider", default="auto", show_default=True, type=click.Choice(_provider_choices(), case_sensitive=False))
+@click.option(
+    "--provider", default="auto", show_default=True, type=click.Choice(_provider_choices(), case_sensitive=False)
+)
 @click.option("--strict", is_flag=True, help="Fail instead of falling back to another provider.")
 @click.option("--tile", default="auto", show_default=True, help="Tile size in px, 'auto' (from free memory) or 'none'.")
 @click.option("--overlap", type=click.IntRange(0, 256), default=None, help="Tile overlap in input px.")
-@click.option("--blend", type=click.Choice(["linear", "cosine", "gaussian", "crop"]), default=None, help="How overlapping tiles are blended.")
+@click.option(
+    "--blend",
+    type=click.Choice(["linear", "cosine", "gaussian", "crop"]),
+    default=None,
+    help="How overlapping tiles are blended.",
+)
 @click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True, help="Tiles per inference call.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON line per file: status, output, model, provider, seconds, error.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON line per file: status, output, model, provider, seconds, error."
+)
 def enhance_cmd(
     inputs: tuple[str, ...],
     model_ids: tuple[str, ...],
@@ -284,7 +308,9 @@ def enhance_cmd(
             blend=tiling.Blend(blend) if blend else tiling.DEFAULT_BLEND,
             batch=batch,
         )
-        enh = Enhancer(list(model_ids) or models.DEFAULT_MODEL, provider=provider, strict=strict, outscale=outscale, tiles=tiles)
+        enh = Enhancer(
+            list(model_ids) or models.DEFAULT_MODEL, provider=provider, strict=strict, outscale=outscale, tiles=tiles
+        )
     except PixeliftError as exc:
         raise click.UsageError(str(exc)) from exc
     files = _collect(inputs, recursive, output if output and output.is_dir() else None)
@@ -295,7 +321,15 @@ def enhance_cmd(
     failures = 0
     for src, rel in files:
         t0 = time.perf_counter()
-        rec: dict[str, Any] = {"input": str(src), "status": "ok", "output": None, "model": enh.model_ids, "provider": None, "seconds": None, "error": None}
+        rec: dict[str, Any] = {
+            "input": str(src),
+            "status": "ok",
+            "output": None,
+            "model": enh.model_ids,
+            "provider": None,
+            "seconds": None,
+            "error": None,
+        }
         try:
             out_fmt = (fmt or "").upper() or None
             if output is None:
@@ -339,7 +373,6 @@ def enhance_cmd(
 def _advance(bar: Any, done: int, total: int) -> None:
     bar.length = total
     bar.update(done - bar.pos)
-
 
 
 if __name__ == "__main__":

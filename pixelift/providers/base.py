@@ -10,7 +10,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pixelift.errors import PixeliftError
+from pixelift.errors import InferenceOutOfMemoryError, PixeliftError
+
+# Neither onnxruntime nor OpenVINO has a typed out-of-memory exception; these are the
+# messages their allocators raise (std::bad_alloc, the ORT arena, CUDA's allocator).
+OOM_MARKERS = ("bad_alloc", "failed to allocate memory", "out of memory", "cudaerrormemoryallocation")
+
+
+def run_guarded(fn: Any, *args: Any) -> Any:
+    """Call an inference function, turning an allocator failure into InferenceOutOfMemoryError."""
+    try:
+        return fn(*args)
+    except MemoryError as exc:
+        raise InferenceOutOfMemoryError(f"out of memory during inference: {exc}") from exc
+    except Exception as exc:
+        if any(m in str(exc).lower() for m in OOM_MARKERS):
+            raise InferenceOutOfMemoryError(f"out of memory during inference: {exc}") from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -70,7 +86,8 @@ class _OrtSession:
         self._input = sess.get_inputs()[0].name
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self._sess.run(None, {self._input: np.ascontiguousarray(x, np.float32)})[0]
+        feed = {self._input: np.ascontiguousarray(x, np.float32)}
+        return run_guarded(self._sess.run, None, feed)[0]
 
 
 class OpenVINO:
@@ -114,7 +131,7 @@ class _OvSession:
         self._req = compiled.create_infer_request()
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        res = self._req.infer({0: np.ascontiguousarray(x, np.float32)})
+        res = run_guarded(self._req.infer, {0: np.ascontiguousarray(x, np.float32)})
         return np.asarray(next(iter(res.values())), dtype=np.float32).copy()
 
 

@@ -66,7 +66,7 @@ def open_session(model_path: Path, request: Request) -> Selection:
         else:
             try:
                 session = provider.open(model_path, **opts)
-            except Exception as exc:  # any backend failure is a reason to fall back  # noqa: BLE001
+            except Exception as exc:  # any backend failure is a reason to fall back
                 why = f"failed to open: {type(exc).__name__}: {exc}"
             else:
                 for prev, reason in rejected:

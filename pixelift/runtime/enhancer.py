@@ -33,7 +33,7 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class TileOptions:
-    tile: int | None | str = "auto"  # pixels, None for whole image, "auto" from memory
+    tile: int | str | None = "auto"  # pixels, None for whole image, "auto" from memory
     overlap: int = tiling.DEFAULT_OVERLAP
     blend: tiling.Blend = tiling.DEFAULT_BLEND
     batch: int = 1
@@ -73,7 +73,9 @@ def resize_hwc(f: np.ndarray, height: int, width: int) -> np.ndarray:
     if (h, w) == (height, width):
         return f
     method = Image.Resampling.BOX if height * width < h * w else Image.Resampling.LANCZOS
-    chans = [np.asarray(Image.fromarray(f[..., c], mode="F").resize((width, height), method)) for c in range(f.shape[2])]
+    chans = [
+        np.asarray(Image.fromarray(f[..., c], mode="F").resize((width, height), method)) for c in range(f.shape[2])
+    ]
     return np.stack(chans, axis=-1).astype(np.float32)
 
 
@@ -145,7 +147,9 @@ class Enhancer:
             progress=self.progress,
         )
 
-    def enhance_float(self, color: np.ndarray, alpha: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, Result]:
+    def enhance_float(
+        self, color: np.ndarray, alpha: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, Result]:
         """Float HWC colour (C = 1 or 3) and optional HW alpha, all in 0..1."""
         t0 = time.perf_counter()
         loaded = self.loaded()
@@ -234,7 +238,11 @@ class Enhancer:
         """Read, enhance and write one file, carrying metadata; returns the output path."""
         src = Path(src)
         data = imageio.read_image(src)
-        fmt = (format or (imageio.format_from_suffix(Path(dst)) if dst else None) or imageio.default_output_format(data.source_format)).upper()
+        fmt = (
+            format
+            or (imageio.format_from_suffix(Path(dst)) if dst else None)
+            or imageio.default_output_format(data.source_format)
+        ).upper()
         dst = Path(dst) if dst is not None else default_output_path(src, fmt)
         if dst.resolve() == src.resolve() and not overwrite:
             raise imageio.OutputExistsError(f"{dst} is the input; pass overwrite=True (--overwrite) to replace it")

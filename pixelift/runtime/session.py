@@ -8,7 +8,6 @@ import logging
 import threading
 from dataclasses import dataclass
 
-
 from pixelift.errors import PixeliftError
 from pixelift.export.artifacts import Artifact, find
 from pixelift.models.spec import ModelSpec
@@ -70,5 +69,3 @@ def load(model_id: str, request: Request, *, auto_export: bool = True) -> Loaded
 def clear_cache() -> None:
     with _LOCK:
         _CACHE.clear()
-
-
