@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from pixelift import models
-from pixelift.errors import PixeliftError
+from pixelift.errors import OutputExistsError, PixeliftError
 from pixelift.models.spec import ModelSpec
 
 EXIT_FAILED = 1
@@ -333,10 +333,10 @@ def enhance_cmd(
         try:
             out_fmt = (fmt or "").upper() or None
             if output is None:
-                in_fmt = imageio.format_from_suffix(src) or "PNG"
+                in_fmt = imageio.format_for_path(src) or "PNG"
                 dst = default_output_path(src, out_fmt or imageio.default_output_format(in_fmt))
             elif many:
-                in_fmt = imageio.format_from_suffix(src) or "PNG"
+                in_fmt = imageio.format_for_path(src) or "PNG"
                 dst = (output / rel).with_suffix(imageio.suffix_for(out_fmt or imageio.default_output_format(in_fmt)))
             else:
                 dst = output
@@ -345,7 +345,7 @@ def enhance_cmd(
                 rec["status"] = "skipped"
             else:
                 if dst.exists() and not overwrite:
-                    raise imageio.OutputExistsError(f"{dst} exists; use --overwrite or --skip-existing")
+                    raise OutputExistsError(f"{dst} exists; use --overwrite or --skip-existing")
                 if show:
                     with click.progressbar(length=1, label=src.name, file=sys.stderr) as bar:
                         enh.progress = lambda done, total: _advance(bar, done, total)

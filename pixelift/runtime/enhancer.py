@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from pixelift.errors import PixeliftError
+from pixelift.errors import OutputExistsError, PixeliftError
 from pixelift.models import DEFAULT_MODEL
 from pixelift.providers.select import Request
 from pixelift.runtime import footprint, imageio, tiling
@@ -240,12 +240,12 @@ class Enhancer:
         data = imageio.read_image(src)
         fmt = (
             format
-            or (imageio.format_from_suffix(Path(dst)) if dst else None)
+            or (imageio.format_for_path(Path(dst)) if dst else None)
             or imageio.default_output_format(data.source_format)
         ).upper()
         dst = Path(dst) if dst is not None else default_output_path(src, fmt)
         if dst.resolve() == src.resolve() and not overwrite:
-            raise imageio.OutputExistsError(f"{dst} is the input; pass overwrite=True (--overwrite) to replace it")
+            raise OutputExistsError(f"{dst} is the input; pass overwrite=True (--overwrite) to replace it")
         out, res = self.enhance_data(data)
         path = imageio.write_image(out, dst, format=fmt, quality=quality, overwrite=overwrite, scale_dpi=self.scale)
         return path, res

@@ -100,7 +100,6 @@ __all__ = [
     "ImageData",
     "default_output_format",
     "format_for_path",
-    "format_from_suffix",
     "from_array",
     "from_float32",
     "from_pil",
@@ -208,9 +207,6 @@ def default_output_format(input_format: str) -> str:
 def format_for_path(path: str | os.PathLike[str]) -> str | None:
     """The format a file name implies (``.png`` -> ``"PNG"``, ``.tif`` -> ``"TIFF"``), or None."""
     return SUFFIXES.get(Path(path).suffix.lower())
-
-
-format_from_suffix = format_for_path
 
 
 def suffix_for(fmt: str) -> str:
