@@ -717,8 +717,8 @@ def test_from_array_like_keeps_metadata_for_an_upscaled_result(tmp_path: Path) -
 
 
 def test_pil_bridge_and_suffix_helpers(tmp_path: Path) -> None:
-    assert iio.format_from_suffix("a/b.TIF") == "TIFF" and iio.format_from_suffix("x.bmp") == "BMP"
-    assert iio.format_from_suffix("x.gif") is None
+    assert iio.format_for_path("a/b.TIF") == "TIFF" and iio.format_for_path("x.bmp") == "BMP"
+    assert iio.format_for_path("x.gif") is None
     assert [iio.suffix_for(f) for f in ("png", "TIFF", "jpg", "WEBP")] == [".png", ".tif", ".jpg", ".webp"]
     im = Image.fromarray(np.dstack([photo(), alpha_mask()]), "RGBA")
     im.info.update(icc_profile=srgb_icc(), dpi=(72, 72))
