@@ -58,3 +58,17 @@ def test_user_specs_are_listed_but_cannot_shadow_the_zoo() -> None:
     models.save_user_spec(mine)
     assert models.get("my-span-copy") == mine
     assert "my-span-copy" in [s.id for s in models.all_specs()]
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from pixelift.paths import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
