@@ -223,6 +223,19 @@ def _tile_option(value: str) -> int | str | None:
     return tile
 
 
+def _max_pixels_option(value: str | None) -> int | None:
+    from pixelift.runtime.imageio import DEFAULT_MAX_PIXELS
+
+    if value is None:
+        return DEFAULT_MAX_PIXELS
+    if value.lower() in ("none", "0"):
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        raise click.BadParameter("a number of pixels, or 'none'", param_hint="--max-pixels") from None
+
+
 def _provider_choices() -> list[str]:
     from pixelift.providers import PROVIDERS
 
@@ -287,6 +300,7 @@ def enhance_cmd(
     overlap: int | None,
     blend: str | None,
     batch: int,
+    max_pixels: str | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -309,7 +323,12 @@ def enhance_cmd(
             batch=batch,
         )
         enh = Enhancer(
-            list(model_ids) or models.DEFAULT_MODEL, provider=provider, strict=strict, outscale=outscale, tiles=tiles
+            list(model_ids) or models.DEFAULT_MODEL,
+            provider=provider,
+            strict=strict,
+            outscale=outscale,
+            tiles=tiles,
+            max_pixels=_max_pixels_option(max_pixels),
         )
     except PixeliftError as exc:
         raise click.UsageError(str(exc)) from exc

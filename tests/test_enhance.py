@@ -204,3 +204,15 @@ def test_end_to_end_16bit_tiff_with_alpha_icc_exif(tmp_path: Path) -> None:
     with tifffile.TiffFile(out_path) as tf:
         page = tf.pages[0]
         assert page.dtype == np.uint16 and page.samplesperpixel == 4
+
+
+def test_cli_decompression_bomb_guard_and_override(tmp_path: Path) -> None:
+    src = tmp_path / "big.png"
+    _make_photo(src)
+    res = CliRunner().invoke(main, ["enhance", str(src), "--max-pixels", "1000", "--json"])
+    rec = json.loads(res.output.strip().splitlines()[-1])
+    assert res.exit_code == 1 and rec["status"] == "error" and "1000" in rec["error"]
+    assert not (tmp_path / "big_pixelift.png").exists()
+    ok = CliRunner().invoke(main, ["enhance", str(src), "--max-pixels", "none", "-q"])
+    assert ok.exit_code == 0 and (tmp_path / "big_pixelift.png").is_file()
+    assert CliRunner().invoke(main, ["enhance", str(src), "--max-pixels", "lots"]).exit_code == 2

@@ -96,6 +96,7 @@ class Enhancer:
         tiles: TileOptions | None = None,
         auto_export: bool = True,
         progress: Progress | None = None,
+        max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
     ) -> None:
         from pixelift import models
 
@@ -108,6 +109,7 @@ class Enhancer:
         self.tiles = tiles or TileOptions()
         self.auto_export = auto_export
         self.progress = progress
+        self.max_pixels = max_pixels  # decompression-bomb guard for enhance_file; None = no limit
         self._loaded: list[LoadedModel] | None = None
 
     @property
@@ -237,7 +239,7 @@ class Enhancer:
     ) -> tuple[Path, Result]:
         """Read, enhance and write one file, carrying metadata; returns the output path."""
         src = Path(src)
-        data = imageio.read_image(src)
+        data = imageio.read_image(src, max_pixels=self.max_pixels)
         fmt = (
             format
             or (imageio.format_for_path(Path(dst)) if dst else None)
