@@ -280,6 +280,12 @@ def _provider_choices() -> list[str]:
     help="How overlapping tiles are blended.",
 )
 @click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True, help="Tiles per inference call.")
+@click.option(
+    "--max-pixels",
+    default=None,
+    help="Refuse inputs larger than this many pixels (decompression-bomb guard; default 200 MP "
+    "or $PIXELIFT_MAX_PIXELS). 'none' disables the guard.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON line per file: status, output, model, provider, seconds, error."
