@@ -12,6 +12,9 @@ LICENSE_SOURCE = (
     "'License: BSD-3-Clause'. We apply the stricter one until upstream clarifies."
 )
 
+# 2xHFA2kSPAN_27k shifts photo colours (coffee crop: R -13.8, G -6.8, B +6.9 levels), in ncnn too.
+# Not a normalisation mistake: of (graph mean + x255, none, mean only, x255 only) only the
+# graph's own keeps colours near the input; the shift is in the weights, so it is anime-only.
 _ROWS = [
     # id, stem, scale, params, content, purpose
     ("span-x2-ch48", "models/spanx2_ch48", 2, 410_700, "photo", "photo: fidelity-oriented x2 upscaler (48 channels)"),
