@@ -9,7 +9,6 @@ in a shader; the zoo records that as ``options["ncnn_residual"]`` and so does th
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -20,28 +19,14 @@ import torch
 from pixelift.errors import UnknownArchitectureError, WeightFormatError
 from pixelift.models import get, oracle
 from pixelift.models import ncnn as ncnn_format
-from pixelift.models.importers import build_torch, load_ncnn
+from pixelift.models.importers import load_ncnn
 from pixelift.models.importers import realcugan as importer
 from pixelift.models.zoo.realcugan import SPECS
 from tests.images import art_image, psnr, to_chw
+from tests.torch_helpers import files, model, run_torch
 
 PARITY_DB = 60.0  # torch vs ncnn (both fp32); measured 125-133 dB
 ONNX_DB = 60.0  # onnxruntime vs torch; measured 113-133 dB
-
-
-@functools.cache
-def model(model_id: str) -> torch.nn.Module:
-    return build_torch(get(model_id))
-
-
-def files(model_id: str) -> tuple[Path, Path]:
-    param, binf = get(model_id).sources[0].files()
-    return param, binf
-
-
-def run_torch(module: torch.nn.Module, chw: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return module(torch.from_numpy(chw)[None])[0].numpy()
 
 
 def reference(model_id: str, chw: np.ndarray) -> np.ndarray:

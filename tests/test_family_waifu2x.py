@@ -7,41 +7,23 @@ graph run by the official ``ncnn`` package, fp32) on small non-square crops.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 
-import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("ncnn")
-
-from pixelift.errors import UnknownArchitectureError, WeightFormatError  # noqa: E402
-from pixelift.models import get, oracle  # noqa: E402
-from pixelift.models import ncnn as ncnn_format  # noqa: E402
-from pixelift.models.arch.waifu2x import CUNet, UpConv7, UpCUNet, Waifu2x  # noqa: E402
-from pixelift.models.importers import build_torch, load_ncnn  # noqa: E402
-from pixelift.models.importers import waifu2x as importer  # noqa: E402
-from pixelift.models.zoo.waifu2x import SPECS  # noqa: E402
-from tests.images import art_image, photo_crop, psnr, to_chw  # noqa: E402
+from pixelift.errors import UnknownArchitectureError, WeightFormatError
+from pixelift.models import get, oracle
+from pixelift.models import ncnn as ncnn_format
+from pixelift.models.arch.waifu2x import CUNet, UpConv7, UpCUNet, Waifu2x
+from pixelift.models.importers import load_ncnn
+from pixelift.models.importers import waifu2x as importer
+from pixelift.models.zoo.waifu2x import SPECS
+from tests.images import art_image, photo_crop, psnr, to_chw
+from tests.torch_helpers import files, model, run_torch
 
 PARITY_DB = 60.0  # torch vs ncnn (both fp32); measured ~130 dB
 ONNX_DB = 60.0  # onnxruntime vs torch; measured ~130 dB
-
-
-@functools.cache
-def model(model_id: str) -> torch.nn.Module:
-    return build_torch(get(model_id))
-
-
-def files(model_id: str) -> tuple[Path, Path]:
-    param, binf = get(model_id).sources[0].files()
-    return param, binf
-
-
-def run_torch(module: torch.nn.Module, chw: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return module(torch.from_numpy(chw)[None])[0].numpy()
 
 
 # --- (a) parity with the original ncnn graph -----------------------------------------
@@ -155,8 +137,7 @@ def test_border_too_small_for_the_network_is_rejected() -> None:
 
 @pytest.mark.parametrize("model_id", ["waifu2x-anime-x2", "waifu2x-cunet-x1-noise1", "waifu2x-cunet-x2"])
 def test_onnx_export_is_size_independent(model_id: str, tmp_path: Path) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
+    import onnxruntime as ort
     module = model(model_id)
     path = tmp_path / "m.onnx"
     torch.onnx.export(

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import pickle
 import shutil
-import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -135,29 +134,16 @@ def test_truncated_zoo_bin_leaves_no_artifact(tmp_path: Path, monkeypatch: pytes
     assert find("broken-compact", "onnx-fp32") is None
 
 
-def test_export_from_loopback_url(tmp_path: Path) -> None:
+def test_export_from_loopback_url(tmp_path: Path, serve_dir: Callable[[Path], str]) -> None:
     path = tmp_path / "served.safetensors"
     _save(build_torch(models.get("span-x2-ch48")).state_dict(), path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):  # type: ignore[no-untyped-def]
-            super().__init__(*a, directory=str(tmp_path), **kw)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/served.safetensors"
-        bad = CliRunner().invoke(main, ["export", url, "--id", "url-span", "--sha256", "0" * 64])
-        assert bad.exit_code == 1 and "sha256" in bad.output
-        assert find("url-span", "onnx-fp32") is None
-        ok = CliRunner().invoke(main, ["export", url, "--id", "url-span", "--sha256", digest])
-        assert ok.exit_code == 0, ok.output
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    url = f"{serve_dir(tmp_path)}/served.safetensors"
+    bad = CliRunner().invoke(main, ["export", url, "--id", "url-span", "--sha256", "0" * 64])
+    assert bad.exit_code == 1 and "sha256" in bad.output
+    assert find("url-span", "onnx-fp32") is None
+    ok = CliRunner().invoke(main, ["export", url, "--id", "url-span", "--sha256", digest])
+    assert ok.exit_code == 0, ok.output
     spec = models.get("url-span")
     assert spec.sources[0].kind == "url" and spec.sources[0].sha256 == digest
