@@ -172,10 +172,13 @@ def export_cmd(
                 spec = models.REGISTRY.get(target)
             elif Path(target).suffix or _is_url(target):
                 spec = _user_spec(target, model_id, sha256)
-                models.save_user_spec(spec)
+                if spec.id in models.REGISTRY:
+                    raise ValueError(f"{spec.id!r} is a built-in model id; choose another --id")
             else:
                 spec = models.get(target)
             art = to_onnx(spec, force=force)
+            if spec.id not in models.REGISTRY:
+                models.save_user_spec(spec)  # only once its artifact passed parity
             worst = min(c["psnr_db"] for c in art.manifest["parity"]["checks"])
             result.update(status="ok", id=spec.id, path=str(art.path), min_parity_db=worst)
             if not as_json:
