@@ -39,9 +39,15 @@ class ProbeResult:
 
 class Session(Protocol):
     provider: str
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """NCHW float32 in, NCHW float32 out."""
+        """NCHW float32 into the first input; the first output back."""
+        ...
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Every input by name; every output, in graph order."""
         ...
 
 
@@ -83,11 +89,15 @@ class _OrtSession:
 
     def __init__(self, sess: Any) -> None:
         self._sess = sess
-        self._input = sess.get_inputs()[0].name
+        self.input_names = tuple(i.name for i in sess.get_inputs())
+        self.output_names = tuple(o.name for o in sess.get_outputs())
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        feed = {self._input: np.ascontiguousarray(x, np.float32)}
-        return run_guarded(self._sess.run, None, feed)[0]
+        return self.run_feeds({self.input_names[0]: x})[0]
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        feed = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
+        return list(run_guarded(self._sess.run, None, feed))
 
 
 class OpenVINO:
@@ -129,10 +139,17 @@ class _OvSession:
 
     def __init__(self, compiled: Any) -> None:
         self._req = compiled.create_infer_request()
+        self._outputs = list(compiled.outputs)
+        self.input_names = tuple(i.get_any_name() for i in compiled.inputs)
+        self.output_names = tuple(o.get_any_name() for o in self._outputs)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        res = run_guarded(self._req.infer, {0: np.ascontiguousarray(x, np.float32)})
-        return np.asarray(next(iter(res.values())), dtype=np.float32).copy()
+        return self.run_feeds({self.input_names[0]: x})[0]
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        feed = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
+        res = run_guarded(self._req.infer, feed)
+        return [np.array(res[o], dtype=np.float32, copy=True) for o in self._outputs]
 
 
 PROVIDERS: dict[str, Provider] = {p.name: p for p in (OnnxRuntimeCPU(), OpenVINO())}
