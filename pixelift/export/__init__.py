@@ -54,9 +54,9 @@ def _torch_run(module: Any, x: np.ndarray) -> np.ndarray:
 
 
 def _available(name: str) -> bool:
-    from pixelift.providers import get_provider
+    from pixelift.providers import get_provider, read_machine
 
-    return get_provider(name).probe().available
+    return get_provider(name).probe(read_machine()).available
 
 
 def parity_checks(

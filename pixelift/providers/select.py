@@ -1,27 +1,29 @@
 """Provider selection that explains itself, and falls back out loud.
 
-This is the CPU-only policy: OpenVINO (measured faster than onnxruntime on this CPU
-class, shared/notes/cpu-baseline.md) then onnxruntime CPU. GPU providers join the
-table in ``base.PROVIDERS``; the order below reads it.
+Default order: tensorrt > cuda > coreml > openvino GPU/NPU > the faster of openvino-CPU
+and onnxruntime-CPU for that model (a measured micro-benchmark, cached per model and
+machine). Every candidate that is passed over is recorded with its reason; a session
+that fails to open or fails its first run falls back to the next candidate with a
+warning, or raises :class:`ProviderError` in strict mode.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixelift.errors import PixeliftError
-from pixelift.providers.base import PROVIDERS, Session
+import numpy as np
+
+from pixelift.providers.base import ProbeResult, ProviderError, Session
+from pixelift.providers.machine import MachineFacts, read_machine
+from pixelift.providers.table import PROVIDERS
 
 log = logging.getLogger(__name__)
 
-AUTO_ORDER = ("openvino", "cpu")
-
-
-class ProviderError(PixeliftError):
-    """No provider could run the model, or a strict request failed."""
+ACCELERATOR_DEVICES = ("GPU", "NPU")  # OpenVINO devices ranked above the CPU backends
 
 
 @dataclass(frozen=True)
@@ -32,19 +34,19 @@ class Request:
     strict: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
-    def candidates(self) -> list[tuple[str, dict[str, Any]]]:
-        if self.provider == "auto":
-            return [(name, dict(self.options)) for name in AUTO_ORDER if name in PROVIDERS]
-        name, _, device = self.provider.partition(":")
-        if name not in PROVIDERS:
-            raise ProviderError(f"unknown provider {name!r}; choose from auto, {', '.join(PROVIDERS)}")
-        opts = dict(self.options)
-        if device:
-            opts["device"] = device.upper()
-        chain = [(name, opts)]
-        if not self.strict:
-            chain += [(n, dict(self.options)) for n in AUTO_ORDER if n != name and n in PROVIDERS]
-        return chain
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str  # "cuda", "openvino:GPU", ...
+    provider: str
+    options: dict[str, Any]
+    why: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    candidates: tuple[Candidate, ...]
+    rejected: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -52,29 +54,113 @@ class Selection:
     provider: str
     options: dict[str, Any]
     session: Session
-    rejected: tuple[tuple[str, str], ...]  # (provider, why) for each candidate tried before
+    rejected: tuple[tuple[str, str], ...]  # (candidate, why) for each better-ranked one passed over
+    why: str = ""
 
 
-def open_session(model_path: Path, request: Request) -> Selection:
-    """Open a session on the first candidate that works; log and record every rejection."""
+CpuRanker = Callable[[], tuple[list[str], str]]
+
+
+def probe_all(facts: MachineFacts | None = None) -> dict[str, ProbeResult]:
+    facts = facts or read_machine()
+    out = {}
+    for name, provider in PROVIDERS.items():
+        try:
+            out[name] = provider.probe(facts)
+        except Exception as exc:  # a probe must never take the program down
+            out[name] = ProbeResult(False, f"probe failed: {type(exc).__name__}: {exc}")
+    return out
+
+
+def _label(name: str, device: str | None) -> str:
+    return f"{name}:{device}" if device else name
+
+
+def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker | None = None) -> Plan:
+    cands: list[Candidate] = []
     rejected: list[tuple[str, str]] = []
-    for name, opts in request.candidates():
-        provider = PROVIDERS[name]
-        probe = provider.probe()
-        if not probe.available:
-            why = f"unavailable: {probe.reason}"
+    name, _, device = request.provider.partition(":")
+    device = device.upper() or None
+    if request.provider != "auto":
+        if name not in PROVIDERS:
+            raise ProviderError(f"unknown provider {name!r}; choose from auto, {', '.join(PROVIDERS)}")
+        probe = probes[name]
+        label = _label(name, device)
+        if probe.available and (device is None or device in probe.devices):
+            opts = {**request.options, **({"device": device} if device else {})}
+            cands.append(Candidate(label, name, opts, "requested"))
         else:
-            try:
-                session = provider.open(model_path, **opts)
-            except Exception as exc:  # any backend failure is a reason to fall back
-                why = f"failed to open: {type(exc).__name__}: {exc}"
-            else:
-                for prev, reason in rejected:
-                    log.warning("provider %s rejected (%s); using %s", prev, reason, name)
-                log.info("provider %s selected for %s (%s)", name, model_path.name, probe.reason)
-                return Selection(name, opts, session, tuple(rejected))
+            why = probe.reason if not probe.available else f"no {device} device (have {', '.join(probe.devices)})"
+            if request.strict:
+                raise ProviderError(f"provider {label} (strict): {why}")
+            rejected.append((label, why))
         if request.strict:
-            raise ProviderError(f"provider {name!r} (strict): {why}")
-        rejected.append((name, why))
-        log.warning("provider %s: %s", name, why)
-    raise ProviderError("no provider could open the model: " + "; ".join(f"{n}: {w}" for n, w in rejected))
+            return Plan(tuple(cands), tuple(rejected))
+    for pname, provider in PROVIDERS.items():
+        if not provider.accelerator or any(c.provider == pname for c in cands):
+            continue
+        probe = probes[pname]
+        if probe.available:
+            cands.append(Candidate(pname, pname, dict(request.options), probe.reason))
+        else:
+            rejected.append((pname, probe.reason))
+    ov = probes.get("openvino")
+    for dev in ACCELERATOR_DEVICES:
+        label = _label("openvino", dev)
+        if ov is not None and ov.available and dev in ov.devices:
+            if not any(c.label == label for c in cands):
+                cands.append(Candidate(label, "openvino", {**request.options, "device": dev}, f"OpenVINO {dev} device"))
+        else:
+            rejected.append((label, ov.reason if ov is not None and not ov.available else f"no OpenVINO {dev} device"))
+    cpu_backends = [n for n in ("openvino", "cpu") if probes.get(n) and probes[n].available]
+    for n in ("openvino", "cpu"):
+        if n not in cpu_backends:
+            rejected.append((n, probes[n].reason if n in probes else "not installed"))
+    why = "only CPU backend available"
+    if len(cpu_backends) > 1 and cpu_ranker is not None:
+        cpu_backends, why = cpu_ranker()
+    for n in cpu_backends:
+        if not any(c.label == n for c in cands):
+            cands.append(Candidate(n, n, dict(request.options), why))
+    return Plan(tuple(cands), tuple(rejected))
+
+
+def _first_run_check(session: Session, probe_input: np.ndarray, scale: int | None) -> None:
+    y = session.run(probe_input)
+    if not np.all(np.isfinite(y)):
+        raise ProviderError("first run produced NaN/Inf")
+    if scale is not None and y.shape[2:] != tuple(s * scale for s in probe_input.shape[2:]):
+        raise ProviderError(f"first run produced shape {y.shape} for input {probe_input.shape}")
+
+
+def open_session(
+    model_path: Path,
+    request: Request,
+    *,
+    probe_input: np.ndarray | None = None,
+    scale: int | None = None,
+    probes: dict[str, ProbeResult] | None = None,
+    cpu_ranker: CpuRanker | None = None,
+) -> Selection:
+    """Open a session on the best candidate that works; log and record every rejection."""
+    the_plan = plan(request, probes if probes is not None else probe_all(), cpu_ranker)
+    rejected = list(the_plan.rejected)
+    for cand in the_plan.candidates:
+        stage = "open"
+        try:
+            session = PROVIDERS[cand.provider].open(model_path, **cand.options)
+            if probe_input is not None:
+                stage = "first run"
+                _first_run_check(session, probe_input, scale)
+        except Exception as exc:  # any backend failure is a reason to fall back
+            why = f"failed at {stage}: {type(exc).__name__}: {exc}"
+            if request.strict:
+                raise ProviderError(f"provider {cand.label} (strict) {why}") from exc
+            log.warning("provider %s %s; falling back", cand.label, why)
+            rejected.append((cand.label, why))
+            continue
+        for label, why in rejected:
+            log.info("provider %s passed over: %s", label, why)
+        log.info("provider %s selected for %s (%s)", cand.label, model_path.name, cand.why)
+        return Selection(cand.label, cand.options, session, tuple(rejected), cand.why)
+    raise ProviderError("no provider could run the model: " + "; ".join(f"{n}: {w}" for n, w in rejected))

@@ -8,10 +8,13 @@ import logging
 import threading
 from dataclasses import dataclass
 
+import numpy as np
+
 from pixelift.errors import PixeliftError
 from pixelift.export.artifacts import Artifact, find
 from pixelift.models.spec import ModelSpec
-from pixelift.providers.select import Request, Selection, open_session
+from pixelift.providers import PROVIDERS, Request, Selection, open_session, read_machine
+from pixelift.providers.microbench import faster_cpu_backend
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +57,30 @@ _CACHE: dict[tuple[str, str, bool, str], Selection] = {}
 _LOCK = threading.Lock()
 
 
+def probe_input(spec: ModelSpec) -> np.ndarray:
+    """A small aligned tile for the first-run check and the CPU micro-benchmark."""
+    side = spec.alignment * max(1, 64 // spec.alignment)
+    return np.full((1, 3, side, side), 0.5, np.float32)
+
+
 def load(model_id: str, request: Request, *, auto_export: bool = True) -> LoadedModel:
     art = resolve_artifact(model_id, auto_export=auto_export)
     spec = ModelSpec.from_dict(art.manifest["spec"])
     key = (art.manifest["sha256"], request.provider, request.strict, json.dumps(request.options, sort_keys=True))
+    x = probe_input(spec)
+
+    def rank_cpu() -> tuple[list[str], str]:
+        def opener(name: str):  # type: ignore[no-untyped-def]
+            return PROVIDERS[name].open(art.path, **request.options)
+
+        choice = faster_cpu_backend(art.path, art.manifest["sha256"], read_machine().fingerprint(), x, opener)
+        loser = [n for n in ("openvino", "cpu") if n != choice.winner]
+        return [choice.winner, *loser], choice.reason()
+
     with _LOCK:
         sel = _CACHE.get(key)
         if sel is None:
-            sel = open_session(art.path, request)
+            sel = open_session(art.path, request, probe_input=x, scale=spec.scale, cpu_ranker=rank_cpu)
             _CACHE[key] = sel
     return LoadedModel(spec, art, sel)
 

@@ -352,24 +352,41 @@ def run_tiled_with_retry(
     size tried. Batch size is kept: lower it yourself if a single tile is not the problem.
     """
     image = _check_image(image)
-    floor = min_tile if min_tile is not None else min_tile_for(alignment)
     _, height, width = image.shape
+
+    def run(current: int | None) -> np.ndarray:
+        return run_tiled(
+            image,
+            infer,
+            scale=scale,
+            tile=current,
+            overlap=overlap,
+            alignment=alignment,
+            blend=blend,
+            batch=batch,
+            pad_mode=pad_mode,
+            progress=progress,
+        )
+
+    return retry_smaller_tiles(run, tile=tile, height=height, width=width, alignment=alignment, min_tile=min_tile)
+
+
+def retry_smaller_tiles(
+    run: Callable[[int | None], np.ndarray],
+    *,
+    tile: int | None,
+    height: int,
+    width: int,
+    alignment: int,
+    min_tile: int | None = None,
+) -> np.ndarray:
+    """``run(tile)``, then ``run`` with half the tile on each :class:`InferenceOutOfMemoryError` (see above)."""
+    floor = min_tile if min_tile is not None else min_tile_for(alignment)
     tried: list[str] = []
     current = tile
     while True:
         try:
-            return run_tiled(
-                image,
-                infer,
-                scale=scale,
-                tile=current,
-                overlap=overlap,
-                alignment=alignment,
-                blend=blend,
-                batch=batch,
-                pad_mode=pad_mode,
-                progress=progress,
-            )
+            return run(current)
         except InferenceOutOfMemoryError as exc:
             tried.append("whole image" if current is None else str(current))
             side = max(height, width) if current is None else current
@@ -497,6 +514,7 @@ __all__ = [
     "choose_tile",
     "min_tile_for",
     "plan_tiles",
+    "retry_smaller_tiles",
     "run_tiled",
     "run_tiled_with_retry",
     "seam_metric",
