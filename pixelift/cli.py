@@ -194,6 +194,69 @@ def export_cmd(
         sys.exit(EXIT_FAILED)
 
 
+DOCTOR_PACKAGES = (
+    "pixelift",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "openvino",
+    "numpy",
+    "Pillow",
+    "tifffile",
+    "imagecodecs",
+    "click",
+    "torch",
+    "spandrel",
+    "onnx",
+    "ncnn",
+    "coremltools",
+)
+
+
+@main.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="The same report as JSON.")
+def doctor_cmd(as_json: bool) -> None:
+    """What this machine has, which providers can run, and why not the others."""
+    import importlib.metadata
+
+    from pixelift.providers import probe_all, read_machine
+
+    facts = read_machine()
+    probes = probe_all(facts)
+    versions: dict[str, str | None] = {}
+    for dist in DOCTOR_PACKAGES:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    report = {
+        "machine": {**facts.to_dict(), "fingerprint": facts.fingerprint()},
+        "providers": {
+            n: {"available": p.available, "reason": p.reason, "devices": list(p.devices), "details": p.details}
+            for n, p in probes.items()
+        },
+        "packages": versions,
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    m = facts
+    click.echo(f"machine   {m.os} {m.os_release} {m.arch}, Python {m.python}")
+    click.echo(f"cpu       {m.cpu_model}, {m.cpu_count} threads, features: {', '.join(m.cpu_features) or '-'}")
+    click.echo(f"memory    {(m.memory_bytes or 0) / (1 << 30):.1f} GiB")
+    gpus = ", ".join(f"{g.vendor} {g.name} ({(g.memory_bytes or 0) >> 20} MiB)" for g in m.gpus) or "none found"
+    click.echo(f"gpus      {gpus}")
+    if m.apple_chip:
+        click.echo(f"chip      {m.apple_chip}")
+    click.echo("providers (in automatic-selection order)")
+    for name, p in probes.items():
+        mark = "yes" if p.available else "no "
+        devices = f" [{', '.join(p.devices)}]" if p.devices else ""
+        click.echo(f"  {mark} {name:<9} {p.reason}{devices}")
+    click.echo("packages")
+    for dist, ver in versions.items():
+        click.echo(f"  {dist:<16} {ver or '-'}")
+
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 
 
@@ -242,7 +305,7 @@ def _max_pixels_option(value: str | None) -> int | None:
 def _provider_choices() -> list[str]:
     from pixelift.providers import PROVIDERS
 
-    return ["auto", *PROVIDERS, *(f"openvino:{d}" for d in ("CPU", "GPU", "NPU") if "openvino" in PROVIDERS)]
+    return ["auto", *PROVIDERS, *(f"openvino:{d}" for d in ("CPU", "GPU", "NPU"))]
 
 
 @main.command("enhance")
@@ -380,7 +443,7 @@ def enhance_cmd(
                         path, res = enh.enhance_file(src, dst, format=out_fmt, quality=quality, overwrite=overwrite)
                 else:
                     path, res = enh.enhance_file(src, dst, format=out_fmt, quality=quality, overwrite=overwrite)
-                rec.update(output=str(path), provider=res.providers, notes=res.notes)
+                rec.update(output=str(path), provider=res.providers, provider_rejected=res.rejected, notes=res.notes)
         except (PixeliftError, OSError) as exc:
             failures += 1
             rec.update(status="error", error=str(exc))

@@ -1,0 +1,375 @@
+"""Providers: probes, ranking, fallback and strict mode.
+
+This machine has only a CPU. onnxruntime CPU and OpenVINO run for real; CUDA, TensorRT and
+CoreML are tested through injected fakes: a fake machine (MachineFacts), a fake
+onnxruntime build list, and fake engines that fail to open, fail at first run or run out
+of memory. No test here pretends a GPU ran.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pixelift import models
+from pixelift.cli import main
+from pixelift.errors import InferenceOutOfMemoryError
+from pixelift.export import to_onnx
+from pixelift.metrics import psnr
+from pixelift.providers import (
+    PROVIDERS,
+    ProbeResult,
+    ProviderError,
+    Request,
+    coreml,
+    cuda,
+    microbench,
+    open_session,
+    ort,
+    plan,
+    read_machine,
+    tensorrt,
+)
+from pixelift.providers.base import SilentFallbackError
+from pixelift.providers.machine import GPU, MachineFacts
+from pixelift.samples import content_crop, to_chw
+
+LINUX = MachineFacts("Linux", "6", "x86_64", "3.11", "Test CPU", 2, ("avx2", "avx512f"), 8 << 30)
+LINUX_GPU = replace(LINUX, gpus=(GPU("NVIDIA", "Some GPU", 24 << 30, 0),))
+MAC = MachineFacts("Darwin", "24", "arm64", "3.11", "Apple M3", 8, ("asimd", "bf16"), 16 << 30, apple_chip="Apple M3")
+
+
+# --- probes: the hardware decides, from injected facts -------------------------------------
+
+
+def test_cuda_probe_needs_a_gpu_and_a_gpu_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = PROVIDERS["cuda"]
+    assert not p.probe(LINUX).available and "no NVIDIA GPU" in p.probe(LINUX).reason
+    monkeypatch.setattr(ort, "build_eps", lambda: ("CPUExecutionProvider",))
+    r = p.probe(LINUX_GPU)
+    assert not r.available and "onnxruntime-gpu" in r.reason and "24576 MiB" in r.devices[0]
+    monkeypatch.setattr(ort, "build_eps", lambda: ("CUDAExecutionProvider", "CPUExecutionProvider"))
+    assert p.probe(LINUX_GPU).available
+
+
+def test_tensorrt_probe_also_needs_its_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ort, "build_eps", lambda: ("TensorrtExecutionProvider", "CUDAExecutionProvider"))
+    monkeypatch.setattr(tensorrt, "tensorrt_libs_found", lambda: False)
+    r = PROVIDERS["tensorrt"].probe(LINUX_GPU)
+    assert not r.available and "libnvinfer" in r.reason
+    monkeypatch.setattr(tensorrt, "tensorrt_libs_found", lambda: True)
+    assert PROVIDERS["tensorrt"].probe(LINUX_GPU).available
+
+
+def test_coreml_probe_reads_the_platform(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "Apple Silicon" in PROVIDERS["coreml"].probe(LINUX).reason
+    monkeypatch.setattr(ort, "build_eps", lambda: ("CoreMLExecutionProvider", "CPUExecutionProvider"))
+    r = PROVIDERS["coreml"].probe(MAC)
+    assert r.available and "Apple M3" in r.reason
+
+
+def test_real_probes_on_this_machine() -> None:
+    """What is true here: CPU and OpenVINO CPU are available, GPUs are not."""
+    facts = read_machine()
+    assert facts.cpu_count >= 1 and facts.os
+    assert PROVIDERS["cpu"].probe(facts).available
+    ov = PROVIDERS["openvino"].probe(facts)
+    assert ov.available and "CPU" in ov.devices
+    if not facts.nvidia_gpus:
+        assert not PROVIDERS["cuda"].probe(facts).available
+
+
+# --- ranking and reasons ---------------------------------------------------------------------
+
+
+def _probes(**available: bool) -> dict[str, ProbeResult]:
+    out = {}
+    for name in PROVIDERS:
+        ok = available.get(name, False)
+        devices = ("CPU", "GPU") if name == "openvino" and available.get("openvino_gpu") else ("CPU",)
+        out[name] = ProbeResult(ok, f"{name} {'ok' if ok else 'missing'}", devices if ok else ())
+    return out
+
+
+def test_default_order_and_every_rejection_has_a_reason() -> None:
+    everything = _probes(tensorrt=True, cuda=True, coreml=True, openvino=True, openvino_gpu=True, cpu=True)
+    p = plan(Request(), everything, cpu_ranker=lambda: (["openvino", "cpu"], "measured"))
+    assert [c.label for c in p.candidates] == ["tensorrt", "cuda", "coreml", "openvino:GPU", "openvino", "cpu"]
+    laptop = plan(Request(), _probes(openvino=True, cpu=True), cpu_ranker=lambda: (["cpu", "openvino"], "measured"))
+    assert [c.label for c in laptop.candidates] == ["cpu", "openvino"]
+    assert dict(laptop.rejected) == {
+        "tensorrt": "tensorrt missing",
+        "cuda": "cuda missing",
+        "coreml": "coreml missing",
+        "openvino:GPU": "no OpenVINO GPU device",
+        "openvino:NPU": "no OpenVINO NPU device",
+    }
+
+
+def test_explicit_provider_unavailable_falls_back_or_raises_in_strict_mode() -> None:
+    probes = _probes(openvino=True, cpu=True)
+    p = plan(Request("cuda"), probes, cpu_ranker=lambda: (["openvino", "cpu"], "m"))
+    assert p.rejected[0] == ("cuda", "cuda missing") and p.candidates[0].label == "openvino"
+    with pytest.raises(ProviderError, match=r"cuda.*strict"):
+        plan(Request("cuda", strict=True), probes)
+    with pytest.raises(ProviderError, match="no GPU device"):
+        plan(Request("openvino:GPU", strict=True), probes)
+    with pytest.raises(ProviderError, match="unknown provider"):
+        plan(Request("vulkan"), probes)
+
+
+# --- fallback when a session fails -------------------------------------------------------------
+
+
+class FakeSession:
+    def __init__(self, provider: str, fail_run: Exception | None = None, scale: int = 2) -> None:
+        self.provider, self.fail_run, self.scale = provider, fail_run, scale
+        self.input_names, self.output_names = ("input",), ("output",)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self.fail_run is not None:
+            raise self.fail_run
+        return np.repeat(np.repeat(x, self.scale, 2), self.scale, 3)
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [self.run(feeds["input"])]
+
+
+class FakeProvider:
+    accelerator = True
+
+    def __init__(self, name: str, *, open_error: Exception | None = None, run_error: Exception | None = None) -> None:
+        self.name, self.open_error, self.run_error = name, open_error, run_error
+        self.opened = 0
+
+    def probe(self, facts: MachineFacts) -> ProbeResult:
+        return ProbeResult(True, f"fake {self.name}", ("FAKE",))
+
+    def open(self, model_path: Path, **options: Any) -> FakeSession:
+        self.opened += 1
+        if self.open_error is not None:
+            raise self.open_error
+        return FakeSession(self.name, self.run_error)
+
+
+@pytest.fixture
+def fake_table(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeProvider]:
+    from pixelift.providers import select, table
+
+    fakes = {
+        "tensorrt": FakeProvider("tensorrt", open_error=RuntimeError("engine build failed")),
+        "cuda": FakeProvider("cuda", run_error=RuntimeError("CUDA error: illegal memory access")),
+        "coreml": FakeProvider("coreml", run_error=InferenceOutOfMemoryError("out of memory")),
+        "openvino": FakeProvider("openvino"),
+        "cpu": FakeProvider("cpu"),
+    }
+    fakes["openvino"].accelerator = fakes["cpu"].accelerator = False
+    monkeypatch.setattr(table, "PROVIDERS", fakes)
+    monkeypatch.setattr(select, "PROVIDERS", fakes)
+    return fakes
+
+
+def test_open_and_first_run_failures_fall_back_out_loud(
+    fake_table: dict[str, FakeProvider], caplog: pytest.LogCaptureFixture
+) -> None:
+    """tensorrt fails to open, cuda fails at first run, coreml runs out of memory: openvino wins."""
+    probes = {n: p.probe(LINUX) for n, p in fake_table.items()}
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    with caplog.at_level(logging.WARNING):
+        sel = open_session(
+            Path("m.onnx"),
+            Request(),
+            probe_input=x,
+            scale=2,
+            probes=probes,
+            cpu_ranker=lambda: (["openvino", "cpu"], "m"),
+        )
+    assert sel.provider == "openvino"
+    why = dict(sel.rejected)
+    assert "failed at open" in why["tensorrt"] and "engine build failed" in why["tensorrt"]
+    assert "failed at first run" in why["cuda"] and "illegal memory access" in why["cuda"]
+    assert "InferenceOutOfMemoryError" in why["coreml"]
+    assert caplog.text.count("falling back") == 3
+
+
+def test_strict_raises_instead_of_falling_back(fake_table: dict[str, FakeProvider]) -> None:
+    probes = {n: p.probe(LINUX) for n, p in fake_table.items()}
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    with pytest.raises(ProviderError, match=r"cuda.*strict.*first run"):
+        open_session(Path("m.onnx"), Request("cuda", strict=True), probe_input=x, scale=2, probes=probes)
+    assert fake_table["openvino"].opened == 0
+    sel = open_session(Path("m.onnx"), Request("openvino", strict=True), probe_input=x, scale=2, probes=probes)
+    assert sel.provider == "openvino" and sel.rejected == ()
+
+
+def test_first_run_with_wrong_shape_or_nan_is_a_failure(fake_table: dict[str, FakeProvider]) -> None:
+    probes = {n: p.probe(LINUX) for n, p in fake_table.items()}
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    with pytest.raises(ProviderError, match="shape"):
+        open_session(Path("m.onnx"), Request("openvino", strict=True), probe_input=x, scale=4, probes=probes)
+    fake_table["cpu"].run_error = None
+    nan = FakeSession("cpu")
+    nan.run = lambda x: np.full((1, 3, 16, 16), np.nan, np.float32)  # type: ignore[method-assign]
+    fake_table["cpu"].open = lambda *_a, **_k: nan  # type: ignore[method-assign]
+    with pytest.raises(ProviderError, match="NaN"):
+        open_session(Path("m.onnx"), Request("cpu", strict=True), probe_input=x, scale=2, probes=probes)
+
+
+def test_silent_onnxruntime_cpu_fallback_is_detected(tmp_path: Path) -> None:
+    """onnxruntime-gpu without CUDA libraries quietly builds a CPU session; we refuse it."""
+
+    class QuietCpuSession:
+        def get_providers(self) -> list[str]:
+            return ["CPUExecutionProvider"]
+
+    def factory(path: str, sess_options: Any, providers: list[Any]) -> QuietCpuSession:
+        assert providers[0][0] == "CUDAExecutionProvider"
+        return QuietCpuSession()
+
+    with pytest.raises(SilentFallbackError, match="did not enable CUDAExecutionProvider"):
+        ort.open_ort(to_onnx("span-x2-ch48").path, "cuda", "CUDAExecutionProvider", {}, factory=factory)
+
+
+# --- options by their documented names -----------------------------------------------------------
+
+# From the onnxruntime docs: OrtCUDAProviderOptions, OrtTensorRTProviderOptions (+ the trt_profile_*
+# and trt_timing_cache_enable provider options), and the CoreML EP provider-options API.
+DOC_CUDA = {
+    "device_id",
+    "gpu_mem_limit",
+    "arena_extend_strategy",
+    "cudnn_conv_algo_search",
+    "do_copy_in_default_stream",
+    "has_user_compute_stream",
+    "user_compute_stream",
+    "default_memory_arena_cfg",
+    "tunable_op_enable",
+    "tunable_op_tuning_enable",
+    "tunable_op_max_tuning_duration_ms",
+}
+DOC_TRT = {
+    "device_id",
+    "trt_max_workspace_size",
+    "trt_fp16_enable",
+    "trt_int8_enable",
+    "trt_engine_cache_enable",
+    "trt_engine_cache_path",
+    "trt_timing_cache_enable",
+    "trt_profile_min_shapes",
+    "trt_profile_opt_shapes",
+    "trt_profile_max_shapes",
+    "trt_max_partition_iterations",
+    "trt_min_subgraph_size",
+    "trt_dla_enable",
+    "trt_dla_core",
+}
+DOC_COREML = {
+    "ModelFormat",
+    "MLComputeUnits",
+    "RequireStaticInputShapes",
+    "EnableOnSubgraphs",
+    "SpecializationStrategy",
+    "ProfileComputePlan",
+    "AllowLowPrecisionAccumulationOnGPU",
+    "ModelCacheDirectory",
+}
+
+
+def test_provider_options_use_documented_names_and_values(tmp_path: Path) -> None:
+    c = cuda.cuda_options(device_id=1, memory_limit=2 << 30, conv_algo_search="EXHAUSTIVE")
+    assert set(c) <= DOC_CUDA and c["device_id"] == "1" and c["cudnn_conv_algo_search"] == "EXHAUSTIVE"
+    assert c["arena_extend_strategy"] in ("kNextPowerOfTwo", "kSameAsRequested")
+    t = tensorrt.tensorrt_options(fp16=True, cache_dir=tmp_path, min_tile=32, opt_tile=256, max_tile=512, max_batch=2)
+    assert set(t) <= DOC_TRT and t["trt_fp16_enable"] == "1" and t["trt_engine_cache_path"] == str(tmp_path)
+    assert (t["trt_profile_min_shapes"], t["trt_profile_max_shapes"]) == ("input:1x3x32x32", "input:2x3x512x512")
+    m = coreml.coreml_options("CPU_AND_NE", tmp_path)
+    assert set(m) <= DOC_COREML and m["ModelFormat"] == "MLProgram" and m["MLComputeUnits"] == "CPUAndNeuralEngine"
+    assert m["RequireStaticInputShapes"] == "1"
+    with pytest.raises(ValueError):
+        cuda.cuda_options(conv_algo_search="FAST")
+
+
+def test_coreml_static_shapes_pin_the_free_dimensions() -> None:
+    """One session per tile shape, with batch/height/width pinned (run here on the CPU EP)."""
+    path = to_onnx("span-x2-ch48").path
+    opened: list[dict[str, int]] = []
+
+    def opener(p: Path, provider: str, ep: str, options: dict[str, str], free_dims: dict[str, int]) -> ort.OrtSession:
+        opened.append(free_dims)
+        return ort.open_ort(p, provider, ort.CPU_EP, {}, free_dims=free_dims)
+
+    sess = coreml.StaticShapeSession(path, coreml.coreml_options(), opener)
+    x = to_chw(content_crop("photo", 40, 48))[None]
+    y1 = sess.run(x)
+    sess.run(x)
+    assert y1.shape == (1, 3, 80, 96)
+    assert opened == [{"batch": 1, "height": 64, "width": 64}, {"batch": 1, "height": 40, "width": 48}]
+
+
+# --- the two CPU backends agree, on every family ---------------------------------------------------
+
+FAMILY_REPS = [
+    "realesrgan-animevideov3-x4",
+    "span-x4-ch48",
+    "realcugan-se-x2",
+    "waifu2x-photo-x2",
+    "waifu2x-cunet-x2-noise1",
+    pytest.param("realesrgan-x4plus-anime", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("model_id", FAMILY_REPS)
+def test_onnxruntime_and_openvino_agree_at_f32(model_id: str) -> None:
+    """>= 60 dB between onnxruntime CPU and OpenVINO CPU (f32 forced) on a real crop."""
+    spec = models.get(model_id)
+    path = to_onnx(model_id).path
+    a = 4 * spec.alignment
+    x = to_chw(content_crop(spec.content, 12 * a // spec.alignment * spec.alignment, 10 * a))[None]
+    y_ort = PROVIDERS["cpu"].open(path).run(x)
+    y_ov = PROVIDERS["openvino"].open(path, precision="f32").run(x)
+    assert psnr(y_ort, y_ov) >= 60
+
+
+# --- the measured CPU choice ---------------------------------------------------------------------
+
+
+def test_cpu_choice_is_measured_once_per_model_and_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_times = {"openvino": 0.02, "cpu": 0.03}
+    calls: list[str] = []
+
+    def opener(name: str) -> FakeSession:
+        calls.append(name)
+        return FakeSession(name)
+
+    monkeypatch.setattr(microbench, "time_session", lambda s, x, runs=3: fake_times[s.provider])
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    first = microbench.faster_cpu_backend(Path("m"), "sha-a", "machine-1", x, opener)
+    assert (first.winner, first.measured) == ("openvino", True) and "20.0 ms" in first.reason()
+    again = microbench.faster_cpu_backend(Path("m"), "sha-a", "machine-1", x, opener)
+    assert (again.winner, again.measured) == ("openvino", False) and calls == ["openvino", "cpu"]
+    fake_times.update(openvino=0.05)
+    other = microbench.faster_cpu_backend(Path("m"), "sha-a", "machine-2", x, opener)
+    assert (other.winner, other.measured) == ("cpu", True)
+
+
+# --- doctor ----------------------------------------------------------------------------------------
+
+
+def test_doctor_reports_machine_providers_and_versions() -> None:
+    res = CliRunner().invoke(main, ["doctor", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["machine"]["cpu_count"] >= 1 and "cpu_features" in info["machine"]
+    assert set(info["providers"]) == set(PROVIDERS)
+    assert info["providers"]["cpu"]["available"] is True
+    assert all(p["reason"] for p in info["providers"].values())
+    assert info["packages"]["onnxruntime"] and info["packages"]["pixelift"]
+    text = CliRunner().invoke(main, ["doctor"])
+    assert text.exit_code == 0 and "cuda" in text.output and "onnxruntime" in text.output
