@@ -49,6 +49,7 @@ class Result:
 
     models: list[str]
     providers: list[str]
+    rejected: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # model -> (provider, why)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -164,7 +165,11 @@ class Enhancer:
         """Float HWC colour (C = 1 or 3) and optional HW alpha, all in 0..1."""
         t0 = time.perf_counter()
         loaded = self.loaded()
-        res = Result([lm.spec.id for lm in loaded], [lm.provider for lm in loaded])
+        res = Result(
+            [lm.spec.id for lm in loaded],
+            [lm.provider for lm in loaded],
+            {lm.spec.id: list(lm.selection.rejected) for lm in loaded},
+        )
         h0, w0 = color.shape[:2]
         gray = color.shape[2] == 1
         rgb = np.repeat(color, 3, axis=2) if gray else color
