@@ -352,6 +352,7 @@ def _provider_choices() -> list[str]:
     help="Refuse inputs larger than this many pixels (decompression-bomb guard; default 200 MP "
     "or $PIXELIFT_MAX_PIXELS). 'none' disables the guard.",
 )
+@click.option("-v", "--verbose", is_flag=True, help="Log the provider selection reasoning and each fallback.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON line per file: status, output, model, provider, seconds, error."
@@ -373,6 +374,7 @@ def enhance_cmd(
     blend: str | None,
     batch: int,
     max_pixels: str | None,
+    verbose: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -385,6 +387,8 @@ def enhance_cmd(
     from pixelift.runtime import imageio, tiling
     from pixelift.runtime.enhancer import Enhancer, TileOptions, default_output_path
 
+    if verbose:
+        logging.getLogger("pixelift").setLevel(logging.INFO)
     if outscale is not None and outscale <= 0:
         raise click.BadParameter("must be > 0", param_hint="--outscale")
     try:
