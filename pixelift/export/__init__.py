@@ -16,6 +16,7 @@ import numpy as np
 from pixelift.errors import ExportError
 from pixelift.export import parity
 from pixelift.export.artifacts import (
+    SE_TARGET,
     Artifact,
     artifact_dir,
     exported_targets,
@@ -94,13 +95,15 @@ def to_onnx(
     The cached artifact is reused only if its source hashes still match. A failed
     parity check raises :class:`ExportError` and leaves no artifact behind.
     """
+    from pixelift.export import se_sync
     from pixelift.export.onnx_export import export_module, tool_versions
     from pixelift.models.importers import build_torch
 
     spec = get_spec(spec) if isinstance(spec, str) else spec
     sources = source_fingerprint(spec)
     cached = find(spec.id, ONNX_FP32)
-    if cached and not force and cached.manifest.get("sources") == sources and cached.parity_passed:
+    fresh = cached and cached.manifest.get("sources") == sources and "se_blocks" in cached.manifest
+    if cached and fresh and not force and cached.parity_passed:
         cached.verify()
         log.info("%s: using cached artifact %s", spec.id, cached.path)
         return cached
@@ -125,10 +128,84 @@ def to_onnx(
             "tools": tool_versions(),
             **facts,
             "parity": rep,
+            # SE blocks the SE-sync variant (to_onnx_se) can sync across tiles; [] if none
+            "se_blocks": se_sync.geometry_or_empty(module, spec.alignment),
             "export_seconds": round(time.perf_counter() - t0, 2),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         return publish(spec.id, ONNX_FP32, onnx_path, manifest)
 
 
-__all__ = ["ONNX_FP32", "Artifact", "artifact_dir", "exported_targets", "find", "parity_checks", "to_onnx"]
+def to_onnx_se(
+    spec: ModelSpec | str,
+    *,
+    force: bool = False,
+    simplify: bool = True,
+    threshold_db: float = parity.PARITY_DB,
+) -> Artifact:
+    """Export the SE-sync variant (target ``onnx-fp32-se``) of a model with SE blocks.
+
+    The graph and why it is a separate artifact: :mod:`pixelift.export.se_sync`. Only
+    the tiled runtime uses it (:mod:`pixelift.runtime.se_sync`). Cached like
+    :func:`to_onnx`; raises :class:`ExportError` when the model has no syncable SE block
+    or a parity check fails.
+    """
+    from pixelift.export import se_sync
+    from pixelift.export.onnx_export import export_module, tool_versions
+    from pixelift.models.importers import build_torch
+
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    sources = source_fingerprint(spec)
+    cached = find(spec.id, SE_TARGET)
+    complete = cached and len(cached.manifest.get("extra_files", {})) == len(cached.manifest.get("se_blocks", []))
+    if cached and complete and not force and cached.manifest.get("sources") == sources and cached.parity_passed:
+        cached.verify()
+        return cached
+    t0 = time.perf_counter()
+    module = build_torch(spec)
+    try:
+        wrapped = se_sync.wrap(module, spec.alignment)
+    except ValueError as exc:
+        raise ExportError(f"{spec.id}: no SE-sync variant: {exc}") from exc
+    with tempfile.TemporaryDirectory(prefix="pixelift-export-") as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        facts = export_module(wrapped, spec, onnx_path, simplify=simplify, io=se_sync.export_io(wrapped))
+        stats = {}
+        for k in range(len(wrapped.blocks)):
+            stats[se_sync.stats_file(k)] = Path(tmp) / se_sync.stats_file(k)
+            graph = se_sync.SEStats(wrapped, k)
+            export_module(graph, spec, stats[se_sync.stats_file(k)], simplify=simplify, io=se_sync.export_io(graph))
+        checks = se_sync.parity_checks(spec, module, onnx_path, stats, wrapped.geometry, threshold_db)
+        rep = parity.report(checks)
+        if not rep["passed"]:
+            failed = "; ".join(f"{c.candidate} vs {c.reference}: {c.psnr_db} dB" for c in checks if not c.passed)
+            raise ExportError(f"{spec.id}: SE-sync parity below {threshold_db} dB ({failed}); no artifact written")
+        manifest = {
+            "model_id": spec.id,
+            "target": SE_TARGET,
+            "format": "onnx",
+            "precision": "fp32",
+            "file": "model.onnx",
+            "spec": spec.to_dict(),
+            "sources": sources,
+            "tools": tool_versions(),
+            **facts,
+            "se_blocks": wrapped.geometry,
+            "parity": rep,
+            "export_seconds": round(time.perf_counter() - t0, 2),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        return publish(spec.id, SE_TARGET, onnx_path, manifest, extra=stats)
+
+
+__all__ = [
+    "ONNX_FP32",
+    "SE_TARGET",
+    "Artifact",
+    "artifact_dir",
+    "exported_targets",
+    "find",
+    "parity_checks",
+    "to_onnx",
+    "to_onnx_se",
+]

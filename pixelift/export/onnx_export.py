@@ -6,6 +6,8 @@ import importlib.metadata
 import json
 import logging
 import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,31 +47,59 @@ def metadata_props(spec: ModelSpec) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class ExportIO:
+    """Inputs and outputs of a module with more than one of each (first: ``input``/``output``)."""
+
+    example_inputs: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]  # from the image dummy
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]]  # for the names beyond input/output
+    metadata: dict[str, str] = field(default_factory=dict)  # extra ``pixelift.*`` metadata
+
+
 def trace_size(spec: ModelSpec) -> int:
     return spec.alignment * max(1, 64 // spec.alignment)
 
 
 def export_module(
-    module: torch.nn.Module, spec: ModelSpec, dest: Path, *, opset: int = OPSET, simplify: bool = True
+    module: torch.nn.Module,
+    spec: ModelSpec,
+    dest: Path,
+    *,
+    opset: int = OPSET,
+    simplify: bool = True,
+    io: ExportIO | None = None,
 ) -> dict[str, Any]:
-    """Write ``module`` as ONNX to ``dest``; return facts for the manifest."""
+    """Write ``module`` as ONNX to ``dest``; return facts for the manifest.
+
+    ``io`` describes extra inputs/outputs beyond ``input``/``output`` (the SE-sync
+    variant); by default the module takes one image and returns one.
+    """
     import onnx
     import torch
 
     size = trace_size(spec)
     dummy = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     axes = {0: "batch", 2: "height", 3: "width"}
+    dynamic: dict[str, dict[int, str]] = {"input": axes, "output": axes}
+    args: tuple[Any, ...] = (dummy,)
+    input_names, output_names = ["input"], ["output"]
+    if io is not None:
+        args = io.example_inputs(dummy)
+        input_names, output_names = io.input_names, io.output_names
+        dynamic = {k: v for k, v in {**dynamic, **io.dynamic_axes}.items() if k in input_names + output_names}
     try:
         with torch.no_grad():
             torch.onnx.export(
                 module,
-                (dummy,),
+                args,
                 str(dest),
                 dynamo=False,  # the dynamo exporter is 3-10x slower and needs onnxscript
                 opset_version=opset,
-                input_names=["input"],
-                output_names=["output"],
-                dynamic_axes={"input": axes, "output": axes},
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic,
             )
     except Exception as exc:  # torch raises many unrelated types here
         raise ExportError(f"{spec.id}: torch.onnx.export failed: {exc}") from exc
@@ -88,7 +118,10 @@ def export_module(
         except Exception as exc:  # simplification is an optimisation, never a requirement
             log.warning("%s: onnxslim failed, keeping the unsimplified graph: %s", spec.id, exc)
     del model.metadata_props[:]
-    for k, v in metadata_props(spec).items():
+    meta = metadata_props(spec)
+    if io is not None:
+        meta.update({f"{META_PREFIX}{k}": v for k, v in io.metadata.items()})
+    for k, v in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
     model.producer_name = "pixelift"
@@ -96,7 +129,7 @@ def export_module(
     return {
         "opset": opset,
         "trace_size": [size, size],
-        "dynamic_axes": {"input": axes, "output": axes},
+        "dynamic_axes": dynamic,
         "nodes": {"exported": nodes_before, "final": len(model.graph.node), "simplified": simplified},
         "ops": sorted({n.op_type for n in model.graph.node}),
     }

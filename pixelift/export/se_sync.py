@@ -39,14 +39,21 @@ on demand, only when a tiled run of an SE model needs it.
 from __future__ import annotations
 
 import copy
+import json
+import logging
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelift.models.spec import ModelSpec
+
+log = logging.getLogger(__name__)
 #: Shift of feature centres before the half-open box test (see module doc).
 CENTRE_SHIFT = 1.0 / 64
 #: Stand-in for "unbounded" box edges at the image border.
@@ -84,6 +91,11 @@ class _State:
     sums: dict[int, torch.Tensor] = field(default_factory=dict)
     counts: dict[int, torch.Tensor] = field(default_factory=dict)
     shapes: dict[int, tuple[int, int]] = field(default_factory=dict)
+    stop_at: int | None = None  # statistics graph of this block: stop right after its statistics
+
+
+class _Stop(Exception):
+    """Raised by the block a statistics graph stops at; tracing records nothing after it."""
 
 
 def _centres(x: torch.Tensor, dim: int, stride: float, extent: float) -> torch.Tensor:
@@ -106,8 +118,10 @@ class _SyncedSE(nn.Module):
         st, k = self.state, self.index
         st.shapes[k] = (int(x.shape[2]), int(x.shape[3]))
         m = x.mean(dim=(2, 3), keepdim=True)
-        if st.active:
-            assert st.box is not None and st.mix is not None
+        if st.active and st.stop_at is not None and k < st.stop_at:
+            m = st.supplied[k]
+        elif st.active:
+            assert st.box is not None
             cy = _centres(x, 2, self.stride, self.extent)[None]  # (1, H)
             cx = _centres(x, 3, self.stride, self.extent)[None]
             b = st.box
@@ -116,6 +130,9 @@ class _SyncedSE(nn.Module):
             rows = torch.matmul(x, mx[:, None, :, None])  # (N, C, H, 1)
             st.sums[k] = torch.matmul(my[:, None, None, :], rows)  # (N, C, 1, 1)
             st.counts[k] = (my.sum(1) * mx.sum(1))[:, None, None, None]
+            if st.stop_at is not None:
+                raise _Stop
+            assert st.mix is not None
             m = st.mix * st.supplied[k] + (1.0 - st.mix) * m
         z = torch.sigmoid(self.conv2(F.relu(self.conv1(m))))
         return x * z
@@ -149,6 +166,8 @@ class SESync(nn.Module):
         """Stride and extent of every block's feature grid, from three input sizes (and both axes)."""
         sizes = [alignment * n for n in (12, 18, 30)]
         shapes = {h: self._shapes(h) for h in sizes}
+        if list(self.state.shapes) != list(range(len(self.blocks))):
+            raise ValueError(f"SE blocks run in order {list(self.state.shapes)}, not in registration order")
         for k, block in enumerate(self.blocks):
             pts = sorted({(n, f) for h in sizes for n, f in zip((h, 2 * h), shapes[h][k], strict=True)})
             (n0, f0), (n1, f1) = pts[0], pts[-1]
@@ -160,7 +179,10 @@ class SESync(nn.Module):
 
     @property
     def geometry(self) -> list[dict[str, Any]]:
-        return [{"channels": c, "stride": b.stride, "extent": b.extent} for c, b in zip(self.channels, self.blocks)]
+        return [
+            {"channels": c, "stride": b.stride, "extent": b.extent}
+            for c, b in zip(self.channels, self.blocks, strict=True)
+        ]
 
     def forward(self, x: torch.Tensor, se_box: torch.Tensor, se_mix: torch.Tensor, *se: torch.Tensor) -> Any:
         st = self.state
@@ -187,9 +209,150 @@ class SESync(nn.Module):
         return ["output", *(f"se_sum_{k}" for k in range(n)), *(f"se_count_{k}" for k in range(n))]
 
 
+class SEStats(nn.Module):
+    """Statistics graph of SE block ``k``: ``forward(input, se_box, se_0..se_{k-1}) -> (se_sum_k, se_count_k)``.
+
+    Blocks before ``k`` use the supplied means; the network stops right after block
+    ``k`` has taken its statistics, so the graph holds only the layers up to it (the
+    runtime fixes the blocks one after the other at a fraction of a full run each).
+    """
+
+    def __init__(self, sync: SESync, k: int) -> None:
+        super().__init__()
+        self.sync, self.k = sync, k
+
+    def forward(self, x: torch.Tensor, se_box: torch.Tensor, *se: torch.Tensor) -> Any:
+        st, k = self.sync.state, self.k
+        st.active, st.box, st.mix, st.supplied, st.stop_at = True, se_box, None, list(se), k
+        st.sums.clear()
+        st.counts.clear()
+        try:
+            self.sync.net(x)
+        except _Stop:
+            pass
+        finally:
+            st.active, st.stop_at = False, None
+        return st.sums[k], st.counts[k]
+
+    def example_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        full = self.sync.example_inputs(x)
+        return (full[0], full[1], *full[3 : 3 + self.k])
+
+    def input_names(self) -> list[str]:
+        return ["input", "se_box", *(f"se_{j}" for j in range(self.k))]
+
+    def output_names(self) -> list[str]:
+        return [f"se_sum_{self.k}", f"se_count_{self.k}"]
+
+
+def stats_file(k: int) -> str:
+    return f"stats_{k}.onnx"
+
+
 def wrap(module: nn.Module, alignment: int) -> SESync:
     return SESync(module, alignment).eval()
 
 
 def count_se_blocks(module: nn.Module) -> int:
     return len(find_se_blocks(module))
+
+
+def export_io(w: SESync | SEStats) -> Any:
+    """The ONNX inputs/outputs of ``w`` for :func:`pixelift.export.onnx_export.export_module`."""
+    from pixelift.export.onnx_export import ExportIO
+
+    batch = {0: "batch"}
+    names = [n for n in w.input_names() + w.output_names() if n not in ("input", "output", "se_mix")]
+    geometry = (w if isinstance(w, SESync) else w.sync).geometry
+    return ExportIO(
+        example_inputs=w.example_inputs,
+        input_names=w.input_names(),
+        output_names=w.output_names(),
+        dynamic_axes={n: batch for n in names},
+        metadata={"se_blocks": json.dumps(geometry)},
+    )
+
+
+def geometry_or_empty(module: nn.Module, alignment: int) -> list[dict[str, Any]]:
+    """The SE blocks' geometry for the manifest; empty when there are none or they cannot be synced."""
+    if not find_se_blocks(module):
+        return []
+    try:
+        return wrap(module, alignment).geometry
+    except Exception as exc:  # e.g. a user model that pads to its own alignment inside
+        log.info("%s: SE blocks found but not syncable (%s); tiles will use their own means", type(module), exc)
+        return []
+
+
+def _run_se(
+    path: Path,
+    x: np.ndarray,
+    provider: str,
+    geometry: list[dict[str, Any]],
+    mix: float,
+    means: Any = None,
+    **options: Any,
+) -> list[np.ndarray]:
+    """Run an SE-sync or statistics graph on ``x`` with open boxes; feeds only the inputs it has."""
+    from pixelift.providers import get_provider
+
+    n = len(x)
+    feeds = {
+        "input": x,
+        "se_box": np.tile(np.array([[-OPEN, OPEN, -OPEN, OPEN]], np.float32), (n, 1)),
+        "se_mix": np.array([mix], np.float32),
+    }
+    for k, g in enumerate(geometry):
+        m = np.zeros(g["channels"], np.float32) if means is None else means[k]
+        feeds[f"se_{k}"] = np.broadcast_to(np.asarray(m, np.float32).reshape(1, -1, 1, 1), (n, g["channels"], 1, 1))
+    sess = get_provider(provider).open(path, **options)
+    return sess.run_feeds({name: feeds[name] for name in sess.input_names})
+
+
+def _stats_check(name: str, want: np.ndarray, got: np.ndarray, image: str, threshold_db: float) -> Any:
+    """Means compared as PSNR after scaling by the largest |mean| (features are not in 0..1)."""
+    from pixelift.export import parity
+
+    peak = max(float(np.abs(want).max()), 1e-12)
+    return parity.compare("se-sync graph", want / peak, name, got / peak, image, threshold_db)
+
+
+def parity_checks(
+    spec: ModelSpec,
+    module: nn.Module,
+    path: Path,
+    stats: dict[str, Path],
+    geometry: list[dict[str, Any]],
+    threshold_db: float,
+) -> list[Any]:
+    """The SE-sync graphs vs the plain torch module, on the parity crop.
+
+    ``se_mix = 0`` on onnxruntime and OpenVINO (f32) must be the plain model; ``se_mix = 1``
+    fed with the whole-image means the graph itself reported must be too (onnxruntime).
+    Each statistics graph, fed the earlier blocks' means, must report the same means as
+    the full graph (onnxruntime; OpenVINO f32 for the last block's).
+    """
+    from pixelift.export import _available, _torch_run, parity
+
+    image, x = parity.parity_input(spec)
+    ref = _torch_run(module, x)
+    n = len(geometry)
+    outs = _run_se(path, x, "cpu", geometry, 0.0)
+    checks = [parity.compare("torch", ref, "onnxruntime-cpu-se-own", outs[0], image, threshold_db)]
+    means = [outs[1 + k][0].reshape(-1) / outs[1 + n + k][0].reshape(-1) for k in range(n)]
+    fed = _run_se(path, x, "cpu", geometry, 1.0, means)[0]
+    checks.append(parity.compare("torch", ref, "onnxruntime-cpu-se-fed", fed, image, threshold_db))
+    ov = _available("openvino")
+    if ov:
+        got = _run_se(path, x, "openvino", geometry, 0.0, precision="f32")[0]
+        checks.append(parity.compare("torch", ref, "openvino-cpu-f32-se-own", got, image, threshold_db))
+    for k in range(n):
+        file = stats[stats_file(k)]
+        backends = [("onnxruntime-cpu", "cpu", {})] + (
+            [("openvino-cpu-f32", "openvino", {"precision": "f32"})] if ov and k == n - 1 else []
+        )
+        for label, provider, opts in backends:
+            s_, c_ = _run_se(file, x, provider, geometry, 1.0, means, **opts)
+            got = s_[0].reshape(-1) / c_[0].reshape(-1)
+            checks.append(_stats_check(f"{label}-stats-{k}", means[k], got, image, threshold_db))
+    return checks

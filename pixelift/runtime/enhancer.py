@@ -20,7 +20,7 @@ from PIL import Image
 from pixelift.errors import OutputExistsError, PixeliftError
 from pixelift.models import DEFAULT_MODEL
 from pixelift.providers.select import Request
-from pixelift.runtime import footprint, imageio, tiling
+from pixelift.runtime import footprint, imageio, se_sync, tiling
 from pixelift.runtime.session import LoadedModel, load
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ class TileOptions:
     overlap: int = tiling.DEFAULT_OVERLAP
     blend: tiling.Blend = tiling.DEFAULT_BLEND
     batch: int = 1
+    # SE models (tile_safe=False with SE blocks): compute the whole image's SE means before a
+    # tiled run, so tiles match the untiled result (runtime.se_sync; ~3x the time of tiling alone)
+    sync_se: bool = True
 
 
 @dataclass
@@ -145,19 +148,43 @@ class Enhancer:
                 alignment=spec.alignment,
                 max_tile=MAX_AUTO_TILE,
             )
-        if tile is not None and not spec.tile_safe:
-            notes.append(f"{spec.id} uses whole-image statistics; tiled output differs slightly from untiled")
-        return tiling.run_tiled_with_retry(
-            chw,
-            lm.selection.session.run,
+        chw = np.ascontiguousarray(chw, dtype=np.float32)
+        kw: dict[str, Any] = dict(
             scale=spec.scale,
-            tile=tile,
             overlap=self.tiles.overlap,
             alignment=spec.alignment,
             blend=self.tiles.blend,
             batch=self.tiles.batch,
             progress=self.progress,
         )
+        run = lm.selection.session.run
+        synced = not spec.tile_safe and self.tiles.sync_se
+        if not synced or se_sync.SEInfo.from_manifest(lm.artifact.manifest) is None:
+            if tile is not None and not spec.tile_safe:
+                notes.append(f"{spec.id} uses whole-image statistics; tiled output differs slightly from untiled")
+            return tiling.run_tiled_with_retry(chw, run, tile=tile, **kw)
+
+        def attempt(t: int | None) -> np.ndarray:
+            # SE model: a tiled run first computes the whole image's SE means (runtime.se_sync)
+            if len(tiling.plan_tiles(h, w, tile=t, overlap=self.tiles.overlap, alignment=spec.alignment).tiles) > 1:
+                sessions = self._se_sessions(lm, notes)
+                if sessions is not None:
+                    return se_sync.run_tiled_synced(chw, sessions, tile=t, whole=run, **kw)
+            return tiling.run_tiled(chw, run, tile=t, **kw)
+
+        return tiling.retry_smaller_tiles(attempt, tile=tile, height=h, width=w, alignment=spec.alignment)
+
+    def _se_sessions(self, lm: LoadedModel, notes: list[str]) -> se_sync.SESessions | None:
+        """Sessions on the SE-sync artifact (exported on first use), on the plain model's provider."""
+        try:
+            art = se_sync.resolve_se_artifact(lm.spec.id, auto_export=self.auto_export)
+            return se_sync.open_se_sessions(art, lm.selection.provider, dict(getattr(lm.selection, "options", {})))
+        except Exception as exc:  # no artifact, no torch, a backend that cannot open it: tile unsynced
+            log.warning("%s: tiling without whole-image SE statistics: %s", lm.spec.id, exc)
+            msg = f"{lm.spec.id} uses whole-image statistics; tiled output differs slightly from untiled ({exc})"
+            if msg not in notes:
+                notes.append(msg)
+            return None
 
     def enhance_float(
         self, color: np.ndarray, alpha: np.ndarray | None = None

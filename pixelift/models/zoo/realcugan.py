@@ -20,7 +20,9 @@ _PARAMS_PRO = {2: 1_284_598, 3: 1_286_326}
 # The SE blocks scale channels by a global mean over the whole input: a tile sees its own
 # statistics. Measured (96 px crops, overlap >= border): tiled vs whole 42-46 dB PSNR,
 # max |diff| 0.06-0.13; with the whole-image SE means frozen the difference is exactly 0.
-# realcugan-ncnn-vulkan needs its "syncgap" pass for the same reason.
+# realcugan-ncnn-vulkan needs its "syncgap" pass for the same reason, and so do we: the
+# graph is not tile-safe, so a tiled run computes the whole image's SE means first
+# (pixelift.runtime.se_sync, with the onnx-fp32-se artifact): 86-90 dB at tile 64.
 TILE_SAFE = False
 
 # (variant, scale, noise) -> file stem suffix; noise -1 = conservative, None = no denoise
