@@ -178,7 +178,7 @@ class Enhancer:
         """Sessions on the SE-sync artifact (exported on first use), on the plain model's provider."""
         try:
             art = se_sync.resolve_se_artifact(lm.spec.id, auto_export=self.auto_export)
-            return se_sync.open_se_sessions(art, lm.selection.provider, dict(getattr(lm.selection, "options", {})))
+            return se_sync.open_se_sessions(art, lm.selection.provider, dict(lm.selection.options))
         except Exception as exc:  # no artifact, no torch, a backend that cannot open it: tile unsynced
             log.warning("%s: tiling without whole-image SE statistics: %s", lm.spec.id, exc)
             msg = f"{lm.spec.id} uses whole-image statistics; tiled output differs slightly from untiled ({exc})"
