@@ -19,3 +19,22 @@ def test_import_and_list_models_without_torch() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_enhance_runs_with_torch_and_onnx_unimportable() -> None:
+    """A laptop install: onnxruntime + numpy + Pillow, with the artifact already in the cache."""
+    from pixelift.export import to_onnx
+
+    to_onnx("span-x2-ch48")  # in this session's PIXELIFT_HOME, which the child inherits
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'spandrel', 'onnx', 'onnxslim', 'ncnn'):\n"
+        "    sys.modules[name] = None  # any import of them now raises ImportError\n"
+        "import numpy as np\n"
+        "from pixelift import Enhancer\n"
+        "from pixelift.samples import sample_photo\n"
+        "out = Enhancer('span-x2-ch48', provider='cpu').enhance(sample_photo()[:40, :56])\n"
+        "assert out.shape == (80, 112, 3) and out.dtype == np.uint8, out.shape\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
