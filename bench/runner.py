@@ -1,0 +1,302 @@
+"""The provider-comparison matrix: pixelift's providers and precisions against the peers.
+
+Every configuration runs in a fresh process (``bench/worker.py``) with a fixed thread
+count; peers run interleaved with pixelift's providers on the same input tile, so the
+ratios compare neighbours in time on a noisy machine. See bench/README.md for the method.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WORKER = Path(__file__).with_name("worker.py")
+DEFAULT_MODELS = ("span-x2-ch48", "realesrgan-animevideov3-x4")
+DEFAULT_TILES = (128, 256)
+DEFAULT_PROVIDERS = ("cpu", "openvino")
+DEFAULT_PEERS = ("torch", "ncnn")
+DEFAULT_SCALING_MP = (1.0, 4.0)
+FULL_SCALING_MP = (1.0, 4.0, 12.0, 24.0)
+SCALING_MODEL = "span-x2-ch48"
+REFERENCE = "torch-fp32"
+SCHEMA = 1
+
+
+@dataclass
+class Matrix:
+    models: tuple[str, ...] = DEFAULT_MODELS
+    providers: tuple[str, ...] = DEFAULT_PROVIDERS
+    precisions: tuple[str, ...] = ("fp32", "bf16")
+    tiles: tuple[int, ...] = DEFAULT_TILES
+    peers: tuple[str, ...] = DEFAULT_PEERS
+    threads: int = 2
+    warmup: int = 2
+    min_repeats: int = 3
+    max_repeats: int = 12
+    budget_s: float = 5.0
+    scaling_mp: tuple[float, ...] = DEFAULT_SCALING_MP
+    scaling_model: str = SCALING_MODEL
+    ceiling_n: int = 4096
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def precision_support() -> tuple[dict[str, tuple[str, ...]], str]:
+    """Precisions per provider that this install can bench, and a sentence saying which."""
+    support: dict[str, tuple[str, ...]] = {"cpu": ("fp32",), "openvino": ("fp32", "bf16")}
+    note = (
+        "fp32 on onnxruntime-CPU and OpenVINO (INFERENCE_PRECISION_HINT=f32); bf16 = OpenVINO's bf16 "
+        "inference hint on the same fp32 artifact. No reduced-precision artifacts (int8/fp16 ONNX) were benched"
+    )
+    try:
+        import pixelift.export as ex
+
+        extra = [n for n in ("to_onnx_int8", "to_onnx_fp16", "quantize", "PRECISIONS") if hasattr(ex, n)]
+    except Exception:
+        extra = []
+    if extra:
+        note += f" (pixelift.export now has {', '.join(extra)}; not yet wired into this bench)"
+    return support, note + "."
+
+
+def peer_status(peers: tuple[str, ...]) -> dict[str, str]:
+    """'' when the peer can run, else why not."""
+    out = {}
+    for p in peers:
+        if p == "torch":
+            missing = [m for m in ("torch", "spandrel") if importlib.util.find_spec(m) is None]
+            out[p] = f"not installed: {', '.join(missing)} (pip install 'pixelift[export]')" if missing else ""
+        elif p == "ncnn":
+            out[p] = "" if importlib.util.find_spec("ncnn") else "not installed: pip install ncnn"
+        else:
+            out[p] = f"unknown peer {p!r} (known: torch, ncnn)"
+    return out
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("pixelift", "numpy", "onnxruntime", "openvino", "onnx", "torch", "spandrel", "ncnn"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        env[k] = str(threads)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_child(cfg: dict[str, Any], threads: int, timeout: float = 900) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(WORKER), json.dumps(cfg)],
+            capture_output=True,
+            text=True,
+            env=child_env(threads),
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timed out after {timeout} s", "wall_s": time.perf_counter() - t0}
+    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("RESULT ")), None)
+    if line is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        res = {"ok": False, "error": f"worker exited {proc.returncode}: {' | '.join(tail)}"}
+    else:
+        res = json.loads(line[len("RESULT ") :])
+    res["wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def bench_input(tile: int, alignment: int = 1) -> np.ndarray:
+    """A real photo tile (NCHW float32): a centre crop of the bundled photo, resized if larger."""
+    from PIL import Image
+
+    from pixelift.samples import sample_photo
+
+    side = max(alignment, tile - tile % alignment)
+    img = sample_photo()
+    h, w = img.shape[:2]
+    if side <= min(h, w):
+        top, left = (h - side) // 2, (w - side) // 2
+        img = img[top : top + side, left : left + side]
+    else:
+        img = np.asarray(Image.fromarray(img).resize((side, side), Image.Resampling.LANCZOS))
+    return np.ascontiguousarray(img.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+
+
+def _artifact(model: str) -> Path:
+    if importlib.util.find_spec("torch") is not None:
+        from pixelift.export import to_onnx
+
+        return to_onnx(model).path
+    from pixelift.export.artifacts import find
+
+    art = find(model, "onnx-fp32")
+    if art is None:
+        raise RuntimeError(f"{model} is not exported and torch is missing: run `pixelift export {model}`")
+    return art.path
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float | None:
+    from pixelift.metrics import psnr
+
+    if a.shape != b.shape:
+        return None
+    v = psnr(np.clip(a, 0, 1), np.clip(b, 0, 1))
+    return None if v == float("inf") else round(v, 2)
+
+
+def configs_for(m: Matrix, peers_ok: list[str]) -> list[dict[str, Any]]:
+    """Interleaved order: the reference first, then pixelift and peers alternating."""
+    support, _ = precision_support()
+    ours = [
+        {"runtime": "pixelift", "provider": p, "precision": q, "label": f"{p}-{q}"}
+        for q in m.precisions
+        for p in m.providers
+        if q in support.get(p, ())
+    ]
+    theirs = []
+    if "ncnn" in peers_ok:
+        theirs += [
+            {"runtime": "ncnn", "provider": "ncnn", "precision": q, "label": f"ncnn-{q}"} for q in ("fp32", "bf16")
+        ]
+    out: list[dict[str, Any]] = []
+    if "torch" in peers_ok:
+        out.append({"runtime": "torch", "provider": "torch", "precision": "fp32", "label": REFERENCE})
+    while ours or theirs:
+        if ours:
+            out.append(ours.pop(0))
+        if theirs:
+            out.append(theirs.pop(0))
+    return out
+
+
+def run_matrix(m: Matrix, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from pixelift import models
+    from pixelift.providers import read_machine
+
+    t_start = time.perf_counter()
+    facts = read_machine()
+    pstat = peer_status(m.peers)
+    for p, why in pstat.items():
+        if why:
+            log(f"peer {p}: MISSING ({why}); benching without it")
+    peers_ok = [p for p, why in pstat.items() if not why]
+    _, prec_note = precision_support()
+    log(f"precisions: {prec_note}")
+    base = {"threads": m.threads, "warmup": m.warmup, "min_repeats": m.min_repeats}
+    base |= {"max_repeats": m.max_repeats, "budget_s": m.budget_s}
+    ceilings = []
+    log(f"ceiling: sgemm {m.ceiling_n} on {m.threads} threads")
+    ceilings.append(run_child({"kind": "ceiling", "n": m.ceiling_n}, m.threads))
+    rows: list[dict[str, Any]] = []
+    autos: dict[str, Any] = {}
+    flops_info: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="pixelift-bench-") as tmp:
+        for model in m.models:
+            spec = models.get(model)
+            try:
+                art = _artifact(model)
+            except Exception as exc:
+                log(f"{model}: skipped: {exc}")
+                rows.append({"model": model, "ok": False, "error": str(exc)})
+                continue
+            autos[model] = run_child({"kind": "auto", "model": model}, m.threads)
+            for tile in m.tiles:
+                x = bench_input(tile, spec.alignment)
+                side = x.shape[-1]
+                inp = Path(tmp) / f"in-{side}.npy"
+                np.save(inp, x)
+                try:
+                    from bench.flops import conv_flops
+
+                    fl = conv_flops(art, side, side)
+                except Exception as exc:  # no onnx installed, or shape inference failed
+                    fl = {"flops": None, "error": f"{type(exc).__name__}: {exc}"}
+                flops_info[f"{model}@{side}"] = fl
+                ref = None
+                group = []
+                for c in configs_for(m, peers_ok):
+                    out_path = Path(tmp) / f"out-{c['label']}.npy"
+                    cfg = {**base, **c, "kind": "tile", "model": model, "artifact": str(art)}
+                    cfg |= {"input": str(inp), "output": str(out_path)}
+                    res = run_child(cfg, m.threads)
+                    row = {"model": model, "scale": spec.scale, "tile": side, **c, "threads": m.threads, **res}
+                    if res.get("ok"):
+                        ts = res["times"]
+                        med = statistics.median(ts)
+                        row |= {"s_min": min(ts), "s_median": med, "s_max": max(ts), "repeats": len(ts)}
+                        row["mp_per_s"] = side * side / 1e6 / med
+                        row["gflops"] = fl["flops"] / med / 1e9 if fl.get("flops") else None
+                        row["mflop_per_px"] = fl["flops"] / side / side / 1e6 if fl.get("flops") else None
+                        y = np.load(out_path)
+                        if c["label"] == REFERENCE:
+                            ref = y
+                        row["fidelity_db"] = _psnr(y, ref) if ref is not None and c["label"] != REFERENCE else None
+                        out_path.unlink(missing_ok=True)
+                        log(
+                            f"{model} {side}px {c['label']:>14}: {med * 1000:8.1f} ms/tile "
+                            f"(min {min(ts) * 1000:.1f}, max {max(ts) * 1000:.1f}, n={len(ts)}), "
+                            f"setup {res['setup_s']:.2f} s, rss {res['rss_peak_mb']:.0f} MB"
+                            + (f", {row['fidelity_db']} dB" if row.get("fidelity_db") is not None else "")
+                        )
+                    else:
+                        log(f"{model} {side}px {c['label']:>14}: FAILED {res.get('error')}")
+                    row.pop("times", None) if not res.get("ok") else None
+                    group.append(row)
+                peer_meds = {r["label"]: r["s_median"] for r in group if r["runtime"] != "pixelift" and r.get("ok")}
+                for r in group:
+                    if r["runtime"] == "pixelift" and r.get("ok"):
+                        r["ratio"] = {k: v / r["s_median"] for k, v in peer_meds.items()}
+                rows.extend(group)
+    log("ceiling: sgemm again (end of run)")
+    ceilings.append(run_child({"kind": "ceiling", "n": m.ceiling_n}, m.threads))
+    good = [c["gflops"] for c in ceilings if c.get("ok")]
+    ceiling_gflops = statistics.median(good) if good else None
+    for r in rows:
+        if r.get("gflops") and ceiling_gflops:
+            r["pct_ceiling"] = 100.0 * r["gflops"] / ceiling_gflops
+    scaling = []
+    for mp in m.scaling_mp:
+        res = run_child({"kind": "scaling", "model": m.scaling_model, "mp": mp, "provider": "auto"}, m.threads)
+        scaling.append({"model": m.scaling_model, "target_mp": mp, **res})
+        if res.get("ok"):
+            log(
+                f"scaling {m.scaling_model} {res['mp']:.1f} MP via {res['provider']}: {res['seconds']:.2f} s, "
+                f"peak rss {res['rss_peak_mb']:.0f} MB"
+            )
+        else:
+            log(f"scaling {mp} MP: FAILED {res.get('error')}")
+    return {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_s": time.perf_counter() - t_start,
+        "machine": facts.to_dict(),
+        "versions": versions(),
+        "matrix": {k: v for k, v in m.__dict__.items() if k != "extra"},
+        "precision_note": prec_note,
+        "peers": pstat,
+        "ceiling": {"gflops": ceiling_gflops, "runs": ceilings},
+        "flops": flops_info,
+        "auto": autos,
+        "results": rows,
+        "scaling": scaling,
+    }

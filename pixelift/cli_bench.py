@@ -1,0 +1,189 @@
+"""``pixelift bench`` and ``pixelift compare``: the provider benchmark and image comparison.
+
+The heavy work lives in the repository's ``bench`` package (bench/runner.py, report.py,
+compare.py); it is imported only when one of these commands runs, so ``pixelift models``
+stays free of torch and matplotlib.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+def _bench_pkg() -> None:
+    """Make ``bench`` importable from a source checkout even if it is not installed."""
+    try:
+        import bench.runner  # noqa: F401
+    except ImportError:
+        root = Path(__file__).resolve().parents[1]
+        if (root / "bench" / "runner.py").exists():
+            sys.path.insert(0, str(root))
+        else:
+            raise click.ClickException("the bench package is not installed (run from a pixelift checkout)") from None
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.command("bench")
+@click.option(
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    help="Model id (repeatable). Default: span-x2-ch48, realesrgan-animevideov3-x4.",
+)
+@click.option(
+    "--providers",
+    default="cpu,openvino",
+    show_default=True,
+    help="Comma list, or 'all' (every CPU provider benched: cpu, openvino).",
+)
+@click.option("--precisions", default="all", show_default=True, help="Comma list of fp32,bf16, or 'all'.")
+@click.option("--tiles", default="128,256", show_default=True, help="Comma list of tile sizes in px.")
+@click.option("--peers", default="torch,ncnn", show_default=True, help="Comma list of torch,ncnn, or 'none'.")
+@click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
+@click.option("--warmup", type=click.IntRange(0, 50), default=2, show_default=True)
+@click.option("--repeats", type=click.IntRange(1, 1000), default=3, show_default=True, help="Minimum timed repeats.")
+@click.option("--max-repeats", type=click.IntRange(1, 1000), default=12, show_default=True)
+@click.option(
+    "--budget",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds per configuration before stopping repeats early.",
+)
+@click.option(
+    "--scaling",
+    default="1,4",
+    show_default=True,
+    help="Photo sizes in MP for the Enhancer scaling run ('full' = 1,4,12,24; 'none').",
+)
+@click.option("--scaling-model", default="span-x2-ch48", show_default=True)
+@click.option(
+    "--ceiling-n", type=click.IntRange(64, 16384), default=4096, show_default=True, help="sgemm size for the ceiling."
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write results.json, results.csv, report.md and plots here.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench_cmd(
+    models: tuple[str, ...],
+    providers: str,
+    precisions: str,
+    tiles: str,
+    peers: str,
+    threads: int,
+    warmup: int,
+    repeats: int,
+    max_repeats: int,
+    budget: float,
+    scaling: str,
+    scaling_model: str,
+    ceiling_n: int,
+    report_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Benchmark providers x precisions x tiles against PyTorch eager and the ncnn runtime."""
+    _bench_pkg()
+    from bench import report, runner
+    from pixelift import models as registry
+
+    for m in models:
+        registry.get(m)  # unknown ids fail before anything runs
+    support, _ = runner.precision_support()
+    provs = tuple(support) if providers == "all" else tuple(_csv(providers))
+    for p in provs:
+        if p not in support:
+            raise click.BadParameter(
+                f"{p!r}: benchable providers here are {', '.join(support)}", param_hint="--providers"
+            )
+    all_prec = tuple(dict.fromkeys(q for p in provs for q in support[p]))
+    precs = all_prec if precisions == "all" else tuple(_csv(precisions))
+    if scaling == "full":
+        mps: tuple[float, ...] = runner.FULL_SCALING_MP
+    elif scaling == "none":
+        mps = ()
+    else:
+        mps = tuple(float(v) for v in _csv(scaling))
+    matrix = runner.Matrix(
+        models=tuple(models) or runner.DEFAULT_MODELS,
+        providers=provs,
+        precisions=precs,
+        tiles=tuple(int(t) for t in _csv(tiles)),
+        peers=() if peers == "none" else tuple(_csv(peers)),
+        threads=threads,
+        warmup=warmup,
+        min_repeats=repeats,
+        max_repeats=max(repeats, max_repeats),
+        budget_s=budget,
+        scaling_mp=mps,
+        scaling_model=scaling_model,
+        ceiling_n=ceiling_n,
+    )
+    res = runner.run_matrix(matrix, log=lambda s: click.echo(s, err=as_json))
+    if report_dir is not None:
+        paths = report.write(res, report_dir)
+        click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=as_json)
+    else:
+        click.echo(report.markdown(res, []), err=as_json)
+    if as_json:
+        click.echo(json.dumps(res, default=str))
+    click.echo(f"bench wall time {res['wall_s']:.0f} s", err=True)
+
+
+@click.command("compare")
+@click.argument("reference", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("others", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--heatmap",
+    "heatmap_path",
+    type=click.Path(path_type=Path),
+    help="Write |reference - first other| as a heatmap PNG.",
+)
+@click.option(
+    "--sheet", "sheet_path", type=click.Path(path_type=Path), help="Write a zoomed side-by-side crop sheet PNG."
+)
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The input image, shown first in the sheet.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def compare_cmd(
+    reference: Path,
+    others: tuple[Path, ...],
+    heatmap_path: Path | None,
+    sheet_path: Path | None,
+    input_path: Path | None,
+    as_json: bool,
+) -> None:
+    """PSNR, SSIM and max abs error of each OTHER image against REFERENCE (0..255 scale)."""
+    _bench_pkg()
+    from bench.compare import compare
+
+    try:
+        res = compare(reference, list(others), heatmap_path=heatmap_path, sheet_path=sheet_path, input_path=input_path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(res))
+        return
+    for r in res["results"]:
+        click.echo(
+            f"{r['image']}: PSNR {r['psnr_db']:.2f} dB, SSIM {r['ssim']:.4f}, max abs {r['max_abs']:.0f}, mean abs {r['mean_abs']:.2f}"
+        )
+    if heatmap_path:
+        click.echo(f"heatmap: {heatmap_path} (full scale = {res['heatmap_full_scale']:.1f})")
+    if sheet_path:
+        click.echo(f"crop sheet: {sheet_path}")
