@@ -86,7 +86,14 @@ def models_show(model_id: str, as_json: bool) -> None:
     info = {
         **spec.to_dict(),
         "artifacts": {
-            t: {"path": str(a.path), "sha256": a.manifest["sha256"], "parity": a.manifest["parity"]}
+            t: {
+                "path": str(a.path),
+                "sha256": a.manifest["sha256"],
+                "parity": a.manifest["parity"],
+                "fidelity": a.manifest.get("fidelity", {}),
+                **({"int8_study": a.manifest["int8_study"]} if "int8_study" in a.manifest else {}),
+                **({"fp16_overflow": a.manifest["fp16_overflow"]} if "fp16_overflow" in a.manifest else {}),
+            }
             for t, a in artifacts.items()
             if a is not None
         },
@@ -110,6 +117,24 @@ def models_show(model_id: str, as_json: bool) -> None:
                 f"{'parity':>14}: {c['candidate']} vs {c['reference']}: {c['psnr_db']} dB "
                 f"(max abs {c['max_abs']:.2e}, >= {c['threshold_db']} dB) {mark}"
             )
+        for key, rec in sorted(art.manifest.get("fidelity", {}).items()):
+            click.echo(f"{'fidelity':>14}: {_fidelity_line(key, rec)}")
+        for step in art.manifest.get("int8_study", []):
+            click.echo(f"{'int8 study':>14}: {step['technique']}: {step['psnr_db_calib_select']} dB")
+        if art.manifest.get("fp16_overflow"):
+            click.echo(f"{'fp16':>14}: overflows (NaN/Inf on real images): never chosen")
+
+
+def _fidelity_line(key: str, rec: dict[str, Any]) -> str:
+    from pixelift.precision import FAST_DB, HIGH_FIDELITY_DB
+
+    if rec.get("error"):
+        return f"{key}: failed: {rec['error']}"
+    db = rec.get("psnr_db")
+    if not rec.get("finite", True) or db is None:
+        return f"{key}: NaN/Inf on held-out images (never chosen)"
+    gates = "high+fast" if db >= HIGH_FIDELITY_DB else ("fast" if db >= FAST_DB else "none")
+    return f"{key}: {db} dB vs fp32 (worst held-out crop), {rec['seconds'] * 1000:.1f} ms/crop, gates met: {gates}"
 
 
 def _is_url(text: str) -> bool:
@@ -147,9 +172,33 @@ def _kebab(name: str) -> str:
 @click.option("--id", "model_id", help="Registry id for a user weight file (default: from the file name).")
 @click.option("--sha256", help="Expected sha256 of a weight file or URL.")
 @click.option("--force", is_flag=True, help="Re-export even if a valid artifact is cached.")
+@click.option(
+    "--precision",
+    "precisions",
+    multiple=True,
+    type=click.Choice(["fp32", "bf16", "fp16", "int8", "all"]),
+    help="Also build and measure reduced precisions (repeatable): fp16 = ONNX fp16 + OpenVINO IR fp16; "
+    "int8 = ONNX QDQ static; bf16 = OpenVINO inference hint. Fidelity vs fp32 goes into the manifests.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of your own images for int8 calibration (the last quarter is held out for fidelity).",
+)
+@click.option(
+    "--coreml", is_flag=True, help="Also write a Core ML .mlpackage (fp16 ML Program; needs coremltools and torch)."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per model.")
 def export_cmd(
-    targets: tuple[str, ...], export_all: bool, model_id: str | None, sha256: str | None, force: bool, as_json: bool
+    targets: tuple[str, ...],
+    export_all: bool,
+    model_id: str | None,
+    sha256: str | None,
+    force: bool,
+    precisions: tuple[str, ...],
+    calibration: Path | None,
+    coreml: bool,
+    as_json: bool,
 ) -> None:
     """Export models to verified ONNX artifacts.
 
@@ -183,6 +232,14 @@ def export_cmd(
             result.update(status="ok", id=spec.id, path=str(art.path), min_parity_db=worst)
             if not as_json:
                 click.echo(f"{spec.id}: {art.path} (parity >= {worst} dB)")
+            if precisions:
+                result["fidelity"] = _export_precisions(spec.id, precisions, calibration, force, as_json)
+            if coreml:
+                from pixelift.export.coreml import to_coreml
+
+                result["coreml"] = str(to_coreml(spec, force=force))
+                if not as_json:
+                    click.echo(f"  coreml-fp16: {result['coreml']}")
         except (PixeliftError, ValueError) as exc:
             failures += 1
             result.update(status="error", error=str(exc))
@@ -192,6 +249,26 @@ def export_cmd(
             click.echo(json.dumps(result))
     if failures:
         sys.exit(EXIT_FAILED)
+
+
+def _export_precisions(
+    model_id: str, precisions: tuple[str, ...], calibration: Path | None, force: bool, as_json: bool
+) -> dict[str, Any]:
+    from pixelift import precision as P
+    from pixelift.calibration import CalibrationSource
+    from pixelift.export.precision import export_precision
+
+    wanted = P.PRECISIONS if "all" in precisions else tuple(dict.fromkeys(precisions))
+    for prec in wanted:
+        kw: dict[str, Any] = {"force": force}
+        if prec == "int8" and calibration is not None:
+            kw["source"] = CalibrationSource(calibration)
+        export_precision(model_id, prec, **kw)
+    records = P.measure_model(model_id, precisions=wanted)
+    if not as_json:
+        for key, rec in sorted(records.items()):
+            click.echo(f"  {_fidelity_line(key, rec)}")
+    return records
 
 
 DOCTOR_PACKAGES = (
@@ -337,6 +414,14 @@ def _provider_choices() -> list[str]:
     "--provider", default="auto", show_default=True, type=click.Choice(_provider_choices(), case_sensitive=False)
 )
 @click.option("--strict", is_flag=True, help="Fail instead of falling back to another provider.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]),
+    default="auto",
+    show_default=True,
+    help="auto: the fastest precision whose measured fidelity vs fp32 meets the gate (50 dB; 40 dB with --fast).",
+)
+@click.option("--fast", is_flag=True, help="Lower the fidelity gate of --precision auto to 40 dB PSNR vs fp32.")
 @click.option("--tile", default="auto", show_default=True, help="Tile size in px, 'auto' (from free memory) or 'none'.")
 @click.option("--overlap", type=click.IntRange(0, 256), default=None, help="Tile overlap in input px.")
 @click.option(
@@ -369,6 +454,8 @@ def enhance_cmd(
     skip_existing: bool,
     provider: str,
     strict: bool,
+    precision: str,
+    fast: bool,
     tile: str,
     overlap: int | None,
     blend: str | None,
@@ -405,6 +492,8 @@ def enhance_cmd(
             outscale=outscale,
             tiles=tiles,
             max_pixels=_max_pixels_option(max_pixels),
+            precision=precision,
+            fast=fast,
         )
     except PixeliftError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -468,6 +557,16 @@ def enhance_cmd(
 def _advance(bar: Any, done: int, total: int) -> None:
     bar.length = total
     bar.update(done - bar.pos)
+
+
+def _register_bench() -> None:
+    from pixelift.cli_bench import bench_cmd, compare_cmd  # click only; bench/ is imported when they run
+
+    main.add_command(bench_cmd)
+    main.add_command(compare_cmd)
+
+
+_register_bench()
 
 
 if __name__ == "__main__":

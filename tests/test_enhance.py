@@ -101,8 +101,8 @@ def test_sessions_are_cached_by_artifact_and_provider() -> None:
 
 def test_cpu_and_openvino_agree_at_f32() -> None:
     img = photo_crop("rocket", 48, 56)
-    ort_out = Enhancer(MODEL, provider="cpu").enhance(img.astype(np.float32) / 255)
-    ov_out = Enhancer(MODEL, provider="openvino").enhance(img.astype(np.float32) / 255)
+    ort_out = Enhancer(MODEL, provider="cpu", precision="fp32").enhance(img.astype(np.float32) / 255)
+    ov_out = Enhancer(MODEL, provider="openvino", precision="fp32").enhance(img.astype(np.float32) / 255)
     assert psnr(ort_out, ov_out) >= 60
 
 

@@ -30,6 +30,7 @@ class LoadedModel:
     spec: ModelSpec
     artifact: Artifact
     selection: Selection
+    precision: str = "fp32"  # compute precision actually run (pixelift.precision)
 
     @property
     def provider(self) -> str:
@@ -54,7 +55,8 @@ def resolve_artifact(model_id: str, *, auto_export: bool = True) -> Artifact:
 
 
 _CACHE: dict[tuple[str, str, bool, str], Selection] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
+_PCACHE: dict[tuple[str, str, bool, str], LoadedModel] = {}
 
 
 def probe_input(spec: ModelSpec) -> np.ndarray:
@@ -63,7 +65,11 @@ def probe_input(spec: ModelSpec) -> np.ndarray:
     return np.full((1, 3, side, side), 0.5, np.float32)
 
 
-def load(model_id: str, request: Request, *, auto_export: bool = True) -> LoadedModel:
+def load(
+    model_id: str, request: Request, *, auto_export: bool = True, precision: str = "fp32", fast: bool = False
+) -> LoadedModel:
+    if precision != "fp32":
+        return _load_precision(model_id, request, precision, fast, auto_export)
     art = resolve_artifact(model_id, auto_export=auto_export)
     spec = ModelSpec.from_dict(art.manifest["spec"])
     key = (art.manifest["sha256"], request.provider, request.strict, json.dumps(request.options, sort_keys=True))
@@ -85,6 +91,90 @@ def load(model_id: str, request: Request, *, auto_export: bool = True) -> Loaded
     return LoadedModel(spec, art, sel)
 
 
+def _accelerator_available(request: Request) -> bool:
+    from pixelift.providers import probe_all
+
+    probes = probe_all()
+    ov = probes.get("openvino")
+    return any(p.accelerator and probes[n].available for n, p in PROVIDERS.items()) or bool(
+        ov and ov.available and any(d in ov.devices for d in ("GPU", "NPU"))
+    )
+
+
+def _load_precision(model_id: str, request: Request, precision: str, fast: bool, auto_export: bool) -> LoadedModel:
+    """Open ``precision`` (or ``auto``) through the capability table (:mod:`pixelift.precision`)."""
+    from pixelift import precision as P
+
+    if precision not in P.CHOICES:
+        raise PixeliftError(f"precision must be one of {', '.join(P.CHOICES)}")
+    fp32 = resolve_artifact(model_id, auto_export=auto_export)
+    spec = ModelSpec.from_dict(fp32.manifest["spec"])
+    name, _, device = request.provider.partition(":")
+    if device or (request.provider == "auto" and _accelerator_available(request)):
+        # accelerators: the fp32 path and its provider ranking (fidelity is measured on CPU backends)
+        log.info(
+            "%s: precision %s -> fp32 on %s (measured precisions cover CPU backends)",
+            model_id,
+            precision,
+            request.provider,
+        )
+        return load(model_id, request, auto_export=auto_export)
+    providers = P.CPU_PROVIDERS if request.provider == "auto" else (name,)
+    gate = P.gate_db(fast)
+    key = (
+        fp32.manifest["sha256"],
+        f"{request.provider}|{precision}|{gate}",
+        request.strict,
+        json.dumps(request.options, sort_keys=True),
+    )
+    with _LOCK:
+        hit = _PCACHE.get(key)
+        if hit is not None:
+            return hit
+        wanted = P.PRECISIONS if precision == "auto" else ("fp32", precision)
+        records = P.measure_model(model_id, providers=providers, precisions=wanted)
+        rows = [m for m in P.measured_rows(records) if precision == "auto" or m.capability.precision == precision]
+        if spec.half_safe is False:
+            rows = [m for m in rows if m.capability.precision != "fp16"]
+        passed: list[tuple[str, str]] = []
+        if precision == "auto":
+            best, passed = P.choose_auto(rows, gate)
+        else:
+            if not rows:
+                msg = f"{model_id}: no {precision} artifact runnable on {', '.join(providers)}"
+                hint = " (run: pixelift export --precision " + precision + f" {model_id})"
+                if request.strict:
+                    raise PixeliftError(msg + hint)
+                log.warning("%s%s; using fp32", msg, hint)
+                return load(model_id, request, auto_export=auto_export)
+            best = min(rows, key=lambda m: (not m.finite, m.seconds))
+            if not best.meets(gate):
+                log.warning(
+                    "%s: %s on %s measured %s dB vs fp32 on held-out images, below the %s dB gate",
+                    model_id,
+                    precision,
+                    best.capability.provider,
+                    best.psnr_db,
+                    gate,
+                )
+        cap = best.capability
+        art = find(model_id, cap.target)
+        assert art is not None
+        art.verify()
+        why = (
+            f"precision {cap.precision} ({best.psnr_db if cap.precision != 'fp32' else 'reference'} dB, "
+            f"{best.seconds * 1000:.1f} ms/crop, gate {gate} dB) @{cap.target}"
+        )
+        sub = Request(provider=cap.provider, strict=request.strict, options={**request.options, **cap.options})
+        sel = open_session(art.path, sub, probe_input=probe_input(spec), scale=spec.scale)
+        sel = Selection(sel.provider, sel.options, sel.session, (*passed, *sel.rejected), why)
+        log.info("%s: %s on %s", model_id, why, sel.provider)
+        lm = LoadedModel(spec, art, sel, cap.precision)
+        _PCACHE[key] = lm
+    return lm
+
+
 def clear_cache() -> None:
     with _LOCK:
         _CACHE.clear()
+        _PCACHE.clear()

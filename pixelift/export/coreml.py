@@ -1,0 +1,140 @@
+"""Core ML target: the PyTorch model (coremltools has no ONNX frontend) as an ML Program
+``.mlpackage`` with fp16 compute and flexible H/W (``RangeDim``).
+
+Conversion runs on Linux; prediction needs macOS, so off macOS the package is validated
+structurally (spec type, input/output names, shape ranges, fp16 compute). Needs
+``coremltools`` (the coreml extra) and torch. No provider runs the package yet: the
+``coreml`` provider runs ONNX through onnxruntime's CoreML EP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pixelift.errors import ExportError
+from pixelift.models import get as get_spec
+from pixelift.models.spec import ModelSpec
+
+TARGET = "coreml-fp16"
+MIN_SIDE, MAX_SIDE = 16, 1024
+
+
+def tree_sha256(path: Path) -> str:
+    """sha256 over (relative path, file sha256) of every file in a package directory."""
+    from pixelift.paths import sha256_file
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def convert(spec: ModelSpec, dest: Path) -> Any:
+    import coremltools as ct
+    import numpy as np
+    import torch
+
+    from pixelift.models.importers import build_torch
+
+    module = build_torch(spec)
+    side = spec.alignment * max(1, 64 // spec.alignment)
+    example = torch.rand(1, 3, side, side)
+    with torch.no_grad():
+        traced = torch.jit.trace(module, example)  # the most forgiving path (SPAN converts unpatched)
+    lo = max(MIN_SIDE, spec.alignment)
+    shape = (1, 3, ct.RangeDim(lo, MAX_SIDE, default=side), ct.RangeDim(lo, MAX_SIDE, default=side))
+    try:
+        ml = ct.convert(
+            traced,
+            # fp32 in/out kept, fp16 body (casts at both ends), like the onnx-fp16 target
+            inputs=[ct.TensorType(name="input", shape=shape, dtype=np.float32)],
+            outputs=[ct.TensorType(name="output", dtype=np.float32)],
+            convert_to="mlprogram",
+            compute_precision=ct.precision.FLOAT16,
+            minimum_deployment_target=ct.target.macOS13,
+        )
+    except Exception as exc:  # coremltools raises many types
+        raise ExportError(f"{spec.id}: coremltools conversion failed: {exc}") from exc
+    ml.short_description = f"pixelift {spec.id}: x{spec.scale} {spec.architecture}"
+    ml.user_defined_metadata.update({"pixelift.model_id": spec.id, "pixelift.scale": str(spec.scale)})
+    ml.save(str(dest))
+    return ml
+
+
+def validate(path: Path, spec: ModelSpec) -> dict[str, Any]:
+    """Structural checks that run anywhere: ML Program, names, flexible H/W, fp16 compute."""
+    import coremltools as ct
+
+    ml = ct.models.MLModel(str(path), skip_model_load=True)
+    pb = ml.get_spec()
+    if pb.WhichOneof("Type") != "mlProgram":
+        raise ExportError(f"{spec.id}: not an ML Program ({pb.WhichOneof('Type')})")
+    (inp,) = pb.description.input
+    (out,) = pb.description.output
+    ranges = [(r.lowerBound, r.upperBound) for r in inp.type.multiArrayType.shapeRange.sizeRanges]
+    if inp.name != "input" or out.name != "output" or len(ranges) != 4 or ranges[2][1] < 512:
+        raise ExportError(f"{spec.id}: unexpected Core ML interface {inp.name}/{out.name} {ranges}")
+    ops: set[str] = set()
+    for fn in pb.mlProgram.functions.values():
+        for block in fn.block_specializations.values():
+            ops.update(op.type for op in block.operations)
+    fp32 = ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32
+    io_fp32 = inp.type.multiArrayType.dataType == fp32 and out.type.multiArrayType.dataType == fp32
+    if "cast" not in ops or not io_fp32:  # fp32 I/O around an fp16 body
+        raise ExportError(f"{spec.id}: no fp16 casts in the program; compute precision is not fp16")
+    return {"spec_version": pb.specificationVersion, "input_ranges": [list(r) for r in ranges], "ops": sorted(ops)}
+
+
+def to_coreml(spec: ModelSpec | str, *, force: bool = False) -> Path:
+    """Write ``artifacts/<id>/coreml-fp16/model.mlpackage`` + manifest; returns the package path."""
+    import json
+
+    import coremltools as ct
+
+    from pixelift.export.artifacts import MANIFEST, artifact_dir
+
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    final = artifact_dir(spec.id, TARGET)
+    if (final / MANIFEST).is_file() and not force:
+        man = json.loads((final / MANIFEST).read_text())
+        if tree_sha256(final / man["file"]) == man["sha256"]:
+            return final / man["file"]
+    t0 = time.perf_counter()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{TARGET}.", dir=final.parent))
+    try:
+        pkg = staging / "model.mlpackage"
+        convert(spec, pkg)
+        facts = validate(pkg, spec)
+        manifest = {
+            "model_id": spec.id,
+            "target": TARGET,
+            "format": "coreml",
+            "precision": "fp16",
+            "file": pkg.name,
+            "spec": spec.to_dict(),
+            "coreml": {**facts, "coremltools": ct.__version__, "min_target": "macOS13"},
+            "parity": {"passed": True, "checks": [], "note": "prediction needs macOS; validated structurally"},
+            "sha256": tree_sha256(pkg),
+            "export_seconds": round(time.perf_counter() - t0, 2),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "schema": 1,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final / "model.mlpackage"
+
+
+def can_predict() -> bool:
+    return sys.platform == "darwin"

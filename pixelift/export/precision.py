@@ -1,0 +1,307 @@
+"""Reduced-precision export targets derived from the verified fp32 ONNX artifact.
+
+* ``onnx-fp16``: onnxconverter-common's float16 converter with fp32 inputs/outputs kept
+  (``keep_io_types=True``); a model that gives NaN/Inf on real images is marked
+  ``fp16_overflow`` in its manifest and never chosen.
+* ``onnx-int8``: onnxruntime static QDQ, U8 activations / S8 per-channel weights (U8S8;
+  S8S8 measured 4x slower for SPAN on x86), calibrated on a :class:`CalibrationSource`.
+  Each technique over naive MinMax is measured and recorded (``int8_study``).
+* ``openvino-fp32`` / ``openvino-fp16``: OpenVINO IR (``ov.convert_model`` + ``ov.save_model``).
+
+After writing, every runnable row of :data:`pixelift.precision.CAPABILITIES` is measured on
+held-out crops and its fidelity stored in the target's manifest. Needs onnx (export extra);
+never torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pixelift import precision as P
+from pixelift.calibration import CalibrationSource
+from pixelift.errors import ExportError
+from pixelift.export.artifacts import Artifact, find, publish
+from pixelift.metrics import psnr
+
+log = logging.getLogger(__name__)
+
+#: Percentile for histogram calibration; 99.99 beat 99.999, entropy and MinMax on SPAN.
+PERCENTILE = 99.99
+
+
+def _fp32(model_id: str) -> Artifact:
+    from pixelift.export import to_onnx
+
+    return to_onnx(model_id)
+
+
+def _base_manifest(fp32: Artifact, target: str, **extra: Any) -> dict[str, Any]:
+    t = P.TARGETS[target]
+    keep = ("model_id", "spec", "sources", "tools", "opset", "trace_size", "dynamic_axes")
+    return {
+        **{k: fp32.manifest[k] for k in keep if k in fp32.manifest},
+        "target": target,
+        "format": t.format,
+        "precision": t.precision,
+        "file": t.file,
+        "derived_from": {"target": fp32.target, "sha256": fp32.manifest["sha256"]},
+        # parity of a reduced-precision artifact is its fidelity record, not the 60 dB check
+        "parity": {"passed": True, "checks": [], "note": "see fidelity (vs the onnx-fp32 artifact)"},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
+
+
+def _fresh(model_id: str, target: str, fp32: Artifact) -> Artifact | None:
+    art = find(model_id, target)
+    if art is not None and art.manifest.get("derived_from", {}).get("sha256") == fp32.manifest["sha256"]:
+        art.verify()
+        return art
+    return None
+
+
+# --- fp16 ------------------------------------------------------------------------------
+
+
+def convert_fp16(src: Path, dest: Path) -> None:
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(src))
+    # stale fp32 value_info makes ops the converter keeps in fp32 (Resize) mistyped
+    del model.graph.value_info[:]
+    m16 = float16.convert_float_to_float16(model, keep_io_types=True)
+    onnx.checker.check_model(m16)
+    onnx.save(m16, str(dest))
+
+
+def to_fp16(model_id: str, *, force: bool = False) -> Artifact:
+    fp32 = _fp32(model_id)
+    if not force and (art := _fresh(model_id, "onnx-fp16", fp32)):
+        return art
+    with tempfile.TemporaryDirectory(prefix="pixelift-fp16-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        convert_fp16(fp32.path, path)
+        overflow = _nonfinite(path, fp32.manifest["spec"].get("alignment", 1))
+        if overflow:
+            log.warning("%s: fp16 gives NaN/Inf on real images; marked fp16_overflow, never chosen", model_id)
+        manifest = _base_manifest(
+            fp32, "onnx-fp16", fp16_overflow=overflow, converter="onnxconverter-common float16, keep_io_types=True"
+        )
+        art = publish(model_id, "onnx-fp16", path, manifest)
+    P.measure_model(model_id, precisions=("fp16",), force=True)
+    return find(model_id, "onnx-fp16") or art
+
+
+def _nonfinite(path: Path, alignment: int) -> bool:
+    from pixelift.providers import get_provider
+
+    sess = get_provider("cpu").open(path)
+    src = CalibrationSource()
+    images = [x for _, x in src.heldout(alignment)] + src.calibration(alignment, count=2)
+    return any(not np.all(np.isfinite(sess.run(x[None]))) for x in images)
+
+
+# --- int8 ------------------------------------------------------------------------------
+
+
+class _Reader:
+    def __init__(self, crops: Sequence[np.ndarray], name: str = "input") -> None:
+        self._it = iter([{name: c[None]} for c in crops])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+def quantize(
+    pre: Path,
+    dest: Path,
+    crops: Sequence[np.ndarray],
+    *,
+    method: str = "percentile",
+    conv_only: bool = True,
+    exclude: Sequence[str] = (),
+) -> None:
+    """Static QDQ U8S8 per-channel. ``method``: minmax | percentile | entropy."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    calib = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
+    quantize_static(
+        str(pre),
+        str(dest),
+        _Reader(crops),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        calibrate_method=calib[method],
+        op_types_to_quantize=["Conv", "ConvTranspose"] if conv_only else None,
+        nodes_to_exclude=list(exclude),
+        extra_options={"CalibPercentile": PERCENTILE} if method == "percentile" else {},
+    )
+
+
+def _score(path: Path, images: Sequence[np.ndarray], refs: Sequence[np.ndarray]) -> float:
+    from pixelift.providers import get_provider
+
+    sess = get_provider("cpu").open(path)
+    return round(min(psnr(r, np.clip(sess.run(x[None]), 0, 1)) for x, r in zip(images, refs, strict=True)), 2)
+
+
+RECIPES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("naive MinMax, all ops", {"method": "minmax", "conv_only": False, "exclude": "none"}),
+    ("+ percentile calibration", {"method": "percentile", "conv_only": False, "exclude": "none"}),
+    ("+ entropy instead of percentile", {"method": "entropy", "conv_only": False, "exclude": "none"}),
+    (
+        "+ quantize only Conv (Add/Mul/Sigmoid stay fp32)",
+        {"method": "percentile", "conv_only": True, "exclude": "none"},
+    ),
+    ("+ first and last conv in fp32", {"method": "percentile", "conv_only": True, "exclude": "first-last"}),
+    ("+ most sensitive convs in fp32", {"method": "percentile", "conv_only": True, "exclude": "sensitive"}),
+)
+
+
+def to_int8(
+    model_id: str,
+    *,
+    source: CalibrationSource | None = None,
+    crops: int = 8,
+    study: bool = True,
+    sensitive: int = 2,
+    force: bool = False,
+) -> Artifact:
+    """Quantize to ``onnx-int8``. ``study=True`` measures each recipe in :data:`RECIPES`
+    (scored on calibration crops, never on the held-out set) and keeps the best;
+    ``study=False`` uses the last recipe without sensitivity search."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32 = _fp32(model_id)
+    if not force and (art := _fresh(model_id, "onnx-int8", fp32)):
+        return art
+    source = source or CalibrationSource()
+    alignment = int(fp32.manifest["spec"].get("alignment", 1))
+    calib = source.calibration(alignment, count=crops)
+    # selection images: calibration crops at another seed (held-out crops are for reporting only)
+    sel = CalibrationSource(source.folder, seed=source.seed + 7).calibration(alignment, count=3, size=80)
+    from pixelift.providers import get_provider
+
+    ref_sess = get_provider("cpu").open(fp32.path)
+    refs = [np.clip(ref_sess.run(x[None]), 0, 1) for x in sel]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="pixelift-int8-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        # symbolic shape inference fails on Compact (dynamic Resize): skip it
+        quant_pre_process(str(fp32.path), str(pre), skip_symbolic_shape=True)
+        convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Conv", "ConvTranspose")]
+        first_last = [convs[0], convs[-1]] if convs else []
+        results: list[dict[str, Any]] = []
+        best: tuple[float, Path, dict[str, Any]] | None = None
+        recipes = RECIPES if study else RECIPES[4:5]
+        for i, (label, r) in enumerate(recipes):
+            exclude: list[str] = []
+            if r["exclude"] in ("first-last", "sensitive"):
+                exclude = list(first_last)
+            if r["exclude"] == "sensitive":
+                if sensitive <= 0:
+                    continue
+                exclude += _sensitive(pre, calib, sel, refs, convs, exclude, sensitive, Path(tmp), r)
+            out = Path(tmp) / f"q{i}.onnx"
+            quantize(pre, out, calib, method=r["method"], conv_only=r["conv_only"], exclude=exclude)
+            db = _score(out, sel, refs)
+            rec = {"technique": label, **r, "excluded": exclude, "psnr_db_calib_select": db}
+            results.append(rec)
+            log.info("%s int8 %s: %s dB", model_id, label, db)
+            if best is None or db > best[0]:
+                best = (db, out, rec)
+        assert best is not None
+        final = Path(tmp) / "model.onnx"
+        best[1].rename(final)
+        manifest = _base_manifest(
+            fp32,
+            "onnx-int8",
+            int8={
+                "format": "QDQ",
+                "activations": "uint8",
+                "weights": "int8 per-channel",
+                "calibration": source.describe(),
+                "calibration_crops": len(calib),
+                "chosen": best[2],
+                "seconds": round(time.perf_counter() - t0, 1),
+            },
+            int8_study=results,
+        )
+        art = publish(model_id, "onnx-int8", final, manifest)
+    P.measure_model(model_id, precisions=("int8",), force=True)
+    return find(model_id, "onnx-int8") or art
+
+
+def _sensitive(
+    pre: Path,
+    calib: Sequence[np.ndarray],
+    sel: Sequence[np.ndarray],
+    refs: Sequence[np.ndarray],
+    convs: Sequence[str],
+    already: Sequence[str],
+    k: int,
+    tmp: Path,
+    recipe: dict[str, Any],
+) -> list[str]:
+    """The ``k`` convs whose quantization alone costs the most (measured: each one is the
+    only conv quantized; lowest PSNR = most sensitive)."""
+    scores = []
+    for j, name in enumerate(convs):
+        if name in already:
+            continue
+        out = tmp / f"sens{j}.onnx"
+        others = [c for c in convs if c != name]
+        quantize(pre, out, calib, method=recipe["method"], conv_only=True, exclude=others)
+        scores.append((_score(out, sel, refs), name))
+        out.unlink()
+    return [name for _, name in sorted(scores)[:k]]
+
+
+# --- OpenVINO IR -----------------------------------------------------------------------
+
+
+def to_openvino_ir(model_id: str, *, fp16: bool = False, force: bool = False) -> Artifact:
+    import openvino as ov
+
+    target = "openvino-fp16" if fp16 else "openvino-fp32"
+    fp32 = _fp32(model_id)
+    if not force and (art := _fresh(model_id, target, fp32)):
+        return art
+    with tempfile.TemporaryDirectory(prefix="pixelift-ir-") as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(ov.convert_model(str(fp32.path)), str(xml), compress_to_fp16=fp16)
+        manifest = _base_manifest(fp32, target, openvino=ov.get_version())
+        art = publish(model_id, target, xml, manifest, extra={"model.bin": xml.with_suffix(".bin")})
+    P.measure_model(model_id, precisions=("fp32", "fp16"), force=True)
+    return find(model_id, target) or art
+
+
+def export_precision(model_id: str, precision: str, **kw: Any) -> list[Artifact]:
+    """Build what ``precision`` needs (fp32/bf16: nothing beyond onnx-fp32) and measure it."""
+    if precision not in P.PRECISIONS:
+        raise ExportError(f"precision must be one of {P.PRECISIONS}")
+    out: list[Artifact] = [_fp32(model_id)]
+    if precision == "fp16":
+        out += [
+            to_fp16(model_id, force=kw.get("force", False)),
+            to_openvino_ir(model_id, fp16=True, force=kw.get("force", False)),
+        ]
+    elif precision == "int8":
+        out.append(to_int8(model_id, **kw))
+    P.measure_model(model_id, precisions=(precision,))
+    return [find(model_id, a.target) or a for a in out]

@@ -1,0 +1,302 @@
+"""Reduced precision: the capability table, the fidelity gates and ``auto`` selection.
+
+Torch-free and onnx-free: only onnxruntime / OpenVINO run here.
+
+* **Targets** are files in the artifact cache (format + stored precision).
+* **The capability table** (:data:`CAPABILITIES`) says which provider runs which target at
+  which compute precision, with which provider options. Export validation measures every
+  row it can run; the loader reads the same rows to open a session.
+* **Fidelity** of a (model, provider, precision) row is the worst PSNR, over held-out real
+  image crops (never the calibration crops), of its output vs the fp32 artifact's output
+  on onnxruntime CPU. It is stored in the manifest of the row's target artifact under
+  ``fidelity["<provider>:<precision>"]``, with the measured seconds per crop.
+* ``auto`` picks the fastest measured row whose fidelity meets the gate
+  (:data:`HIGH_FIDELITY_DB`, or :data:`FAST_DB` with ``fast=True``); fp32 always qualifies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pixelift.metrics import psnr
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+CHOICES = ("auto", *PRECISIONS)
+HIGH_FIDELITY_DB = 50.0
+FAST_DB = 40.0
+REFERENCE = "cpu:fp32"  # the fp32 artifact on onnxruntime CPU: what fidelity is measured against
+
+
+@dataclass(frozen=True)
+class Target:
+    """One file kind in the artifact cache."""
+
+    name: str
+    format: str  # onnx | openvino-ir | coreml
+    precision: str  # of the stored weights
+    file: str
+    note: str = ""
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target("onnx-fp32", "onnx", "fp32", "model.onnx", "the verified export every other target derives from"),
+        Target("onnx-fp16", "onnx", "fp16", "model.onnx", "fp16 weights and activations, fp32 inputs/outputs kept"),
+        Target("onnx-int8", "onnx", "int8", "model.onnx", "QDQ static, U8 activations / S8 per-channel weights"),
+        Target("openvino-fp32", "openvino-ir", "fp32", "model.xml", "ov.convert_model + ov.save_model"),
+        Target("openvino-fp16", "openvino-ir", "fp16", "model.xml", "IR with weights compressed to fp16"),
+        # no provider row yet: prediction needs macOS (pixelift.export.coreml validates it structurally)
+        Target("coreml-fp16", "coreml", "fp16", "model.mlpackage", "ML Program, fp16 compute, RangeDim H/W"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Capability:
+    """Provider ``provider`` runs target ``target`` at compute precision ``precision``."""
+
+    provider: str
+    precision: str
+    target: str
+    options: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}:{self.precision}"
+
+
+#: THE capability table, read by export validation (which rows to measure) and by the
+#: loader (which artifact and options a provider/precision pair needs). For one
+#: (provider, precision) the first row whose artifact exists is used.
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability("cpu", "fp32", "onnx-fp32"),
+    Capability("cpu", "int8", "onnx-int8", note="U8S8: S8S8 measured 4x slower for SPAN"),
+    Capability("cpu", "fp16", "onnx-fp16", note="x86 onnxruntime has few fp16 kernels: correct but slow"),
+    Capability("openvino", "fp32", "onnx-fp32", {"precision": "f32"}),
+    Capability("openvino", "fp32", "openvino-fp32", {"precision": "f32"}),
+    Capability("openvino", "bf16", "onnx-fp32", {"precision": "bf16"}, "an inference hint; fast with avx512_bf16/AMX"),
+    Capability("openvino", "fp16", "openvino-fp16", {"precision": "f16"}, "CPUs with avx512_bf16 run f16 as bf16"),
+    Capability("openvino", "fp16", "onnx-fp16", {"precision": "f16"}),
+    Capability("openvino", "int8", "onnx-int8", {"precision": "f32"}, "f32 for the ops left unquantized"),
+    Capability("cuda", "fp32", "onnx-fp32"),
+    Capability("cuda", "fp16", "onnx-fp16"),
+    Capability("tensorrt", "fp32", "onnx-fp32"),
+    Capability("tensorrt", "fp16", "onnx-fp32", {"fp16": True}, "TensorRT builds fp16 kernels itself"),
+    Capability("coreml", "fp32", "onnx-fp32"),
+    Capability("coreml", "fp16", "onnx-fp16"),
+)
+
+CPU_PROVIDERS = ("openvino", "cpu")
+
+
+def rows(provider: str | None = None, precision: str | None = None) -> list[Capability]:
+    return [
+        c
+        for c in CAPABILITIES
+        if (provider is None or c.provider == provider) and (precision is None or c.precision == precision)
+    ]
+
+
+def gate_db(fast: bool = False) -> float:
+    return FAST_DB if fast else HIGH_FIDELITY_DB
+
+
+# --- selection -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One measured row: what ``auto`` chooses from."""
+
+    capability: Capability
+    psnr_db: float
+    seconds: float
+    finite: bool = True
+
+    def meets(self, gate: float) -> bool:
+        return self.finite and (self.capability.precision == "fp32" or self.psnr_db >= gate)
+
+
+def choose_auto(measured: Iterable[Measured], gate: float) -> tuple[Measured, list[tuple[str, str]]]:
+    """The fastest row that meets ``gate``; and (row, why) for every row passed over."""
+    ms = sorted(measured, key=lambda m: m.seconds)
+    passed: list[tuple[str, str]] = []
+    best: Measured | None = None
+    for m in ms:
+        if not m.meets(gate):
+            why = "NaN/Inf on held-out images" if not m.finite else f"fidelity {m.psnr_db} dB < gate {gate} dB"
+            passed.append((f"{m.capability.key}@{m.capability.target}", why))
+        elif best is None:
+            best = m
+        else:
+            passed.append((f"{m.capability.key}@{m.capability.target}", f"slower: {m.seconds * 1000:.1f} ms"))
+    if best is None:
+        raise ValueError("no measured precision meets the gate (fp32 always should: was it measured?)")
+    return best, passed
+
+
+# --- held-out images -------------------------------------------------------------------
+
+
+def _aligned(n: int, alignment: int) -> int:
+    return max(alignment, n - n % alignment)
+
+
+def heldout_images(alignment: int = 1, folder: Path | None = None) -> list[tuple[str, np.ndarray]]:
+    """Held-out real-image crops (CHW float32): see :class:`pixelift.calibration.CalibrationSource`."""
+    from pixelift.calibration import CalibrationSource
+
+    return CalibrationSource(folder).heldout(alignment)
+
+
+# --- measuring -------------------------------------------------------------------------
+
+
+def _time_run(session: Any, x: np.ndarray, runs: int = 3) -> float:
+    session.run(x)
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(x)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def measure(
+    cap: Capability,
+    target_path: Path,
+    reference: dict[str, np.ndarray],
+    images: Sequence[tuple[str, np.ndarray]],
+    *,
+    timing_input: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Fidelity record of one capability row: worst PSNR vs ``reference`` outputs, finiteness, seconds."""
+    from pixelift.providers import get_provider
+
+    sess = get_provider(cap.provider).open(target_path, **cap.options)
+    per_image: dict[str, float] = {}
+    finite = True
+    for name, x in images:
+        y = sess.run(x[None])
+        if not np.all(np.isfinite(y)):
+            finite = False
+            per_image[name] = float("nan")
+            continue
+        # on the image actually written: both clipped to 0..1
+        per_image[name] = round(float(min(psnr(np.clip(reference[name], 0, 1), np.clip(y, 0, 1)), 200.0)), 2)
+    vals = [v for v in per_image.values() if not math.isnan(v)]
+    t_in = timing_input if timing_input is not None else images[0][1][None]
+    return {
+        "provider": cap.provider,
+        "precision": cap.precision,
+        "target": cap.target,
+        "options": cap.options,
+        "psnr_db": min(vals) if vals and finite else None,
+        "per_image_db": per_image,
+        "finite": finite,
+        "seconds": round(_time_run(sess, t_in), 5),
+        "timing_input": list(t_in.shape),
+        "reference": REFERENCE,
+        "images": "held-out crops (not used for calibration)",
+    }
+
+
+def reference_outputs(fp32_path: Path, images: Sequence[tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    from pixelift.providers import get_provider
+
+    sess = get_provider("cpu").open(fp32_path)
+    return {name: sess.run(x[None]) for name, x in images}
+
+
+def update_manifest(manifest_path: Path, key: str, value: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``value`` into ``manifest[key]`` and rewrite the manifest atomically."""
+    manifest = json.loads(manifest_path.read_text())
+    manifest.setdefault(key, {}).update(value)
+    tmp = manifest_path.with_name(f".{manifest_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    os.replace(tmp, manifest_path)
+    return manifest
+
+
+def probe_available(provider: str) -> bool:
+    from pixelift.providers import get_provider, read_machine
+
+    try:
+        return get_provider(provider).probe(read_machine()).available
+    except Exception:  # a probe must never take the program down
+        return False
+
+
+def measure_model(
+    model_id: str,
+    *,
+    providers: Sequence[str] = CPU_PROVIDERS,
+    precisions: Sequence[str] = PRECISIONS,
+    force: bool = False,
+    folder: Path | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Measure (and store in each target's manifest) every runnable row of the capability
+    table for the model's existing artifacts. Returns ``{"provider:precision@target": record}``."""
+    from pixelift.export.artifacts import MANIFEST, find
+
+    fp32 = find(model_id, "onnx-fp32")
+    if fp32 is None:
+        raise FileNotFoundError(f"{model_id}: no onnx-fp32 artifact; export it first")
+    alignment = int(fp32.manifest["spec"].get("alignment", 1))
+    images = heldout_images(alignment, folder)
+    ref: dict[str, np.ndarray] | None = None
+    out: dict[str, dict[str, Any]] = {}
+    for cap in CAPABILITIES:
+        if cap.provider not in providers or cap.precision not in precisions or not probe_available(cap.provider):
+            continue
+        art = find(model_id, cap.target)
+        if art is None:
+            continue
+        have = art.manifest.get("fidelity", {}).get(cap.key)
+        if have is not None and not force:
+            out[f"{cap.key}@{cap.target}"] = have
+            continue
+        if ref is None:
+            ref = reference_outputs(fp32.path, images)
+        try:
+            rec = measure(cap, art.path, ref, images)
+        except Exception as exc:  # a row that cannot run is recorded as such, never chosen
+            log.warning("%s: %s on %s failed: %s", model_id, cap.key, cap.target, exc)
+            rec = {"provider": cap.provider, "precision": cap.precision, "target": cap.target, "error": str(exc)}
+            rec.update(psnr_db=None, finite=False, seconds=None)
+        try:
+            update_manifest(art.path.with_name(MANIFEST), "fidelity", {cap.key: rec})
+        except OSError as exc:  # a read-only cache still runs; it just measures again next time
+            log.warning("%s: could not record fidelity in %s: %s", model_id, art.path.parent, exc)
+        out[f"{cap.key}@{cap.target}"] = rec
+    return out
+
+
+def measured_rows(records: dict[str, dict[str, Any]]) -> list[Measured]:
+    out = []
+    for rec in records.values():
+        if rec.get("seconds") is None or rec.get("error"):
+            continue
+        cap = next(
+            c
+            for c in CAPABILITIES
+            if (c.provider, c.precision, c.target) == (rec["provider"], rec["precision"], rec["target"])
+        )
+        db = rec["psnr_db"] if rec["psnr_db"] is not None else float("-inf")
+        out.append(Measured(cap, db, rec["seconds"], bool(rec["finite"])))
+    return out

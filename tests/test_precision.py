@@ -1,0 +1,161 @@
+"""Reduced precision: capability table, gates, auto selection, fp16/int8/IR artifacts.
+
+Small models only (span-x2-ch48, realesrgan-animevideov3-x4, waifu2x-photo-x2); no timing assertions.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pixelift import precision as P
+from pixelift.samples import art_image, sample_photo, to_chw
+
+pytest.importorskip("onnxconverter_common")
+HAS_OV = P.probe_available("openvino")
+
+
+def _m(provider: str, precision: str, db: float, s: float, finite: bool = True) -> P.Measured:
+    cap = next(c for c in P.CAPABILITIES if c.provider == provider and c.precision == precision)
+    return P.Measured(cap, db, s, finite)
+
+
+def test_capability_table_is_consistent() -> None:
+    assert {c.target for c in P.CAPABILITIES} <= set(P.TARGETS)
+    assert {c.precision for c in P.CAPABILITIES} <= set(P.PRECISIONS)
+    # the one table the loader reads: bf16 is an OpenVINO inference hint on the fp32 ONNX
+    (bf16,) = P.rows("openvino", "bf16")
+    assert bf16.target == "onnx-fp32" and bf16.options == {"precision": "bf16"}
+    assert P.rows("cpu", "int8")[0].target == "onnx-int8"
+
+
+def test_auto_picks_fastest_that_meets_gate() -> None:
+    rows = [
+        _m("cpu", "fp32", 200.0, 0.30),
+        _m("openvino", "bf16", 54.6, 0.15),
+        _m("cpu", "int8", 43.0, 0.10),
+        _m("openvino", "int8", 38.0, 0.08),
+        _m("cpu", "fp16", 90.0, 0.01, finite=False),  # overflow: never chosen, even if fastest
+    ]
+    best, passed = P.choose_auto(rows, P.gate_db(fast=False))
+    assert (best.capability.provider, best.capability.precision) == ("openvino", "bf16")
+    reasons = dict(passed)
+    assert "NaN/Inf" in reasons["cpu:fp16@onnx-fp16"]
+    assert "38.0 dB < gate 50.0" in reasons["openvino:int8@onnx-int8"]
+    best, _ = P.choose_auto(rows, P.gate_db(fast=True))
+    assert (best.capability.provider, best.capability.precision) == ("cpu", "int8")
+    # fp32 always qualifies: with nothing else measured it is the answer
+    best, _ = P.choose_auto([_m("cpu", "fp32", 200.0, 1.0), _m("openvino", "bf16", 49.9, 0.1)], 50.0)
+    assert best.capability.precision == "fp32"
+
+
+def test_fp16_never_nan_and_fidelity_recorded() -> None:
+    from pixelift.export.precision import to_fp16
+    from pixelift.providers import get_provider
+
+    for model_id in ("span-x2-ch48", "realesrgan-animevideov3-x4"):
+        art = to_fp16(model_id)
+        assert art.manifest["fp16_overflow"] is False
+        sess = get_provider("cpu").open(art.path)
+        for img in (sample_photo()[:160, :192], art_image(96, 128)):
+            y = sess.run(to_chw(img)[None])
+            assert y.dtype == np.float32  # fp32 I/O kept
+            assert np.all(np.isfinite(y)), model_id
+        rec = art.manifest["fidelity"]["cpu:fp16"]
+        assert rec["finite"] and rec["psnr_db"] >= P.HIGH_FIDELITY_DB, rec
+        assert set(rec["per_image_db"]) == {n for n, _ in P.heldout_images()}
+
+
+@pytest.mark.skipif(not HAS_OV, reason="openvino not installed")
+def test_bf16_openvino_fidelity_and_gate(caplog: pytest.LogCaptureFixture) -> None:
+    from pixelift import Enhancer
+    from pixelift.export import find
+
+    e = Enhancer("waifu2x-photo-x2", precision="bf16", provider="openvino")
+    out = e.enhance(sample_photo()[:48, :40])
+    assert out.shape == (96, 80, 3)
+    lm = e.loaded()[0]
+    assert lm.precision == "bf16" and lm.provider == "openvino"
+    rec = find("waifu2x-photo-x2", "onnx-fp32").manifest["fidelity"]["openvino:bf16"]
+    assert rec["finite"] and rec["psnr_db"] > P.FAST_DB  # measured 5x dB; the gate decides, not the test
+    # auto never picks a precision that fails its gate
+    e = Enhancer("waifu2x-photo-x2", precision="auto")
+    lm = e.loaded()[0]
+    got = find("waifu2x-photo-x2", lm.artifact.target).manifest["fidelity"][f"{lm.provider}:{lm.precision}"]
+    assert lm.precision == "fp32" or got["psnr_db"] >= P.HIGH_FIDELITY_DB
+
+
+def test_int8_beats_naive_minmax_and_warns_below_gate(caplog: pytest.LogCaptureFixture) -> None:
+    from pixelift import Enhancer
+    from pixelift.cli import main
+    from pixelift.export.precision import to_int8
+
+    art = to_int8("span-x2-ch48")
+    study = {s["technique"]: s["psnr_db_calib_select"] for s in art.manifest["int8_study"]}
+    naive = study["naive MinMax, all ops"]
+    chosen = art.manifest["int8"]["chosen"]["psnr_db_calib_select"]
+    # measured: naive 34.5 dB -> percentile 37.4 -> conv-only 37.5 -> first/last fp32 38.1 -> sensitive 44.3
+    assert chosen >= naive + 3.0, study
+    rec = art.manifest["fidelity"]["cpu:int8"]
+    assert rec["finite"] and rec["psnr_db"] > naive - 3.0
+    if rec["psnr_db"] < P.HIGH_FIDELITY_DB:
+        with caplog.at_level(logging.WARNING, logger="pixelift"):
+            Enhancer("span-x2-ch48", precision="int8", provider="cpu").loaded()
+        assert any(
+            "below the 50.0 dB gate" in r.getMessage() and str(rec["psnr_db"]) in r.getMessage() for r in caplog.records
+        )
+    res = CliRunner().invoke(main, ["models", "show", "span-x2-ch48"])
+    assert res.exit_code == 0, res.output
+    assert "fidelity: cpu:int8:" in res.output and "int8 study: naive MinMax" in res.output
+
+
+@pytest.mark.skipif(not HAS_OV, reason="openvino not installed")
+def test_openvino_ir_targets() -> None:
+    from pixelift.export.precision import to_openvino_ir
+
+    for fp16 in (False, True):
+        art = to_openvino_ir("realesrgan-animevideov3-x4", fp16=fp16)
+        assert art.path.suffix == ".xml" and art.file("model.bin").is_file()
+        art.verify()
+        key = "openvino:fp16" if fp16 else "openvino:fp32"
+        rec = art.manifest["fidelity"][key]
+        assert rec["finite"] and rec["psnr_db"] >= P.HIGH_FIDELITY_DB, rec
+
+
+def test_cli_precision_option() -> None:
+    from pixelift.cli import main
+
+    res = CliRunner().invoke(main, ["enhance", "--help"])
+    assert "--precision" in res.output and "--fast" in res.output
+    res = CliRunner().invoke(main, ["enhance", "x.png", "--precision", "int4"])
+    assert res.exit_code == 2
+
+
+def test_coreml_package_spec() -> None:
+    pytest.importorskip("coremltools")
+    from pixelift.export import coreml
+    from pixelift.models import get
+
+    pkg = coreml.to_coreml("realesrgan-animevideov3-x4")
+    assert pkg.suffix == ".mlpackage" and pkg.is_dir()
+    facts = coreml.validate(pkg, get("realesrgan-animevideov3-x4"))
+    assert facts["input_ranges"][2] == [16, 1024] and "cast" in facts["ops"] and "conv" in facts["ops"]
+
+
+@pytest.mark.skipif(sys.platform != "darwin", reason="Core ML prediction runs only on macOS")
+def test_coreml_prediction_matches_fp32() -> None:  # pragma: no cover - macOS only
+    import coremltools as ct
+
+    from pixelift.export import coreml, find
+    from pixelift.metrics import psnr
+    from pixelift.providers import get_provider
+
+    pkg = coreml.to_coreml("realesrgan-animevideov3-x4")
+    x = to_chw(sample_photo()[:64, :80])[None]
+    y = ct.models.MLModel(str(pkg)).predict({"input": x})["output"]
+    ref = get_provider("cpu").open(find("realesrgan-animevideov3-x4", "onnx-fp32").path).run(x)
+    assert psnr(ref, y) >= P.FAST_DB
