@@ -46,7 +46,9 @@ def main() -> None:
                     runs.append((time.perf_counter() - t0) / 8)
                 per_tile[b] = statistics.median(runs)
             r2, r4 = per_tile[1] / per_tile[2], per_tile[1] / per_tile[4]
-            print(f"| {mid} | {prov} | {per_tile[1]:.4f} | {per_tile[2]:.4f} | {per_tile[4]:.4f} | {r2:.2f}x | {r4:.2f}x |")
+            print(
+                f"| {mid} | {prov} | {per_tile[1]:.4f} | {per_tile[2]:.4f} | {per_tile[4]:.4f} | {r2:.2f}x | {r4:.2f}x |"
+            )
 
 
 if __name__ == "__main__":

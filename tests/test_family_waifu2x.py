@@ -138,6 +138,7 @@ def test_border_too_small_for_the_network_is_rejected() -> None:
 @pytest.mark.parametrize("model_id", ["waifu2x-anime-x2", "waifu2x-cunet-x1-noise1", "waifu2x-cunet-x2"])
 def test_onnx_export_is_size_independent(model_id: str, tmp_path: Path) -> None:
     import onnxruntime as ort
+
     module = model(model_id)
     path = tmp_path / "m.onnx"
     torch.onnx.export(

@@ -304,6 +304,7 @@ def test_rgb16_round_trip(tmp_path: Path, suffix: str, with_alpha: bool) -> None
 
 def test_png16_is_readable_by_an_independent_decoder(tmp_path: Path) -> None:
     import png
+
     rgb, alpha = photo16(), alpha_mask(np.uint16)
     out = write_image(from_array(rgb, alpha, icc=srgb_icc(), dpi=(300.0, 300.0)), tmp_path / "a.png")
     w, h, rows, info = png.Reader(filename=str(out)).asDirect()
