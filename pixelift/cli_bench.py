@@ -44,7 +44,12 @@ def _csv(value: str) -> list[str]:
     show_default=True,
     help="Comma list, or 'all' (every CPU provider benched: cpu, openvino).",
 )
-@click.option("--precisions", default="all", show_default=True, help="Comma list of fp32,bf16, or 'all'.")
+@click.option(
+    "--precisions",
+    default="fp32,bf16",
+    show_default=True,
+    help="Comma list of fp32,bf16,fp16,int8, or 'all' (fp16/int8 artifacts are built on first use).",
+)
 @click.option("--tiles", default="128,256", show_default=True, help="Comma list of tile sizes in px.")
 @click.option("--peers", default="torch,ncnn", show_default=True, help="Comma list of torch,ncnn, or 'none'.")
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
