@@ -34,13 +34,18 @@ def recommendation(res: dict[str, Any]) -> list[str]:
             continue
         allrows = [r for r in res["results"] if r.get("model") == model and r.get("ok")]
         overall = max(allrows, key=lambda r: r["mp_per_s"])
-        auto_txt = f"{auto.get('provider')} ({auto.get('why')})" if auto.get("ok") else f"unknown ({auto.get('error')})"
+        auto_prec = auto.get("precision", "fp32")
+        auto_txt = (
+            f"{auto.get('provider')} {auto_prec} ({auto.get('why')})"
+            if auto.get("ok")
+            else f"unknown ({auto.get('error')})"
+        )
         auto_rows = [
             r for r in allrows
-            if r["runtime"] == "pixelift" and r["provider"] == auto.get("provider") and r["precision"] == "fp32"
+            if r["runtime"] == "pixelift" and r["provider"] == auto.get("provider") and r["precision"] == auto_prec
             and r["tile"] == best["tile"]
         ]  # fmt: skip
-        gap = f"; auto's fp32 at the same tile runs {auto_rows[0]['mp_per_s']:.3f} MP/s" if auto_rows else ""
+        gap = f"; auto's choice at the same tile runs {auto_rows[0]['mp_per_s']:.3f} MP/s" if auto_rows else ""
         fid = f", {best['fidelity_db']} dB vs torch fp32" if best.get("fidelity_db") is not None else ""
         lines.append(
             f"- **{model}**: use `{best['provider']}` {best['precision']} at tile {best['tile']} "

@@ -198,9 +198,9 @@ def auto_choice(cfg: dict[str, Any]) -> dict[str, Any]:
     from pixelift.providers import Request
     from pixelift.runtime.session import load
 
-    lm = load(cfg["model"], Request())
+    lm = load(cfg["model"], Request(), precision="auto")  # the Enhancer's default
     opts = {k: v for k, v in lm.selection.options.items() if isinstance(v, str | int | float | bool)}
-    return {"provider": lm.provider, "options": opts, "why": lm.selection.why}
+    return {"provider": lm.provider, "precision": lm.precision, "options": opts, "why": lm.selection.why}
 
 
 def main() -> None:
