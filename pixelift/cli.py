@@ -501,7 +501,7 @@ def enhance_cmd(
     many = len(files) > 1 or any(Path(i).is_dir() for i in inputs)
     if many and output is not None and output.suffix and not output.is_dir():
         raise click.UsageError("with several inputs, -o must be a folder")
-    show = not (quiet or as_json)
+    show = not (quiet or as_json) and sys.stderr.isatty()  # a bar in a log file is noise
     failures = 0
     for src, rel in files:
         t0 = time.perf_counter()
