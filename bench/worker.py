@@ -83,45 +83,17 @@ def _torch(cfg: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _ncnn(cfg: dict[str, Any]) -> tuple[Any, Any]:
-    import ncnn
-
     from pixelift.models import get
-    from pixelift.models import ncnn as ncnn_format
+    from pixelift.models.oracle import NcnnNet, contract_run
     from pixelift.models.sources import NcnnPackageSource
 
     spec = get(cfg["model"])
     src = next(s for s in spec.sources if isinstance(s, NcnnPackageSource))
     param, binf = src.files()
-    graph = ncnn_format.parse_param(param.read_text(), source=str(param))
-    net = ncnn.Net()
-    net.opt.use_vulkan_compute = False
-    net.opt.num_threads = cfg["threads"]
-    net.opt.use_fp16_packed = False
-    net.opt.use_fp16_storage = False
-    net.opt.use_fp16_arithmetic = False
-    net.opt.use_bf16_storage = cfg["precision"] == "bf16"
-    if net.load_param(str(param)) != 0 or net.load_model(str(binf)) != 0:
-        raise RuntimeError(f"ncnn failed to load {param}")
-    b, s = spec.border, spec.scale
+    net = NcnnNet(param, binf, threads=cfg["threads"], bf16_storage=cfg["precision"] == "bf16")
 
-    def run(x: np.ndarray) -> np.ndarray:  # same contract as pixelift.models.oracle.reference
-        chw = x[0]
-        padded = np.pad(chw, ((0, 0), (b, b), (b, b)), mode="reflect") if b else chw
-        src_arr = np.ascontiguousarray(padded, dtype=np.float32)
-        mat_in = ncnn.Mat(src_arr)
-        ex = net.create_extractor()
-        ex.input(graph.input_blob, mat_in)
-        ret, mat_out = ex.extract(graph.output_blob)
-        if ret != 0:
-            raise RuntimeError(f"ncnn extract failed with code {ret}")
-        out = np.array(mat_out, dtype=np.float32, copy=True)
-        del mat_out, ex, mat_in
-        oh, ow = chw.shape[1] * s, chw.shape[2] * s
-        top, left = (out.shape[1] - oh) // 2, (out.shape[2] - ow) // 2
-        out = out[:, top : top + oh, left : left + ow]
-        if spec.options.get("ncnn_residual") == "nearest":
-            out = out + chw.repeat(s, axis=1).repeat(s, axis=2)
-        return out[None]
+    def run(x: np.ndarray) -> np.ndarray:  # same contract as the oracle and the exported model
+        return contract_run(spec, net, x[0])[None]
 
     return run, net
 

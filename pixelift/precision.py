@@ -20,8 +20,6 @@ import json
 import logging
 import math
 import os
-import statistics
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pixelift.metrics import psnr
+from pixelift.providers.microbench import time_session
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +166,6 @@ def heldout_images(alignment: int = 1, folder: Path | None = None) -> list[tuple
 # --- measuring -------------------------------------------------------------------------
 
 
-def _time_run(session: Any, x: np.ndarray, runs: int = 3) -> float:
-    session.run(x)
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(x)
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
 def measure(
     cap: Capability,
     target_path: Path,
@@ -209,7 +198,7 @@ def measure(
         "psnr_db": min(vals) if vals and finite else None,
         "per_image_db": per_image,
         "finite": finite,
-        "seconds": round(_time_run(sess, t_in), 5),
+        "seconds": round(time_session(sess, t_in), 5),
         "timing_input": list(t_in.shape),
         "reference": REFERENCE,
         "images": "held-out crops (not used for calibration)",
