@@ -83,6 +83,41 @@ def parity_checks(
     return checks
 
 
+def _publish_verified(
+    spec: ModelSpec,
+    target: str,
+    onnx_path: Path,
+    checks: list[parity.Check],
+    threshold_db: float,
+    sources: list[dict[str, Any]],
+    extra: dict[str, Any],
+    t0: float,
+    files: dict[str, Path] | None = None,
+) -> Artifact:
+    """Refuse a failed parity report (nothing is written), else publish with the full manifest."""
+    from pixelift.export.onnx_export import tool_versions
+
+    rep = parity.report(checks)
+    if not rep["passed"]:
+        failed = "; ".join(f"{c.candidate} vs {c.reference}: {c.psnr_db} dB" for c in checks if not c.passed)
+        raise ExportError(f"{spec.id}: {target} parity below {threshold_db} dB ({failed}); no artifact written")
+    manifest = {
+        "model_id": spec.id,
+        "target": target,
+        "format": "onnx",
+        "precision": "fp32",
+        "file": "model.onnx",
+        "spec": spec.to_dict(),
+        "sources": sources,
+        "tools": tool_versions(),
+        **extra,
+        "parity": rep,
+        "export_seconds": round(time.perf_counter() - t0, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return publish(spec.id, target, onnx_path, manifest, extra=files)
+
+
 def to_onnx(
     spec: ModelSpec | str,
     *,
@@ -96,7 +131,7 @@ def to_onnx(
     parity check raises :class:`ExportError` and leaves no artifact behind.
     """
     from pixelift.export import se_sync
-    from pixelift.export.onnx_export import export_module, tool_versions
+    from pixelift.export.onnx_export import export_module
     from pixelift.models.importers import build_torch
 
     spec = get_spec(spec) if isinstance(spec, str) else spec
@@ -113,27 +148,9 @@ def to_onnx(
         onnx_path = Path(tmp) / "model.onnx"
         facts = export_module(module, spec, onnx_path, simplify=simplify)
         checks = parity_checks(spec, module, onnx_path, threshold_db=threshold_db)
-        rep = parity.report(checks)
-        if not rep["passed"]:
-            failed = "; ".join(f"{c.candidate} vs {c.reference}: {c.psnr_db} dB" for c in checks if not c.passed)
-            raise ExportError(f"{spec.id}: parity below {threshold_db} dB ({failed}); no artifact written")
-        manifest = {
-            "model_id": spec.id,
-            "target": ONNX_FP32,
-            "format": "onnx",
-            "precision": "fp32",
-            "file": "model.onnx",
-            "spec": spec.to_dict(),
-            "sources": sources,
-            "tools": tool_versions(),
-            **facts,
-            "parity": rep,
-            # SE blocks the SE-sync variant (to_onnx_se) can sync across tiles; [] if none
-            "se_blocks": se_sync.geometry_or_empty(module, spec.alignment),
-            "export_seconds": round(time.perf_counter() - t0, 2),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        return publish(spec.id, ONNX_FP32, onnx_path, manifest)
+        # SE blocks the SE-sync variant (to_onnx_se) can sync across tiles; [] if none
+        extra = {**facts, "se_blocks": se_sync.geometry_or_empty(module, spec.alignment)}
+        return _publish_verified(spec, ONNX_FP32, onnx_path, checks, threshold_db, sources, extra, t0)
 
 
 def to_onnx_se(
@@ -151,7 +168,7 @@ def to_onnx_se(
     or a parity check fails.
     """
     from pixelift.export import se_sync
-    from pixelift.export.onnx_export import export_module, tool_versions
+    from pixelift.export.onnx_export import export_module
     from pixelift.models.importers import build_torch
 
     spec = get_spec(spec) if isinstance(spec, str) else spec
@@ -176,26 +193,8 @@ def to_onnx_se(
             graph = se_sync.SEStats(wrapped, k)
             export_module(graph, spec, stats[se_sync.stats_file(k)], simplify=simplify, io=se_sync.export_io(graph))
         checks = se_sync.parity_checks(spec, module, onnx_path, stats, wrapped.geometry, threshold_db)
-        rep = parity.report(checks)
-        if not rep["passed"]:
-            failed = "; ".join(f"{c.candidate} vs {c.reference}: {c.psnr_db} dB" for c in checks if not c.passed)
-            raise ExportError(f"{spec.id}: SE-sync parity below {threshold_db} dB ({failed}); no artifact written")
-        manifest = {
-            "model_id": spec.id,
-            "target": SE_TARGET,
-            "format": "onnx",
-            "precision": "fp32",
-            "file": "model.onnx",
-            "spec": spec.to_dict(),
-            "sources": sources,
-            "tools": tool_versions(),
-            **facts,
-            "se_blocks": wrapped.geometry,
-            "parity": rep,
-            "export_seconds": round(time.perf_counter() - t0, 2),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        return publish(spec.id, SE_TARGET, onnx_path, manifest, extra=stats)
+        extra = {**facts, "se_blocks": wrapped.geometry}
+        return _publish_verified(spec, SE_TARGET, onnx_path, checks, threshold_db, sources, extra, t0, files=stats)
 
 
 __all__ = [
