@@ -202,7 +202,16 @@ def measure(
         "timing_input": list(t_in.shape),
         "reference": REFERENCE,
         "images": "held-out crops (not used for calibration)",
+        # bf16/fp16 fidelity and every timing depend on the CPU: a cache copied to another
+        # machine measures again there
+        "machine": _fingerprint(),
     }
+
+
+def _fingerprint() -> str:
+    from pixelift.providers import read_machine
+
+    return read_machine().fingerprint()
 
 
 def reference_outputs(fp32_path: Path, images: Sequence[tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -257,7 +266,7 @@ def measure_model(
         if art is None:
             continue
         have = art.manifest.get("fidelity", {}).get(cap.key)
-        if have is not None and not force:
+        if have is not None and have.get("machine") == _fingerprint() and not force:
             out[f"{cap.key}@{cap.target}"] = have
             continue
         if ref is None:

@@ -156,3 +156,26 @@ def test_coreml_prediction_matches_fp32() -> None:  # pragma: no cover - macOS o
     y = ct.models.MLModel(str(pkg)).predict({"input": x})["output"]
     ref = get_provider("cpu").open(find("realesrgan-animevideov3-x4", "onnx-fp32").path).run(x)
     assert psnr(ref, y) >= P.FAST_DB
+
+
+def test_fidelity_records_are_per_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache copied to another machine measures bf16 fidelity and speed again there."""
+    from pixelift.export import to_onnx
+
+    to_onnx("span-x2-ch48")
+    first = P.measure_model("span-x2-ch48", providers=("cpu",), precisions=("fp32",))
+    rec = next(iter(first.values()))
+    assert rec["machine"] == P._fingerprint()
+    calls: list[str] = []
+    real_measure = P.measure
+
+    def counting(*a, **k):  # type: ignore[no-untyped-def]
+        calls.append("measure")
+        return real_measure(*a, **k)
+
+    monkeypatch.setattr(P, "measure", counting)
+    P.measure_model("span-x2-ch48", providers=("cpu",), precisions=("fp32",))
+    assert calls == []  # same machine: the stored record is used
+    monkeypatch.setattr(P, "_fingerprint", lambda: "another-machine")
+    again = P.measure_model("span-x2-ch48", providers=("cpu",), precisions=("fp32",))
+    assert calls == ["measure"] and next(iter(again.values()))["machine"] == "another-machine"
