@@ -354,6 +354,30 @@ def _collect(inputs: tuple[str, ...], recursive: bool, exclude: Path | None) -> 
     return found
 
 
+def _plan_outputs(
+    files: list[tuple[Path, Path]], folder: Path | None, fmt: str | None, single: Path | None
+) -> dict[Path, Path]:
+    """Output path per input. Inputs that would share one (photo.jpg and photo.png both
+    -> photo_pixelift.png) keep their source suffix in the name instead of failing."""
+    from pixelift.runtime import imageio
+    from pixelift.runtime.enhancer import default_output_path
+
+    def plan(src: Path, rel: Path, keep_suffix: bool) -> Path:
+        if single is not None:
+            return single
+        in_fmt = imageio.format_for_path(src) or "PNG"
+        out_fmt = (fmt or "").upper() or imageio.default_output_format(in_fmt)
+        if keep_suffix:
+            src, rel = src.with_name(f"{src.stem}_{src.suffix[1:]}"), rel.with_name(f"{rel.stem}_{rel.suffix[1:]}")
+        if folder is None:
+            return default_output_path(src, out_fmt)
+        return (folder / rel).with_suffix(imageio.suffix_for(out_fmt))
+
+    first = [plan(src, rel, False) for src, rel in files]
+    clash = {p for p in first if first.count(p) > 1}
+    return {src: plan(src, rel, p in clash) for (src, rel), p in zip(files, first, strict=True)}
+
+
 def _tile_option(value: str) -> int | str | None:
     if value in ("auto", "none"):
         return None if value == "none" else "auto"
@@ -471,8 +495,8 @@ def enhance_cmd(
     Exit codes: 0 every file succeeded (or was skipped); 1 at least one file failed
     (the others were still processed); 2 usage error (bad option, unknown model).
     """
-    from pixelift.runtime import imageio, tiling
-    from pixelift.runtime.enhancer import Enhancer, TileOptions, default_output_path
+    from pixelift.runtime import tiling
+    from pixelift.runtime.enhancer import Enhancer, TileOptions
 
     if verbose:
         logging.getLogger("pixelift").setLevel(logging.INFO)
@@ -501,9 +525,10 @@ def enhance_cmd(
     many = len(files) > 1 or any(Path(i).is_dir() for i in inputs)
     if many and output is not None and output.suffix and not output.is_dir():
         raise click.UsageError("with several inputs, -o must be a folder")
+    destinations = _plan_outputs(files, output if many else None, fmt, single=None if many else output)
     show = not (quiet or as_json) and sys.stderr.isatty()  # a bar in a log file is noise
     failures = 0
-    for src, rel in files:
+    for src, _ in files:
         t0 = time.perf_counter()
         rec: dict[str, Any] = {
             "input": str(src),
@@ -516,14 +541,7 @@ def enhance_cmd(
         }
         try:
             out_fmt = (fmt or "").upper() or None
-            if output is None:
-                in_fmt = imageio.format_for_path(src) or "PNG"
-                dst = default_output_path(src, out_fmt or imageio.default_output_format(in_fmt))
-            elif many:
-                in_fmt = imageio.format_for_path(src) or "PNG"
-                dst = (output / rel).with_suffix(imageio.suffix_for(out_fmt or imageio.default_output_format(in_fmt)))
-            else:
-                dst = output
+            dst = destinations[src]
             rec["output"] = str(dst)
             if dst.exists() and skip_existing:
                 rec["status"] = "skipped"

@@ -217,3 +217,21 @@ def test_cli_decompression_bomb_guard_and_override(tmp_path: Path) -> None:
     ok = CliRunner().invoke(main, ["enhance", str(src), "--max-pixels", "none", "-q"])
     assert ok.exit_code == 0 and (tmp_path / "big_pixelift.png").is_file()
     assert CliRunner().invoke(main, ["enhance", str(src), "--max-pixels", "lots"]).exit_code == 2
+
+
+def test_cli_inputs_that_would_share_an_output_keep_their_suffix(tmp_path: Path) -> None:
+    """photo.jpg and photo.webp in one batch must not collide on photo_pixelift.png."""
+    _make_photo(tmp_path / "photo.jpg")
+    Image.fromarray(photo_crop("coffee", 40, 48)).save(tmp_path / "photo.webp", lossless=True)
+    res = CliRunner().invoke(main, ["enhance", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    outs = sorted(Path(json.loads(x)["output"]).name for x in res.output.strip().splitlines())
+    assert outs == ["photo_jpg_pixelift.png", "photo_webp_pixelift.png"]
+
+
+def test_read_conversions_are_reported_in_json(tmp_path: Path) -> None:
+    src = tmp_path / "pal.png"
+    Image.fromarray(photo_crop("chelsea", 40, 48)).convert("P", palette=Image.Palette.ADAPTIVE).save(src)
+    res = CliRunner().invoke(main, ["enhance", str(src), "--json"])
+    rec = json.loads(res.output.strip().splitlines()[-1])
+    assert rec["status"] == "ok" and any("palette" in n for n in rec["notes"])

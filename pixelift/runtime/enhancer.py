@@ -250,13 +250,14 @@ class Enhancer:
         out, out_alpha, res = self.enhance_float(color, alpha)
         if clipped:
             res.notes.append("float input outside 0..1 was clipped")
+        res.notes = [*data.notes, *res.notes]  # what reading did (CMYK, palette...) comes first
         dtype = data.color.dtype
         return (
             replace(
                 data,
                 color=_from_float(out, dtype),
                 alpha=None if out_alpha is None else _from_float(out_alpha, dtype),
-                notes=[*data.notes, *res.notes],
+                notes=res.notes,
             ),
             res,
         )
