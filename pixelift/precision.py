@@ -58,7 +58,7 @@ TARGETS: dict[str, Target] = {
         Target("onnx-int8", "onnx", "int8", "model.onnx", "QDQ static, U8 activations / S8 per-channel weights"),
         Target("openvino-fp32", "openvino-ir", "fp32", "model.xml", "ov.convert_model + ov.save_model"),
         Target("openvino-fp16", "openvino-ir", "fp16", "model.xml", "IR with weights compressed to fp16"),
-        # no provider row yet: prediction needs macOS (pixelift.export.coreml validates it structurally)
+        # run by the coreml-native provider (macOS); pixelift.export.coreml validates it anywhere
         Target("coreml-fp16", "coreml", "fp16", "model.mlpackage", "ML Program, fp16 compute, RangeDim H/W"),
     )
 }
@@ -98,6 +98,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("tensorrt", "fp16", "onnx-fp32", {"fp16": True}, "TensorRT builds fp16 kernels itself"),
     Capability("coreml", "fp32", "onnx-fp32"),
     Capability("coreml", "fp16", "onnx-fp16"),
+    Capability("coreml-native", "fp16", "coreml-fp16", note="the coremltools ML Program; macOS only"),
 )
 
 CPU_PROVIDERS = ("openvino", "cpu")

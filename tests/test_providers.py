@@ -373,3 +373,38 @@ def test_doctor_reports_machine_providers_and_versions() -> None:
     assert info["packages"]["onnxruntime"] and info["packages"]["pixelift"]
     text = CliRunner().invoke(main, ["doctor"])
     assert text.exit_code == 0 and "cuda" in text.output and "onnxruntime" in text.output
+
+
+# --- coreml-native: Core ML packages through coremltools (prediction only on macOS) ----------------
+
+
+def test_coreml_native_probe_and_session_with_a_fake_model(tmp_path: Path) -> None:
+    """The probe reads the OS; the session feeds the package image by image. No Mac ran here."""
+    from pixelift.providers.coreml_native import CoreMLNativeSession
+
+    native = PROVIDERS["coreml-native"]
+    assert "needs macOS" in native.probe(LINUX).reason
+    assert native.probe(MAC).available  # coremltools is installed with the coreml extra
+    with pytest.raises(ValueError, match="mlpackage"):
+        native.open(tmp_path / "model.onnx")
+
+    class FakeMLModel:
+        calls = 0
+
+        def predict(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            FakeMLModel.calls += 1
+            x = feeds["input"]
+            assert x.shape[0] == 1 and x.dtype == np.float32
+            return {"output": np.repeat(np.repeat(x, 2, 2), 2, 3)}
+
+    sess = CoreMLNativeSession(FakeMLModel())
+    y = sess.run(np.zeros((2, 3, 8, 8), np.float32))
+    assert y.shape == (2, 3, 16, 16) and FakeMLModel.calls == 2
+
+
+def test_coreml_native_is_reached_through_the_capability_table() -> None:
+    from pixelift import precision as P
+
+    rows = P.rows("coreml-native", "fp16")
+    assert [r.target for r in rows] == ["coreml-fp16"] and P.TARGETS["coreml-fp16"].file == "model.mlpackage"
+    assert not PROVIDERS["coreml-native"].accelerator  # never opened on an ONNX file by auto

@@ -1,0 +1,61 @@
+"""Core ML packages (``coreml-fp16`` targets) run through coremltools, on macOS only.
+
+Unlike the onnxruntime CoreML EP this runs the ML Program that coremltools converted from
+PyTorch (fp16 compute, flexible H/W), so no ONNX operator has to be supported by the EP.
+Prediction exists only on macOS; elsewhere the probe says so and nothing opens.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pixelift.providers.base import ProbeResult, Session, run_guarded
+from pixelift.providers.machine import MachineFacts
+
+COMPUTE_UNITS = ("ALL", "CPU_AND_GPU", "CPU_AND_NE", "CPU_ONLY")
+
+
+class CoreMLNativeSession:
+    provider = "coreml-native"
+    input_names = ("input",)
+    output_names = ("output",)
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        # the package takes one image; a batch runs image by image
+        outs = [
+            run_guarded(self._model.predict, {"input": np.ascontiguousarray(x[i : i + 1], np.float32)})["output"]
+            for i in range(x.shape[0])
+        ]
+        return np.concatenate([np.asarray(o, dtype=np.float32) for o in outs], axis=0)
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [self.run(feeds["input"])]
+
+
+class CoreMLNativeProvider:
+    name = "coreml-native"
+    accelerator = False  # runs .mlpackage targets only; chosen through the capability table
+
+    def probe(self, facts: MachineFacts) -> ProbeResult:
+        if facts.os != "Darwin":
+            return ProbeResult(False, f"Core ML prediction needs macOS (this is {facts.os})")
+        if importlib.util.find_spec("coremltools") is None:
+            return ProbeResult(False, "coremltools is not installed: pip install 'pixelift[coreml]'")
+        return ProbeResult(True, f"coremltools on {facts.apple_chip or facts.cpu_model}", COMPUTE_UNITS)
+
+    def open(self, model_path: Path, *, compute_units: str = "ALL", **_: Any) -> Session:
+        import coremltools as ct
+
+        if model_path.suffix != ".mlpackage":
+            raise ValueError(f"coreml-native runs .mlpackage files, not {model_path.name}")
+        if compute_units not in COMPUTE_UNITS:
+            raise ValueError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}")
+        model = ct.models.MLModel(str(model_path), compute_units=ct.ComputeUnit[compute_units])
+        return CoreMLNativeSession(model)
