@@ -179,3 +179,27 @@ def test_fidelity_records_are_per_machine(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(P, "_fingerprint", lambda: "another-machine")
     again = P.measure_model("span-x2-ch48", providers=("cpu",), precisions=("fp32",))
     assert calls == ["measure"] and next(iter(again.values()))["machine"] == "another-machine"
+
+
+def test_auto_precision_falls_back_row_by_row_when_a_backend_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the chosen row is an OpenVINO IR and OpenVINO fails, the next row opens its *own*
+    artifact (onnxruntime cannot read an IR) instead of handing the IR to onnxruntime."""
+    from pixelift.export.precision import export_precision
+    from pixelift.providers import PROVIDERS, Request
+    from pixelift.runtime import session
+
+    export_precision("span-x2-ch48", "fp16")  # builds openvino-fp16 (an IR) and onnx-fp16
+    session.clear_cache()
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("GPU driver reset")
+
+    monkeypatch.setattr(PROVIDERS["openvino"], "open", broken)
+    lm = session.load("span-x2-ch48", Request(), precision="auto")
+    assert lm.provider == "cpu" and lm.artifact.path.suffix == ".onnx"
+    rejected = dict(lm.selection.rejected)
+    assert any(k.startswith("openvino:") and "GPU driver reset" in v for k, v in rejected.items())
+    with pytest.raises(Exception, match="GPU driver reset"):
+        session.clear_cache()
+        session.load("span-x2-ch48", Request("openvino", strict=True), precision="auto")
+    session.clear_cache()

@@ -6,14 +6,15 @@ import importlib.util
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from pixelift.errors import PixeliftError
 from pixelift.export.artifacts import Artifact, find
 from pixelift.models.spec import ModelSpec
-from pixelift.providers import PROVIDERS, Request, Selection, open_session, read_machine
+from pixelift.providers import PROVIDERS, ProviderError, Request, Selection, open_session, read_machine
 from pixelift.providers.microbench import faster_cpu_backend
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,8 @@ def _load_precision(model_id: str, request: Request, precision: str, fast: bool,
         passed: list[tuple[str, str]] = []
         if precision == "auto":
             best, passed = P.choose_auto(rows, gate)
+            # the fastest row that meets the gate first, then the other rows that meet it
+            order = [best, *sorted((m for m in rows if m is not best and m.meets(gate)), key=lambda m: m.seconds)]
         else:
             if not rows:
                 msg = f"{model_id}: no {precision} artifact runnable on {', '.join(providers)}"
@@ -147,31 +150,54 @@ def _load_precision(model_id: str, request: Request, precision: str, fast: bool,
                     raise PixeliftError(msg + hint)
                 log.warning("%s%s; using fp32", msg, hint)
                 return load(model_id, request, auto_export=auto_export)
-            best = min(rows, key=lambda m: (not m.finite, m.seconds))
-            if not best.meets(gate):
+            order = sorted(rows, key=lambda m: (not m.finite, m.seconds))
+            if not order[0].meets(gate):
                 log.warning(
                     "%s: %s on %s measured %s dB vs fp32 on held-out images, below the %s dB gate",
                     model_id,
                     precision,
-                    best.capability.provider,
-                    best.psnr_db,
+                    order[0].capability.provider,
+                    order[0].psnr_db,
                     gate,
                 )
-        cap = best.capability
-        art = find(model_id, cap.target)
-        assert art is not None
-        art.verify()
-        why = (
-            f"precision {cap.precision} ({best.psnr_db if cap.precision != 'fp32' else 'reference'} dB, "
-            f"{best.seconds * 1000:.1f} ms/crop, gate {gate} dB) @{cap.target}"
-        )
-        sub = Request(provider=cap.provider, strict=request.strict, options={**request.options, **cap.options})
-        sel = open_session(art.path, sub, probe_input=probe_input(spec), scale=spec.scale)
-        sel = Selection(sel.provider, sel.options, sel.session, (*passed, *sel.rejected), why)
-        log.info("%s: %s on %s", model_id, why, sel.provider)
-        lm = LoadedModel(spec, art, sel, cap.precision)
+        lm = _open_first_row(model_id, spec, order, request, gate, passed)
+        if lm is None:  # every row failed to open or to run: the fp32 path, with its own ranking
+            fallback = load(model_id, request, auto_export=auto_export)
+            sel = fallback.selection
+            lm = replace(fallback, selection=replace(sel, rejected=(*passed, *sel.rejected)))
         _PCACHE[key] = lm
     return lm
+
+
+def _open_first_row(
+    model_id: str, spec: ModelSpec, order: list[Any], request: Request, gate: float, passed: list[tuple[str, str]]
+) -> LoadedModel | None:
+    """Open the rows in ``order``, each on its own provider and artifact (an OpenVINO IR cannot
+    fall back to onnxruntime); a failure is recorded in ``passed`` or, when strict, raised."""
+    for m in order:
+        cap = m.capability
+        art = find(model_id, cap.target)
+        if art is None:
+            passed.append((f"{cap.key}@{cap.target}", "artifact missing"))
+            continue
+        art.verify()
+        why = (
+            f"precision {cap.precision} ({m.psnr_db if cap.precision != 'fp32' else 'reference'} dB, "
+            f"{m.seconds * 1000:.1f} ms/crop, gate {gate} dB) @{cap.target}"
+        )
+        sub = Request(provider=cap.provider, strict=True, options={**request.options, **cap.options})
+        try:
+            sel = open_session(art.path, sub, probe_input=probe_input(spec), scale=spec.scale)
+        except ProviderError as exc:
+            if request.strict:
+                raise
+            log.warning("%s: %s@%s failed (%s); trying the next row", model_id, cap.key, cap.target, exc)
+            passed.append((f"{cap.key}@{cap.target}", str(exc)))
+            continue
+        sel = Selection(sel.provider, sel.options, sel.session, (*passed, *sel.rejected), why)
+        log.info("%s: %s on %s", model_id, why, sel.provider)
+        return LoadedModel(spec, art, sel, cap.precision)
+    return None
 
 
 def clear_cache() -> None:
