@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 
 from pixelift.errors import UnknownArchitectureError, WeightFormatError
 from pixelift.models import get, oracle
@@ -23,7 +22,7 @@ from pixelift.models.importers import load_ncnn
 from pixelift.models.importers import realcugan as importer
 from pixelift.models.zoo.realcugan import SPECS
 from tests.images import art_image, psnr, to_chw
-from tests.torch_helpers import files, model, run_torch
+from tests.torch_helpers import export_onnx, files, model, run_torch
 
 PARITY_DB = 60.0  # torch vs ncnn (both fp32); measured 125-133 dB
 ONNX_DB = 60.0  # onnxruntime vs torch; measured 113-133 dB
@@ -164,20 +163,7 @@ def test_wrong_weight_size_is_rejected(layer: str) -> None:
 def test_onnx_export_is_size_independent_at_60db(model_id: str, tmp_path: Path) -> None:
     module = model(model_id)
     path = tmp_path / "m.onnx"
-    with torch.no_grad():
-        torch.onnx.export(
-            module,
-            torch.rand(1, 3, 64, 64),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["input"],
-            output_names=["output"],
-            dynamic_axes={
-                "input": {0: "batch", 2: "height", 3: "width"},
-                "output": {0: "batch", 2: "height", 3: "width"},
-            },
-        )
+    export_onnx(model_id, path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -20,7 +20,7 @@ from pixelift.models.importers import load_ncnn
 from pixelift.models.importers import waifu2x as importer
 from pixelift.models.zoo.waifu2x import SPECS
 from tests.images import art_image, photo_crop, psnr, to_chw
-from tests.torch_helpers import files, model, run_torch
+from tests.torch_helpers import export_onnx, files, model, run_torch
 
 PARITY_DB = 60.0  # torch vs ncnn (both fp32); measured ~130 dB
 ONNX_DB = 60.0  # onnxruntime vs torch; measured ~130 dB
@@ -141,16 +141,7 @@ def test_onnx_export_is_size_independent(model_id: str, tmp_path: Path) -> None:
 
     module = model(model_id)
     path = tmp_path / "m.onnx"
-    torch.onnx.export(
-        module,
-        torch.rand(1, 3, 64, 64),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["input"],
-        output_names=["output"],
-        dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}},
-    )
+    export_onnx(model_id, path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     scale = get(model_id).scale
     for h, w in [(48, 80), (96, 32)]:  # neither is the 64x64 trace size

@@ -25,3 +25,10 @@ def files(model_id: str) -> tuple[Path, Path]:
 def run_torch(module: torch.nn.Module, chw: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return module(torch.from_numpy(chw)[None])[0].numpy()
+
+
+def export_onnx(model_id: str, path: Path) -> None:
+    """The module exported by the project's own exporter (dynamic batch/H/W, traced at 64 px)."""
+    from pixelift.export.onnx_export import export_module
+
+    export_module(model(model_id), get(model_id), path)

@@ -18,10 +18,11 @@ import numpy as np
 from PIL import Image
 
 from pixelift.errors import OutputExistsError, PixeliftError
+from pixelift.export.artifacts import SE_TARGET
 from pixelift.models import DEFAULT_MODEL
 from pixelift.providers.select import Request
 from pixelift.runtime import footprint, imageio, se_sync, tiling
-from pixelift.runtime.session import LoadedModel, load
+from pixelift.runtime.session import LoadedModel, load, resolve_artifact
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class Enhancer:
         self.precision = precision
         self.fast = fast
         self._loaded: list[LoadedModel] | None = None
+        self._se: dict[str, se_sync.SESessions | str] = {}  # model id -> sessions, or why not
 
     @property
     def scale(self) -> float:
@@ -188,16 +190,22 @@ class Enhancer:
         return tiling.retry_smaller_tiles(attempt, tile=tile, height=h, width=w, alignment=spec.alignment)
 
     def _se_sessions(self, lm: LoadedModel, notes: list[str]) -> se_sync.SESessions | None:
-        """Sessions on the SE-sync artifact (exported on first use), on the plain model's provider."""
-        try:
-            art = se_sync.resolve_se_artifact(lm.spec.id, auto_export=self.auto_export)
-            return se_sync.open_se_sessions(art, lm.selection.provider, dict(lm.selection.options))
-        except Exception as exc:  # no artifact, no torch, a backend that cannot open it: tile unsynced
-            log.warning("%s: tiling without whole-image SE statistics: %s", lm.spec.id, exc)
-            msg = f"{lm.spec.id} uses whole-image statistics; tiled output differs slightly from untiled ({exc})"
+        """Sessions on the SE-sync artifact (exported on first use), on the plain model's provider.
+        Resolved once per Enhancer: the artifact is hashed once, and a failure is logged once."""
+        if lm.spec.id not in self._se:
+            try:
+                art = resolve_artifact(lm.spec.id, SE_TARGET, auto_export=self.auto_export)
+                self._se[lm.spec.id] = se_sync.open_se_sessions(art, lm.selection.provider, dict(lm.selection.options))
+            except Exception as exc:  # no artifact, no torch, a backend that cannot open it: tile unsynced
+                log.warning("%s: tiling without whole-image SE statistics: %s", lm.spec.id, exc)
+                self._se[lm.spec.id] = str(exc)
+        got = self._se[lm.spec.id]
+        if isinstance(got, str):
+            msg = f"{lm.spec.id} uses whole-image statistics; tiled output differs slightly from untiled ({got})"
             if msg not in notes:
                 notes.append(msg)
             return None
+        return got
 
     def enhance_float(
         self, color: np.ndarray, alpha: np.ndarray | None = None

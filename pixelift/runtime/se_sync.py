@@ -31,9 +31,7 @@ plain model once: exactly the untiled result.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,10 +40,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from pixelift.errors import PixeliftError
-from pixelift.export.artifacts import SE_TARGET, Artifact, find
+from pixelift.export.artifacts import SE_TARGET, Artifact
 from pixelift.runtime import tiling
-
-log = logging.getLogger(__name__)
 
 #: Box edge standing for "no limit" (image-border side of an edge tile).
 OPEN = 1.0e6
@@ -206,23 +202,7 @@ def run_tiled_synced(
 
 
 class SEArtifactMissingError(PixeliftError):
-    """The model's SE-sync artifact is not exported and this install cannot export it."""
-
-
-def resolve_se_artifact(model_id: str, *, auto_export: bool = True) -> Artifact:
-    """The verified SE-sync artifact of ``model_id``; exported first when torch is installed."""
-    art = find(model_id, SE_TARGET)
-    if art is None:
-        if not auto_export or importlib.util.find_spec("torch") is None:
-            raise SEArtifactMissingError(
-                f"{model_id} has no SE-sync artifact; run `pixelift export {model_id}` with the export extra"
-            )
-        from pixelift.export import to_onnx_se
-
-        log.warning("%s: exporting its SE-sync variant for tiled runs (one time)", model_id)
-        art = to_onnx_se(model_id)
-    art.verify()
-    return art
+    """An artifact that should carry SE-sync data does not."""
 
 
 _CACHE: dict[tuple[str, str, str], SESessions] = {}
@@ -264,6 +244,5 @@ __all__ = [
     "clear_cache",
     "estimate_means",
     "open_se_sessions",
-    "resolve_se_artifact",
     "run_tiled_synced",
 ]

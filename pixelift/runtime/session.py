@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pixelift.errors import PixeliftError
-from pixelift.export.artifacts import Artifact, find
+from pixelift.export.artifacts import SE_TARGET, Artifact, find
 from pixelift.models.spec import ModelSpec
 from pixelift.providers import PROVIDERS, ProviderError, Request, Selection, open_session, read_machine
 from pixelift.providers.microbench import faster_cpu_backend
@@ -38,19 +38,23 @@ class LoadedModel:
         return self.selection.provider
 
 
-def resolve_artifact(model_id: str, *, auto_export: bool = True) -> Artifact:
-    """The verified ONNX artifact of ``model_id``; exports it first when torch is installed."""
-    art = find(model_id, ONNX_FP32)
+# target -> the export function that builds it (pixelift.export; needs torch)
+EXPORTERS = {ONNX_FP32: "to_onnx", SE_TARGET: "to_onnx_se"}
+
+
+def resolve_artifact(model_id: str, target: str = ONNX_FP32, *, auto_export: bool = True) -> Artifact:
+    """The verified ``target`` artifact of ``model_id``; exported first when torch is installed."""
+    art = find(model_id, target)
     if art is None:
         if not auto_export or importlib.util.find_spec("torch") is None:
             raise ArtifactMissingError(
-                f"{model_id} is not exported yet; run `pixelift export {model_id}` "
+                f"{model_id} has no {target} artifact yet; run `pixelift export {model_id}` "
                 "(needs the export extra: pip install 'pixelift[export]')"
             )
-        from pixelift.export import to_onnx
+        import pixelift.export
 
-        log.warning("%s is not exported yet; exporting it now (one time)", model_id)
-        art = to_onnx(model_id)
+        log.warning("%s: exporting %s now (one time)", model_id, target)
+        art = getattr(pixelift.export, EXPORTERS[target])(model_id)
     art.verify()
     return art
 
