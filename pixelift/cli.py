@@ -237,9 +237,15 @@ def export_cmd(
             if coreml:
                 from pixelift.export.coreml import to_coreml
 
-                result["coreml"] = str(to_coreml(spec, force=force))
-                if not as_json:
-                    click.echo(f"  coreml-fp16: {result['coreml']}")
+                try:
+                    result["coreml"] = str(to_coreml(spec, force=force))
+                except Exception as exc:  # a converter gap in one model must not stop the batch
+                    failures += 1
+                    result.update(status="error", coreml_error=f"{type(exc).__name__}: {exc}")
+                    click.echo(f"{spec.id}: coreml-fp16 not converted: {result['coreml_error']}", err=True)
+                else:
+                    if not as_json:
+                        click.echo(f"  coreml-fp16: {result['coreml']}")
         except (PixeliftError, ValueError) as exc:
             failures += 1
             result.update(status="error", error=str(exc))

@@ -271,7 +271,13 @@ def measure_model(
         if art is None:
             continue
         have = art.manifest.get("fidelity", {}).get(cap.key)
-        if have is not None and have.get("machine") == _fingerprint() and not force:
+        # a record is reused only for this machine and the row's current options
+        if (
+            have is not None
+            and have.get("machine") == _fingerprint()
+            and have.get("options") == cap.options
+            and not force
+        ):
             out[f"{cap.key}@{cap.target}"] = have
             continue
         if ref is None:
@@ -281,6 +287,7 @@ def measure_model(
         except Exception as exc:  # a row that cannot run is recorded as such, never chosen
             log.warning("%s: %s on %s failed: %s", model_id, cap.key, cap.target, exc)
             rec = {"provider": cap.provider, "precision": cap.precision, "target": cap.target, "error": str(exc)}
+            rec.update(options=cap.options, machine=_fingerprint())
             rec.update(psnr_db=None, finite=False, seconds=None)
         try:
             update_manifest(art.path.with_name(MANIFEST), "fidelity", {cap.key: rec})
