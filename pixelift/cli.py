@@ -5,6 +5,7 @@ Exit codes: 0 success; 1 at least one item failed (the others still ran); 2 usag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -205,8 +206,6 @@ def export_cmd(
     TARGETS are zoo ids, .pth/.safetensors files (any architecture spandrel detects),
     or URLs (with --sha256).
     """
-    from pixelift.export import to_onnx
-
     if export_all:
         targets = (*targets, *models.REGISTRY.ids())
     if not targets:
@@ -214,47 +213,71 @@ def export_cmd(
     if model_id and len(targets) != 1:
         raise click.UsageError("--id applies to exactly one weight file")
     failures = 0
-    for target in targets:
-        result: dict[str, Any] = {"target": target}
-        try:
-            if target in models.REGISTRY:
-                spec = models.REGISTRY.get(target)
-            elif Path(target).suffix or _is_url(target):
-                spec = _user_spec(target, model_id, sha256)
-                if spec.id in models.REGISTRY:
-                    raise ValueError(f"{spec.id!r} is a built-in model id; choose another --id")
-            else:
-                spec = models.get(target)
-            art = to_onnx(spec, force=force)
-            if spec.id not in models.REGISTRY:
-                models.save_user_spec(spec)  # only once its artifact passed parity
-            worst = min(c["psnr_db"] for c in art.manifest["parity"]["checks"])
-            result.update(status="ok", id=spec.id, path=str(art.path), min_parity_db=worst)
-            if not as_json:
-                click.echo(f"{spec.id}: {art.path} (parity >= {worst} dB)")
-            if precisions:
-                result["fidelity"] = _export_precisions(spec.id, precisions, calibration, force, as_json)
-            if coreml:
-                from pixelift.export.coreml import to_coreml
-
-                try:
-                    result["coreml"] = str(to_coreml(spec, force=force))
-                except Exception as exc:  # a converter gap in one model must not stop the batch
-                    failures += 1
-                    result.update(status="error", coreml_error=f"{type(exc).__name__}: {exc}")
-                    click.echo(f"{spec.id}: coreml-fp16 not converted: {result['coreml_error']}", err=True)
-                else:
-                    if not as_json:
-                        click.echo(f"  coreml-fp16: {result['coreml']}")
-        except (PixeliftError, ValueError) as exc:
-            failures += 1
-            result.update(status="error", error=str(exc))
-            if not as_json:
-                click.echo(f"{target}: error: {exc}", err=True)
-        if as_json:
-            click.echo(json.dumps(result))
+    json_out = sys.stdout
+    # with --json, stdout carries one JSON line per model and nothing else: libraries that
+    # print progress (onnxruntime's calibrator does) are sent to stderr
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with quiet:
+        for target in targets:
+            failures += _export_one(target, model_id, sha256, force, precisions, calibration, coreml, as_json, json_out)
     if failures:
         sys.exit(EXIT_FAILED)
+
+
+def _export_one(
+    target: str,
+    model_id: str | None,
+    sha256: str | None,
+    force: bool,
+    precisions: tuple[str, ...],
+    calibration: Path | None,
+    coreml: bool,
+    as_json: bool,
+    json_out: Any,
+) -> int:
+    """Export one target; returns the number of failures (0 or 1)."""
+    from pixelift.export import to_onnx
+
+    failures = 0
+    result: dict[str, Any] = {"target": target}
+    try:
+        if target in models.REGISTRY:
+            spec = models.REGISTRY.get(target)
+        elif Path(target).suffix or _is_url(target):
+            spec = _user_spec(target, model_id, sha256)
+            if spec.id in models.REGISTRY:
+                raise ValueError(f"{spec.id!r} is a built-in model id; choose another --id")
+        else:
+            spec = models.get(target)
+        art = to_onnx(spec, force=force)
+        if spec.id not in models.REGISTRY:
+            models.save_user_spec(spec)  # only once its artifact passed parity
+        worst = min(c["psnr_db"] for c in art.manifest["parity"]["checks"])
+        result.update(status="ok", id=spec.id, path=str(art.path), min_parity_db=worst)
+        if not as_json:
+            click.echo(f"{spec.id}: {art.path} (parity >= {worst} dB)")
+        if precisions:
+            result["fidelity"] = _export_precisions(spec.id, precisions, calibration, force, as_json)
+        if coreml:
+            from pixelift.export.coreml import to_coreml
+
+            try:
+                result["coreml"] = str(to_coreml(spec, force=force))
+            except Exception as exc:  # a converter gap in one model must not stop the batch
+                failures += 1
+                result.update(status="error", coreml_error=f"{type(exc).__name__}: {exc}")
+                click.echo(f"{spec.id}: coreml-fp16 not converted: {result['coreml_error']}", err=True)
+            else:
+                if not as_json:
+                    click.echo(f"  coreml-fp16: {result['coreml']}")
+    except (PixeliftError, ValueError) as exc:
+        failures += 1
+        result.update(status="error", error=str(exc))
+        if not as_json:
+            click.echo(f"{target}: error: {exc}", err=True)
+    if as_json:
+        click.echo(json.dumps(result), file=json_out)
+    return failures
 
 
 def _export_precisions(

@@ -265,3 +265,40 @@ def test_auto_precision_falls_back_row_by_row_when_a_backend_breaks(monkeypatch:
         session.clear_cache()
         session.load("span-x2-ch48", Request("openvino", strict=True), precision="auto")
     session.clear_cache()
+
+
+def test_zoo_precision_report_reads_the_manifests() -> None:
+    """The closing-note table (bench/zoo_precision.py) comes from the stored fidelity records."""
+    from bench.zoo_precision import collect, markdown
+    from pixelift.export.precision import export_precision
+
+    export_precision("span-x2-ch48", "int8")
+    row = collect("span-x2-ch48")
+    assert row["targets"]["onnx-fp32"] and row["targets"]["onnx-int8"]
+    rec = row["cells"]["cpu:int8@onnx-int8"]
+    assert rec["psnr_db"] == min(rec["per_image_db"].values())  # worst held-out crop
+    if HAS_OV:
+        assert "openvino:int8@openvino-int8" in row["cells"]
+    assert row["auto@40"] and row["auto@50"]
+    table = markdown([row])
+    assert table.splitlines()[2].startswith("| span-x2-ch48 | ")
+    assert f"| {rec['psnr_db']} |" in table
+
+
+def test_export_json_stdout_is_only_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime's calibrator print()s progress; with --json that must not reach stdout."""
+    import json
+
+    import pixelift.export.precision as EP
+    from pixelift.cli import main
+
+    def noisy(model_id: str, precision: str, **_k: object) -> list[object]:
+        print("Collecting tensor data and making histogram ...")
+        return []
+
+    monkeypatch.setattr(EP, "export_precision", noisy)
+    res = CliRunner().invoke(main, ["export", "span-x2-ch48", "--precision", "int8", "--json"])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["status"] == "ok"
+    assert "Collecting tensor data" in res.stderr
