@@ -30,6 +30,11 @@ def test_capability_table_is_consistent() -> None:
     (bf16,) = P.rows("openvino", "bf16")
     assert bf16.target == "onnx-fp32" and bf16.options == {"precision": "bf16"}
     assert P.rows("cpu", "int8")[0].target == "onnx-int8"
+    # every derived target has exactly one builder (Core ML converts from torch, not from the ONNX)
+    from pixelift.export.precision import _builders
+
+    derived = {n for n, t in P.TARGETS.items() if n != "onnx-fp32" and t.format != "coreml"}
+    assert set(_builders()) == derived
 
 
 def test_auto_picks_fastest_that_meets_gate() -> None:
@@ -174,10 +179,12 @@ def test_openvino_int8_nncf_beats_defaults_by_measured_sensitivity() -> None:
 
 
 def test_openvino_ir_targets() -> None:
-    from pixelift.export.precision import to_openvino_ir
+    from pixelift.export.precision import export_precision
 
     for fp16 in (False, True):
-        art = to_openvino_ir("realesrgan-animevideov3-x4", fp16=fp16)
+        # export_precision builds every target stored at that precision
+        built = export_precision("realesrgan-animevideov3-x4", "fp16" if fp16 else "fp32")
+        (art,) = [a for a in built if a.target == ("openvino-fp16" if fp16 else "openvino-fp32")]
         assert art.path.suffix == ".xml" and art.file("model.bin").is_file()
         art.verify()
         key = "openvino:fp16" if fp16 else "openvino:fp32"
