@@ -309,3 +309,21 @@ def test_export_json_stdout_is_only_json(monkeypatch: pytest.MonkeyPatch) -> Non
     lines = res.stdout.splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["status"] == "ok"
     assert "Collecting tensor data" in res.stderr
+
+
+def test_export_coreml_failure_is_reported_and_the_batch_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from pixelift.cli import main
+    from pixelift.export import coreml
+
+    def fails(spec: object, **_k: object) -> None:
+        raise RuntimeError("unsupported op: pixel_unshuffle")
+
+    monkeypatch.setattr(coreml, "to_coreml", fails)
+    res = CliRunner().invoke(main, ["export", "span-x2-ch48", "waifu2x-photo-x2", "--coreml", "--json"])
+    assert res.exit_code == 1  # asked for, not delivered: a failure, but not a crash
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["target"] for r in rows] == ["span-x2-ch48", "waifu2x-photo-x2"]
+    assert all(r["status"] == "error" and "pixel_unshuffle" in r["coreml_error"] for r in rows)
+    assert all(r["path"].endswith("model.onnx") for r in rows)  # the ONNX export itself stands
