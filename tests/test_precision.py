@@ -327,3 +327,32 @@ def test_export_coreml_failure_is_reported_and_the_batch_goes_on(monkeypatch: py
     assert [r["target"] for r in rows] == ["span-x2-ch48", "waifu2x-photo-x2"]
     assert all(r["status"] == "error" and "pixel_unshuffle" in r["coreml_error"] for r in rows)
     assert all(r["path"].endswith("model.onnx") for r in rows)  # the ONNX export itself stands
+
+
+def test_coreml_trace_turns_negative_pads_into_slices() -> None:
+    """Real-CUGAN crops with F.pad(x, negative); coremltools refuses that, so the Core ML trace
+    slices instead. The traced module must equal the eager one, at another size than traced."""
+    import torch
+
+    from pixelift.export.coreml import _negative_pads_as_slices
+    from tests.torch_helpers import model, run_torch
+
+    module = model("realcugan-se-x2")
+    with torch.no_grad():
+        plain = torch.jit.trace(module, torch.rand(1, 3, 64, 64))
+        with _negative_pads_as_slices():
+            traced = torch.jit.trace(module, torch.rand(1, 3, 64, 64))
+
+    def pads(t: torch.jit.ScriptModule) -> int:
+        return sum(n.kind() == "aten::pad" for n in t.inlined_graph.nodes())
+
+    assert (pads(plain), pads(traced)) == (4, 1)  # three crops became slices; the input's pad stays
+    x = to_chw(art_image(48, 40))
+    ref = run_torch(module, x)
+    with torch.no_grad():
+        got = traced(torch.from_numpy(x)[None]).numpy()[0]
+    assert got.shape == ref.shape and float(np.abs(got - ref).max()) < 1e-5
+    # positive pads still pad
+    with _negative_pads_as_slices():
+        y = torch.nn.functional.pad(torch.zeros(1, 1, 2, 2), (1, 1, 1, 1))
+    assert y.shape == (1, 1, 4, 4)

@@ -9,11 +9,13 @@ structurally (spec type, input/output names, shape ranges, fp16 compute). Needs
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,30 @@ def tree_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def _negative_pads_as_slices() -> Iterator[None]:
+    """Trace ``F.pad`` with only negative pads (a crop; Real-CUGAN crops this way) as slicing:
+    coremltools refuses negative pads ("pad must be non-negative")."""
+    import torch.nn.functional as F
+
+    original = F.pad
+
+    def pad(x: Any, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Any:
+        if mode != "constant" or any(int(p) > 0 for p in pad):
+            return original(x, pad, mode=mode, value=value)
+        idx = [slice(None)] * x.dim()
+        for i in range(len(pad) // 2):  # pad lists (first, last) from the last dim backwards
+            first, last = -int(pad[2 * i]), -int(pad[2 * i + 1])
+            idx[x.dim() - 1 - i] = slice(first, -last if last else None)
+        return x[tuple(idx)]
+
+    F.pad = pad
+    try:
+        yield
+    finally:
+        F.pad = original
+
+
 def convert(spec: ModelSpec, dest: Path) -> Any:
     import coremltools as ct
     import numpy as np
@@ -45,7 +71,7 @@ def convert(spec: ModelSpec, dest: Path) -> Any:
     module = build_torch(spec)
     side = spec.alignment * max(1, 64 // spec.alignment)
     example = torch.rand(1, 3, side, side)
-    with torch.no_grad():
+    with torch.no_grad(), _negative_pads_as_slices():
         traced = torch.jit.trace(module, example)  # the most forgiving path (SPAN converts unpatched)
     lo = max(MIN_SIDE, spec.alignment)
     shape = (1, 3, ct.RangeDim(lo, MAX_SIDE, default=side), ct.RangeDim(lo, MAX_SIDE, default=side))
