@@ -408,3 +408,26 @@ def test_coreml_native_is_reached_through_the_capability_table() -> None:
     rows = P.rows("coreml-native", "fp16")
     assert [r.target for r in rows] == ["coreml-fp16"] and P.TARGETS["coreml-fp16"].file == "model.mlpackage"
     assert not PROVIDERS["coreml-native"].accelerator  # never opened on an ONNX file by auto
+
+
+def test_openvino_static_shapes_match_dynamic_and_stay_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    """Tiles share a shape, so OpenVINO compiles the model reshaped to it (measured faster);
+    outputs equal the dynamic compile's, the number kept is bounded (LRU), and a model that
+    will not reshape runs dynamic instead of failing."""
+    art = to_onnx("span-x2-ch48")
+    ov = PROVIDERS["openvino"]
+    dyn = ov.open(art.path, static_shapes=0)
+    st = ov.open(art.path, static_shapes=2)
+    shapes = [(40, 48), (48, 40), (40, 48), (32, 32)]
+    for h, w in shapes:
+        x = to_chw(content_crop("photo", h, w))[None]
+        y = st.run(x)
+        assert y.shape == (1, 3, 2 * h, 2 * w)
+        assert psnr(dyn.run(x), y) >= 100.0  # f32 both: same maths, maybe other kernels
+    assert list(st._static) == [(1, 3, 40, 48), (1, 3, 32, 32)]  # 48x40 was least recently used
+    st._path = Path("/nonexistent/model.onnx")  # the next reshape cannot read the model
+    with caplog.at_level(logging.WARNING, logger="pixelift"):
+        x = to_chw(content_crop("photo", 24, 24))[None]
+        assert psnr(dyn.run(x), st.run(x)) >= 100.0
+    assert any("dynamic shapes from now on" in r.getMessage() for r in caplog.records)
+    assert st._static_max == 0
