@@ -66,22 +66,21 @@ def precision_support() -> tuple[dict[str, tuple[str, ...]], str]:
     return support, note + "."
 
 
-def artifact_for(model: str, provider: str, precision: str) -> tuple[Path, dict[str, Any]]:
-    """The artifact and provider options a (provider, precision) row needs, built if missing."""
+def artifact_for(model: str, provider: str, precision: str, target: str) -> tuple[Path, dict[str, Any]]:
+    """The artifact and provider options a capability row needs, built if missing."""
     from pixelift import precision as P
     from pixelift.export.artifacts import find
 
-    caps = P.rows(provider, precision)
-    for cap in caps:
-        art = find(model, cap.target)
-        if art is None and precision in ("fp16", "int8"):
-            from pixelift.export.precision import export_precision
+    cap = next(c for c in P.rows(provider, precision) if c.target == target)
+    art = find(model, cap.target)
+    if art is None:
+        from pixelift.export.precision import export_precision
 
-            export_precision(model, precision)
-            art = find(model, cap.target)
-        if art is not None:
-            return art.path, dict(cap.options)
-    raise RuntimeError(f"{model}: no artifact for {provider} at {precision}")
+        export_precision(model, P.TARGETS[cap.target].precision)
+        art = find(model, cap.target)
+    if art is None:
+        raise RuntimeError(f"{model}: no {target} artifact for {provider} at {precision}")
+    return art.path, dict(cap.options)
 
 
 def peer_status(peers: tuple[str, ...]) -> dict[str, str]:
@@ -179,12 +178,21 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def configs_for(m: Matrix, peers_ok: list[str]) -> list[dict[str, Any]]:
     """Interleaved order: the reference first, then pixelift and peers alternating."""
-    support, _ = precision_support()
+    from pixelift import precision as P
+
+    # one config per capability row; a (provider, precision) pair with several artifacts
+    # (openvino int8: the QDQ ONNX and the NNCF IR) labels the later ones with the target
     ours = [
-        {"runtime": "pixelift", "provider": p, "precision": q, "label": f"{p}-{q}"}
+        {
+            "runtime": "pixelift",
+            "provider": p,
+            "precision": q,
+            "target": cap.target,
+            "label": f"{p}-{q}" if i == 0 else f"{p}-{q}@{cap.target}",
+        }
         for q in m.precisions
         for p in m.providers
-        if q in support.get(p, ())
+        for i, cap in enumerate(P.rows(p, q))
     ]
     theirs = []
     if "ncnn" in peers_ok:
@@ -251,7 +259,7 @@ def run_matrix(m: Matrix, log: Callable[[str], None] = print) -> dict[str, Any]:
                     out_path = Path(tmp) / f"out-{c['label']}.npy"
                     cfg = {**base, **c, "kind": "tile", "model": model, "artifact": str(art)}
                     if c["runtime"] == "pixelift":
-                        path, options = artifact_for(model, c["provider"], c["precision"])
+                        path, options = artifact_for(model, c["provider"], c["precision"], c["target"])
                         cfg |= {"artifact": str(path), "options": options}
                     cfg |= {"input": str(inp), "output": str(out_path)}
                     res = run_child(cfg, m.threads)

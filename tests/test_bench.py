@@ -31,6 +31,8 @@ def test_bench_tiny_matrix_end_to_end(tmp_path: Path) -> None:
     rows = res["results"]
     labels = {r["label"] for r in rows}
     assert {"cpu-fp32", "openvino-fp32", "openvino-bf16"} <= labels
+    # every capability row is benched: both int8 routes on OpenVINO, the fp32 IR beside the ONNX
+    assert {"openvino-int8", "openvino-int8@openvino-int8", "openvino-fp32@openvino-fp32"} <= labels
     for r in rows:
         assert r["ok"], r
         assert r["repeats"] == 2 and r["s_min"] <= r["s_median"] <= r["s_max"]
