@@ -104,7 +104,7 @@ def markdown(res: dict[str, Any], plots: list[str]) -> str:
                 continue
             cells = [
                 r["provider"] if r["runtime"] == "pixelift" else f"*{r['runtime']}* (peer)",
-                r["precision"],
+                r["precision"] + (f" ({r['target']})" if "@" in r["label"] else ""),
                 str(r["tile"]),
                 f"{r['s_median']:.4f} ({r['s_min']:.4f}–{r['s_max']:.4f})",
                 f"{r['mp_per_s']:.3f}",
