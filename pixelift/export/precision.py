@@ -69,9 +69,15 @@ def _base_manifest(fp32: Artifact, target: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _fresh(model_id: str, target: str, fp32: Artifact) -> Artifact | None:
+def _fresh(model_id: str, target: str, fp32: Artifact, recipe: int = 1) -> Artifact | None:
+    """The cached ``target`` if it derives from this fp32 artifact with this ``recipe``
+    version (a builder bumps its version when what it builds changes)."""
     art = find(model_id, target)
-    if art is not None and art.manifest.get("derived_from", {}).get("sha256") == fp32.manifest["sha256"]:
+    if (
+        art is not None
+        and art.manifest.get("derived_from", {}).get("sha256") == fp32.manifest["sha256"]
+        and art.manifest.get("recipe", 1) == recipe
+    ):
         art.verify()
         return art
     return None
