@@ -73,7 +73,7 @@ def time_rows(
     model_id: str, rows: list[P.Measured], x: np.ndarray, runs: int, skip: set[str]
 ) -> dict[str, dict[str, object]]:
     """Seconds per run of every measured row on ``x`` (the rows' fidelity comes from the manifests)."""
-    from pixelift.export.artifacts import find
+    from pixelift.artifacts import find
     from pixelift.providers import get_provider
 
     out: dict[str, dict[str, object]] = {}
@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=RUNS)
     ap.add_argument("--out", type=Path, default=Path("bench/results/precision.json"))
     a = ap.parse_args()
-    from pixelift.export.precision import export_precision
+    from pixelift.export.targets import export_precision
 
     results = []
     for model_id in a.models.split(","):

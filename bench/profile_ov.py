@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pixelift import precision as P
-from pixelift.export.artifacts import find
+from pixelift.artifacts import find
 from pixelift.samples import sample_photo, to_chw
 
 RUNS = 3

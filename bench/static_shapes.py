@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from pixelift import precision as P
-from pixelift.export.artifacts import find
+from pixelift.artifacts import find
 from pixelift.samples import sample_photo, to_chw
 
 RUNS = 7

@@ -20,7 +20,7 @@ from typing import Any
 
 from pixelift import models
 from pixelift import precision as P
-from pixelift.export.artifacts import MANIFEST, artifact_dir, find
+from pixelift.artifacts import MANIFEST, artifact_dir, find
 
 COLUMNS = tuple(f"{c.key}@{c.target}" for c in P.CAPABILITIES if c.provider in P.CPU_PROVIDERS)
 

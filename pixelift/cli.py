@@ -6,8 +6,10 @@ Exit codes: 0 success; 1 at least one item failed (the others still ran); 2 usag
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
+import os
 import sys
 import time
 import urllib.parse
@@ -16,15 +18,16 @@ from typing import Any
 
 import click
 
-from pixelift import models
-from pixelift.errors import OutputExistsError, PixeliftError
+from pixelift import limits, models
+from pixelift.errors import MissingExtraError, OutputExistsError, PixeliftError, UsageError
+from pixelift.ids import validate_id
 from pixelift.models.spec import ModelSpec
 
 EXIT_FAILED = 1
 
 
 def _exported(spec: ModelSpec) -> list[str]:
-    from pixelift.export.artifacts import exported_targets
+    from pixelift.artifacts import exported_targets
 
     return exported_targets(spec.id)
 
@@ -50,12 +53,72 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
-@click.group()
+ENV_DEBUG = "PIXELIFT_DEBUG"
+
+
+class GuardedGroup(click.Group):
+    """No traceback reaches a user: a pixelift error is a one-line message (exit 1, or 2 for a
+    usage error); anything unexpected is reported as an internal error (exit 1), with the
+    traceback only under ``PIXELIFT_DEBUG=1``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except UsageError as exc:
+            raise click.UsageError(str(exc)) from exc
+        except PixeliftError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except Exception as exc:
+            if os.environ.get(ENV_DEBUG):
+                raise
+            raise click.ClickException(
+                f"internal error: {type(exc).__name__}: {exc} (set {ENV_DEBUG}=1 for the traceback and report it)"
+            ) from exc
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the current ``sys.stderr`` (click's test runner swaps it per invocation), each
+    distinct message once per command: one decision is one line, even when a batch meets it again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        self.seen: set[str] = set()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        self.seen.add(msg)
+        return super().filter(record)
+
+
+_HANDLER = _StderrHandler()
+
+
+def _setup_logging(verbose: int) -> None:
+    log = logging.getLogger("pixelift")
+    log.setLevel(logging.WARNING - 10 * min(verbose, 2))
+    _HANDLER.seen.clear()
+    if _HANDLER not in log.handlers:
+        log.addHandler(_HANDLER)
+
+
+@click.group(cls=GuardedGroup)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """pixelift: AI photo enhancement on the hardware you have."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _setup_logging(verbose)
 
 
 @main.group(invoke_without_command=True)
@@ -77,7 +140,7 @@ main.add_command(models_cmd, name="models")
 @click.option("--json", "as_json", is_flag=True)
 def models_show(model_id: str, as_json: bool) -> None:
     """Everything about one model: its spec, artifacts and parity report."""
-    from pixelift.export.artifacts import find
+    from pixelift.artifacts import find
 
     try:
         spec = models.get(model_id)
@@ -210,8 +273,20 @@ def export_cmd(
         targets = (*targets, *models.REGISTRY.ids())
     if not targets:
         raise click.UsageError("name at least one model id, weight file or URL, or use --all")
-    if model_id and len(targets) != 1:
-        raise click.UsageError("--id applies to exactly one weight file")
+    if model_id is not None:
+        if len(targets) != 1:
+            raise click.UsageError("--id applies to exactly one weight file")
+        try:
+            validate_id(model_id)
+        except PixeliftError as exc:
+            raise click.BadParameter(str(exc), param_hint="--id") from None
+    if sha256 is not None and not (len(sha256) == 64 and all(c in "0123456789abcdefABCDEF" for c in sha256)):
+        raise click.BadParameter("expected 64 hexadecimal digits", param_hint="--sha256")
+    if importlib.util.find_spec("torch") is None:
+        raise MissingExtraError(
+            "exporting needs the export extra (torch, spandrel, onnx): pip install 'pixelift[export]'; "
+            "or install artifacts exported elsewhere with `pixelift artifacts install FILE`"
+        )
     failures = 0
     json_out = sys.stdout
     # with --json, stdout carries one JSON line per model and nothing else: libraries that
@@ -262,7 +337,7 @@ def _export_one(
             from pixelift.export.coreml import to_coreml
 
             try:
-                result["coreml"] = str(to_coreml(spec, force=force))
+                result["coreml"] = str(to_coreml(spec, force=force).path)
             except Exception as exc:  # a converter gap in one model must not stop the batch
                 failures += 1
                 result.update(status="error", coreml_error=f"{type(exc).__name__}: {exc}")
@@ -285,7 +360,7 @@ def _export_precisions(
 ) -> dict[str, Any]:
     from pixelift import precision as P
     from pixelift.calibration import CalibrationSource
-    from pixelift.export.precision import export_precision
+    from pixelift.export.targets import export_precision
 
     wanted = P.PRECISIONS if "all" in precisions else tuple(dict.fromkeys(precisions))
     for prec in wanted:
@@ -413,29 +488,51 @@ def _tile_option(value: str) -> int | str | None:
     try:
         tile = int(value)
     except ValueError:
-        raise click.BadParameter("use a size in pixels, 'auto' or 'none'") from None
+        raise click.BadParameter("use a size in pixels, 'auto' or 'none'", param_hint="--tile") from None
     if tile < 16:
-        raise click.BadParameter("tiles smaller than 16 px are not useful")
+        raise click.BadParameter("tiles smaller than 16 px are not useful", param_hint="--tile")
     return tile
 
 
-def _max_pixels_option(value: str | None) -> int | None:
-    from pixelift.runtime.imageio import DEFAULT_MAX_PIXELS
-
-    if value is None:
-        return DEFAULT_MAX_PIXELS
-    if value.lower() in ("none", "0"):
-        return None
+def _pixels_option(value: str | None, default: int, env: str, hint: str) -> int | None:
+    """An option's pixel limit, else the environment variable's, else the default; all validated."""
     try:
-        return int(float(value))
-    except ValueError:
-        raise click.BadParameter("a number of pixels, or 'none'", param_hint="--max-pixels") from None
+        if value is not None:
+            return limits.parse_pixels(value, hint)
+        return limits.resolve_limit(default, default, env, hint)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
 def _provider_choices() -> list[str]:
-    from pixelift.providers import PROVIDERS
+    from pixelift.providers.table import provider_choices
 
-    return ["auto", *PROVIDERS, *(f"openvino:{d}" for d in ("CPU", "GPU", "NPU"))]
+    return provider_choices()
+
+
+def _output_is_folder(output: Path | None, raw: str | None) -> bool:
+    """``-o`` names a folder when it is one, or ends with a separator (it is created)."""
+    if output is None or raw is None:
+        return False
+    return output.is_dir() or raw.endswith(("/", os.sep))
+
+
+def _check_output_suffix(output: Path) -> None:
+    from pixelift.runtime import imageio
+
+    if output.suffix and imageio.format_for_path(output) not in imageio.WRITE_FORMATS:
+        raise click.BadParameter(
+            f"{output.name}: pixelift writes {', '.join(imageio.WRITE_FORMATS)} "
+            f"({', '.join(sorted(s for s, f in imageio.SUFFIXES.items() if f in imageio.WRITE_FORMATS))}); "
+            "use one of those suffixes, or a folder",
+            param_hint="-o",
+        )
+    if not output.suffix:
+        raise click.BadParameter(
+            f"{output}: no suffix, so no format; name a file such as {output.name}.png, or a folder "
+            f"with a trailing separator ({output}{os.sep})",
+            param_hint="-o",
+        )
 
 
 @main.command("enhance")
@@ -447,10 +544,14 @@ def _provider_choices() -> list[str]:
     multiple=True,
     help="Model id (repeat to chain models). Default: the measured best CPU photo model.",
 )
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (one input) or folder.")
+@click.option(
+    "-o",
+    "--output",
+    "output_raw",
+    help="Output file (one input), or a folder: an existing one, or any path ending with a separator.",
+)
 @click.option(
     "--outscale",
-    type=float,
     help="Final scale vs the input (default: the models' scale). 1 = restore at the original size.",
 )
 @click.option(
@@ -490,6 +591,12 @@ def _provider_choices() -> list[str]:
     help="Refuse inputs larger than this many pixels (decompression-bomb guard; default 200 MP "
     "or $PIXELIFT_MAX_PIXELS). 'none' disables the guard.",
 )
+@click.option(
+    "--max-output-pixels",
+    default=None,
+    help="Refuse jobs whose output would be larger than this many pixels, before anything is allocated "
+    "(default 500 MP or $PIXELIFT_MAX_OUTPUT_PIXELS). 'none' disables the guard.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log the provider selection reasoning and each fallback.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option(
@@ -498,8 +605,8 @@ def _provider_choices() -> list[str]:
 def enhance_cmd(
     inputs: tuple[str, ...],
     model_ids: tuple[str, ...],
-    output: Path | None,
-    outscale: float | None,
+    output_raw: str | None,
+    outscale: str | None,
     fmt: str | None,
     quality: int,
     recursive: bool,
@@ -514,6 +621,7 @@ def enhance_cmd(
     blend: str | None,
     batch: int,
     max_pixels: str | None,
+    max_output_pixels: str | None,
     verbose: bool,
     quiet: bool,
     as_json: bool,
@@ -529,8 +637,12 @@ def enhance_cmd(
 
     if verbose:
         logging.getLogger("pixelift").setLevel(logging.INFO)
-    if outscale is not None and outscale <= 0:
-        raise click.BadParameter("must be > 0", param_hint="--outscale")
+    try:
+        scale = None if outscale is None else limits.parse_scale(outscale, "--outscale")
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--outscale") from None
+    output = Path(output_raw) if output_raw is not None else None
+    into_folder = _output_is_folder(output, output_raw)
     try:
         tiles = TileOptions(
             tile=_tile_option(tile),
@@ -542,19 +654,27 @@ def enhance_cmd(
             list(model_ids) or models.DEFAULT_MODEL,
             provider=provider,
             strict=strict,
-            outscale=outscale,
+            outscale=scale,
             tiles=tiles,
-            max_pixels=_max_pixels_option(max_pixels),
+            max_pixels=_pixels_option(max_pixels, limits.DEFAULT_MAX_PIXELS, limits.ENV_MAX_PIXELS, "--max-pixels"),
+            max_output_pixels=_pixels_option(
+                max_output_pixels, limits.DEFAULT_MAX_OUTPUT_PIXELS, limits.ENV_MAX_OUTPUT_PIXELS, "--max-output-pixels"
+            ),
             precision=precision,
             fast=fast,
         )
     except PixeliftError as exc:
         raise click.UsageError(str(exc)) from exc
-    files = _collect(inputs, recursive, output if output and output.is_dir() else None)
-    many = len(files) > 1 or any(Path(i).is_dir() for i in inputs)
-    if many and output is not None and output.suffix and not output.is_dir():
-        raise click.UsageError("with several inputs, -o must be a folder")
-    destinations = _plan_outputs(files, output if many else None, fmt, single=None if many else output)
+    many = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs)
+    into_folder = into_folder or (many and output is not None and not output.suffix)
+    files = _collect(inputs, recursive, output if into_folder else None)
+    if output is not None and not into_folder:
+        if many:
+            raise click.UsageError("with several inputs, -o must be a folder (end it with a separator to create one)")
+        _check_output_suffix(output)
+    destinations = _plan_outputs(
+        files, output if (many or into_folder) else None, fmt, single=None if (many or into_folder) else output
+    )
     show = not (quiet or as_json) and sys.stderr.isatty()  # a bar in a log file is noise
     failures = 0
     for src, _ in files:
@@ -587,13 +707,21 @@ def enhance_cmd(
         except (PixeliftError, OSError) as exc:
             failures += 1
             rec.update(status="error", error=str(exc))
+        except Exception as exc:  # a bug on one file must not stop the batch or show a traceback
+            if os.environ.get(ENV_DEBUG):
+                raise
+            failures += 1
+            rec.update(status="error", error=f"internal error: {type(exc).__name__}: {exc}")
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         if as_json:
             click.echo(json.dumps(rec))
         elif rec["status"] == "error":
             click.echo(f"{src}: error: {rec['error']}", err=True)
-        elif not quiet:
-            click.echo(f"{src} -> {rec['output']} ({rec['status']}, {rec['seconds']} s)")
+        else:
+            for note in rec.get("notes") or ():
+                click.echo(f"WARNING: {src.name}: {note}", err=True)
+            if not quiet:
+                click.echo(f"{src} -> {rec['output']} ({rec['status']}, {rec['seconds']} s)")
     if not files:
         click.echo("no input images found", err=True)
         sys.exit(EXIT_FAILED)
@@ -606,14 +734,16 @@ def _advance(bar: Any, done: int, total: int) -> None:
     bar.update(done - bar.pos)
 
 
-def _register_bench() -> None:
-    from pixelift.cli_bench import bench_cmd, compare_cmd  # click only; bench/ is imported when they run
+def _register_commands() -> None:
+    # click commands only: the bench and the bundle code are imported when they run
+    from pixelift.bench.cli import bench_cmd, compare_cmd
+    from pixelift.cli_artifacts import artifacts_cmd
 
-    main.add_command(bench_cmd)
-    main.add_command(compare_cmd)
+    for cmd in (bench_cmd, compare_cmd, artifacts_cmd):
+        main.add_command(cmd)
 
 
-_register_bench()
+_register_commands()
 
 
 if __name__ == "__main__":

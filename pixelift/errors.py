@@ -96,3 +96,26 @@ __all__ += [
     "ImageWriteError",
     "OutputExistsError",
 ]
+
+
+class InvalidIdError(PixeliftError, ValueError):
+    """An id (model id, artifact target) breaks the id rule in :mod:`pixelift.ids`."""
+
+
+class ArtifactMissingError(PixeliftError):
+    """The model has no (intact) artifact for a target and this install cannot build one."""
+
+
+class DamagedArtifactError(PixeliftError):
+    """An artifact's manifest is unreadable or its files do not match their recorded sha256."""
+
+
+class UsageError(PixeliftError, ValueError):
+    """An option, argument or environment variable has a value pixelift cannot use."""
+
+
+class InvalidImageError(PixeliftError, ValueError):
+    """Pixel data that cannot be processed: empty, wrong shape or dtype, NaN or infinite values."""
+
+
+__all__ += ["ArtifactMissingError", "DamagedArtifactError", "InvalidIdError", "InvalidImageError", "UsageError"]

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,33 @@ def home() -> Path:
     return Path(platformdirs.user_cache_dir("pixelift", appauthor=False))
 
 
+ENV_STATE = "PIXELIFT_STATE"
+
+
+def state_dir() -> Path:
+    """Where pixelift keeps what it measures when the cache is read-only (a cache installed
+    for several users, or on a read-only volume): ``$PIXELIFT_STATE`` or the user state dir."""
+    env = os.environ.get(ENV_STATE)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("pixelift", appauthor=False))
+
+
+def writable(sub: str) -> Path:
+    """``home()/sub`` when it can be created and written, else ``state_dir()/sub``."""
+    for root in (home(), state_dir()):
+        path = root / sub
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            return path
+    return state_dir() / sub
+
+
 def artifacts_dir() -> Path:
     return home() / "artifacts"
 
@@ -34,7 +62,8 @@ def weights_dir() -> Path:
 def atomic_path(dest: Path) -> Iterator[Path]:
     """Yield a temp path beside ``dest``; rename it onto ``dest`` only on success."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    clean_stale_parts(dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}{PART_PID_END}", suffix=PART_SUFFIX, dir=dest.parent)
     os.close(fd)
     # mkstemp creates 0600; give the final file the permissions a plain open() would.
     os.chmod(tmp, 0o666 & ~_umask())
@@ -44,6 +73,44 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         os.replace(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+PART_SUFFIX = ".part"
+PART_PID_END = "-pxl-"
+#: a part file whose writer cannot be checked (no POSIX kill) is stale after this long
+STALE_PART_S = 24 * 3600
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_parts(folder: Path) -> list[Path]:
+    """Remove part files that :func:`atomic_path` left in ``folder`` when its process was
+    killed (their writer's pid is gone). Only pixelift's own part files are touched."""
+    removed: list[Path] = []
+    try:
+        candidates = list(folder.glob(f".*.*{PART_PID_END}*{PART_SUFFIX}"))
+    except OSError:
+        return removed
+    for p in candidates:
+        pid_text = p.name.rsplit(PART_PID_END, 1)[0].rsplit(".", 1)[-1]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            stale = not _alive(int(pid_text)) if os.name == "posix" else time.time() - p.stat().st_mtime > STALE_PART_S
+            if stale:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            continue
+    return removed
 
 
 def _umask() -> int:

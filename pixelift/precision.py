@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from pixelift.artifacts import ONNX_FP32, Artifact, find, update_manifest
+from pixelift.artifacts import TARGETS as ALL_TARGETS
+from pixelift.artifacts.targets import Target
+from pixelift.errors import PixeliftError
 from pixelift.metrics import psnr
+from pixelift.paths import atomic_write_bytes, writable
 from pixelift.providers.microbench import time_session
+from pixelift.providers.table import cpu_backends
 
 log = logging.getLogger(__name__)
 
@@ -39,30 +44,8 @@ FAST_DB = 40.0
 REFERENCE = "cpu:fp32"  # the fp32 artifact on onnxruntime CPU: what fidelity is measured against
 
 
-@dataclass(frozen=True)
-class Target:
-    """One file kind in the artifact cache."""
-
-    name: str
-    format: str  # onnx | openvino-ir | coreml
-    precision: str  # of the stored weights
-    file: str
-    note: str = ""
-
-
-TARGETS: dict[str, Target] = {
-    t.name: t
-    for t in (
-        Target("onnx-fp32", "onnx", "fp32", "model.onnx", "the verified export every other target derives from"),
-        Target("onnx-fp16", "onnx", "fp16", "model.onnx", "fp16 weights and activations, fp32 inputs/outputs kept"),
-        Target("onnx-int8", "onnx", "int8", "model.onnx", "QDQ static, U8 activations / S8 per-channel weights"),
-        Target("openvino-fp32", "openvino-ir", "fp32", "model.xml", "ov.convert_model + ov.save_model"),
-        Target("openvino-fp16", "openvino-ir", "fp16", "model.xml", "IR with weights compressed to fp16"),
-        Target("openvino-int8", "openvino-ir", "int8", "model.xml", "NNCF post-training quantization, convs only"),
-        # run by the coreml-native provider (macOS); pixelift.export.coreml validates it anywhere
-        Target("coreml-fp16", "coreml", "fp16", "model.mlpackage", "ML Program, fp16 compute, RangeDim H/W"),
-    )
-}
+#: the targets measured as rows of the capability table (the SE-sync graph is a helper)
+TARGETS: dict[str, Target] = {n: t for n, t in ALL_TARGETS.items() if t.measured}
 
 
 @dataclass(frozen=True)
@@ -105,7 +88,8 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("coreml-native", "fp16", "coreml-fp16", note="the coremltools ML Program; macOS only"),
 )
 
-CPU_PROVIDERS = ("openvino", "cpu")
+#: the CPU backends, whose rows are measured for fidelity and speed
+CPU_PROVIDERS = cpu_backends()
 
 
 def rows(provider: str | None = None, precision: str | None = None) -> list[Capability]:
@@ -150,7 +134,7 @@ def choose_auto(measured: Iterable[Measured], gate: float) -> tuple[Measured, li
         else:
             passed.append((f"{m.capability.key}@{m.capability.target}", f"slower: {m.seconds * 1000:.1f} ms"))
     if best is None:
-        raise ValueError("no measured precision meets the gate (fp32 always should: was it measured?)")
+        raise PixeliftError(f"no measured precision row meets the {gate} dB gate (fp32 was not measured here)")
     return best, passed
 
 
@@ -226,14 +210,39 @@ def reference_outputs(fp32_path: Path, images: Sequence[tuple[str, np.ndarray]])
     return {name: sess.run(x[None]) for name, x in images}
 
 
-def update_manifest(manifest_path: Path, key: str, value: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``value`` into ``manifest[key]`` and rewrite the manifest atomically."""
-    manifest = json.loads(manifest_path.read_text())
-    manifest.setdefault(key, {}).update(value)
-    tmp = manifest_path.with_name(f".{manifest_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, manifest_path)
-    return manifest
+def _side_file(art: Artifact) -> Path:
+    return writable("measurements") / f"{art.sha256}.json"
+
+
+def _side_records(art: Artifact) -> dict[str, dict[str, Any]]:
+    """Fidelity records of an artifact in a read-only cache, kept in the state folder."""
+    try:
+        data = json.loads(_side_file(art).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _store_side_record(art: Artifact, key: str, rec: dict[str, Any]) -> None:
+    records = {**_side_records(art), key: rec}
+    try:
+        atomic_write_bytes(_side_file(art), json.dumps(records, indent=1, sort_keys=True).encode())
+    except OSError as exc:
+        log.warning("%s: cannot record fidelity anywhere (%s); it is measured again next run", art.model_id, exc)
+
+
+def missing_hint(precision: str, providers: Sequence[str], model_id: str) -> str:
+    """What to do when no artifact of ``precision`` is runnable on ``providers``."""
+    from pixelift.providers import get_provider, read_machine
+
+    runners = {c.provider for c in rows(precision=precision) if c.provider in providers}
+    if not runners:
+        able = sorted({c.provider for c in rows(precision=precision)})
+        return f"{precision} runs on {', '.join(able) or 'no provider'} only"
+    down = [get_provider(p).probe(read_machine()) for p in sorted(runners) if not probe_available(p)]
+    if len(down) == len(runners):
+        return "; ".join(p.reason for p in down)
+    return f"run: pixelift export --precision {precision} {model_id}"
 
 
 def probe_available(provider: str) -> bool:
@@ -255,12 +264,10 @@ def measure_model(
 ) -> dict[str, dict[str, Any]]:
     """Measure (and store in each target's manifest) every runnable row of the capability
     table for the model's existing artifacts. Returns ``{"provider:precision@target": record}``."""
-    from pixelift.export.artifacts import MANIFEST, find
-
-    fp32 = find(model_id, "onnx-fp32")
+    fp32 = find(model_id, ONNX_FP32)
     if fp32 is None:
-        raise FileNotFoundError(f"{model_id}: no onnx-fp32 artifact; export it first")
-    alignment = int(fp32.manifest["spec"].get("alignment", 1))
+        raise PixeliftError(f"{model_id}: no onnx-fp32 artifact; run `pixelift export {model_id}` first")
+    alignment = fp32.manifest.alignment
     images = heldout_images(alignment, folder)
     ref: dict[str, np.ndarray] | None = None
     out: dict[str, dict[str, Any]] = {}
@@ -270,7 +277,7 @@ def measure_model(
         art = find(model_id, cap.target)
         if art is None:
             continue
-        have = art.manifest.get("fidelity", {}).get(cap.key)
+        have = art.manifest.fidelity.get(cap.key) or _side_records(art).get(cap.key)
         # a record is reused only for this machine and the row's current options
         if (
             have is not None
@@ -278,7 +285,7 @@ def measure_model(
             and have.get("options") == cap.options
             and not force
         ):
-            out[f"{cap.key}@{cap.target}"] = have
+            out[f"{cap.key}@{cap.target}"] = dict(have)
             continue
         if ref is None:
             ref = reference_outputs(fp32.path, images)
@@ -290,9 +297,10 @@ def measure_model(
             rec.update(options=cap.options, machine=_fingerprint())
             rec.update(psnr_db=None, finite=False, seconds=None)
         try:
-            update_manifest(art.path.with_name(MANIFEST), "fidelity", {cap.key: rec})
-        except OSError as exc:  # a read-only cache still runs; it just measures again next time
-            log.warning("%s: could not record fidelity in %s: %s", model_id, art.path.parent, exc)
+            update_manifest(art, "fidelity", {cap.key: rec})
+        except OSError as exc:  # a read-only cache: the record goes to the state folder instead
+            log.info("%s: fidelity recorded beside the read-only cache (%s)", model_id, exc)
+            _store_side_record(art, cap.key, rec)
         out[f"{cap.key}@{cap.target}"] = rec
     return out
 

@@ -77,15 +77,22 @@ def test_onnx_runs_batched_and_at_other_sizes_with_onnxruntime_alone() -> None:
     assert np.abs(both[1:] - one).max() < 1e-5
 
 
-def test_cached_artifact_is_reused_and_tampering_detected() -> None:
-    from pixelift.errors import ExportError
+def test_cached_artifact_is_reused_and_tampering_detected(caplog: pytest.LogCaptureFixture) -> None:
+    """A tampered artifact is detected, never used, and rebuilt (damage counts as missing)."""
+    from pixelift.errors import DamagedArtifactError
 
     a = to_onnx("realesrgan-animevideov3-x4")
     b = to_onnx("realesrgan-animevideov3-x4")
     assert a.manifest["created"] == b.manifest["created"]
     data = a.path.read_bytes()
-    a.path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    with pytest.raises(ExportError, match="sha256"):
-        to_onnx("realesrgan-animevideov3-x4")
-    c = to_onnx("realesrgan-animevideov3-x4", force=True)
+    tampered = data[:-1] + bytes([data[-1] ^ 1])
+    a.path.write_bytes(tampered)
+    with pytest.raises(DamagedArtifactError, match="sha256"):
+        a.verify()
+    with caplog.at_level("WARNING"):
+        c = to_onnx("realesrgan-animevideov3-x4")
+    assert "sha256 does not match" in caplog.text
     c.verify()
+    assert c.path.read_bytes() != tampered
+    d = to_onnx("realesrgan-animevideov3-x4", force=True)
+    d.verify()

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from pixelift import precision as P
+from pixelift.errors import PixeliftError
 from pixelift.samples import art_image, sample_photo, to_chw
 
 HAS_OV = P.probe_available("openvino")
@@ -30,11 +31,11 @@ def test_capability_table_is_consistent() -> None:
     (bf16,) = P.rows("openvino", "bf16")
     assert bf16.target == "onnx-fp32" and bf16.options == {"precision": "bf16"}
     assert P.rows("cpu", "int8")[0].target == "onnx-int8"
-    # every derived target has exactly one builder (Core ML converts from torch, not from the ONNX)
-    from pixelift.export.precision import _builders
+    # every target of the store has exactly one builder in the export registry
+    from pixelift.artifacts import TARGETS
+    from pixelift.export.targets import builders
 
-    derived = {n for n, t in P.TARGETS.items() if n != "onnx-fp32" and t.format != "coreml"}
-    assert set(_builders()) == derived
+    assert set(builders()) == set(TARGETS)
 
 
 def test_auto_picks_fastest_that_meets_gate() -> None:
@@ -180,7 +181,7 @@ def test_openvino_int8_nncf_beats_defaults_by_measured_sensitivity() -> None:
 
 
 def test_openvino_ir_targets() -> None:
-    from pixelift.export.precision import export_precision
+    from pixelift.export.targets import export_precision
 
     for fp16 in (False, True):
         # export_precision builds every target stored at that precision
@@ -207,8 +208,16 @@ def test_coreml_package_spec() -> None:
     from pixelift.export import coreml
     from pixelift.models import get
 
-    pkg = coreml.to_coreml("realesrgan-animevideov3-x4")
+    art = coreml.to_coreml("realesrgan-animevideov3-x4")
+    pkg = art.path
     assert pkg.suffix == ".mlpackage" and pkg.is_dir()
+    art.verify()  # a package directory hashes like a file
+    (pkg / "Manifest.json").write_bytes((pkg / "Manifest.json").read_bytes() + b" ")
+    with pytest.raises(PixeliftError, match="sha256 does not match"):
+        art.verify()
+    assert coreml.to_coreml("realesrgan-animevideov3-x4").path == pkg  # rebuilt in place
+    find_again = coreml.to_coreml("realesrgan-animevideov3-x4")
+    find_again.verify()
     facts = coreml.validate(pkg, get("realesrgan-animevideov3-x4"))
     assert facts["input_ranges"][2] == [16, 1024] and "cast" in facts["ops"] and "conv" in facts["ops"]
 
@@ -221,7 +230,7 @@ def test_coreml_prediction_matches_fp32() -> None:  # pragma: no cover - macOS o
     from pixelift.metrics import psnr
     from pixelift.providers import get_provider
 
-    pkg = coreml.to_coreml("realesrgan-animevideov3-x4")
+    pkg = coreml.to_coreml("realesrgan-animevideov3-x4").path
     x = to_chw(sample_photo()[:64, :80])[None]
     y = ct.models.MLModel(str(pkg)).predict({"input": x})["output"]
     ref = get_provider("cpu").open(find("realesrgan-animevideov3-x4", "onnx-fp32").path).run(x)
@@ -254,7 +263,7 @@ def test_fidelity_records_are_per_machine(monkeypatch: pytest.MonkeyPatch) -> No
 def test_auto_precision_falls_back_row_by_row_when_a_backend_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
     """If the chosen row is an OpenVINO IR and OpenVINO fails, the next row opens its *own*
     artifact (onnxruntime cannot read an IR) instead of handing the IR to onnxruntime."""
-    from pixelift.export.precision import export_precision
+    from pixelift.export.targets import export_precision
     from pixelift.providers import PROVIDERS, Request
     from pixelift.runtime import session
 
@@ -278,7 +287,7 @@ def test_auto_precision_falls_back_row_by_row_when_a_backend_breaks(monkeypatch:
 def test_zoo_precision_report_reads_the_manifests() -> None:
     """The closing-note table (bench/zoo_precision.py) comes from the stored fidelity records."""
     from bench.zoo_precision import collect, markdown
-    from pixelift.export.precision import export_precision
+    from pixelift.export.targets import export_precision
 
     export_precision("span-x2-ch48", "int8")
     row = collect("span-x2-ch48")
@@ -297,7 +306,7 @@ def test_export_json_stdout_is_only_json(monkeypatch: pytest.MonkeyPatch) -> Non
     """onnxruntime's calibrator print()s progress; with --json that must not reach stdout."""
     import json
 
-    import pixelift.export.precision as EP
+    import pixelift.export.targets as EP
     from pixelift.cli import main
 
     def noisy(model_id: str, precision: str, **_k: object) -> list[object]:

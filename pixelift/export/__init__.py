@@ -1,201 +1,13 @@
-"""Export stage: PyTorch -> verified ONNX artifacts in the cache.
+"""Export stage: PyTorch -> verified artifacts in the cache (every target in
+:data:`pixelift.artifacts.TARGETS`; builders registered in :mod:`pixelift.export.targets`).
 
 Needs the ``export`` extra (torch, spandrel, onnx, onnxslim).
 """
 
 from __future__ import annotations
 
-import logging
-import tempfile
-import time
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-from pixelift.errors import ExportError
-from pixelift.export import parity
-from pixelift.export.artifacts import (
-    SE_TARGET,
-    Artifact,
-    artifact_dir,
-    exported_targets,
-    find,
-    publish,
-)
-from pixelift.models import get as get_spec
-from pixelift.models.sources import NcnnPackageSource
-from pixelift.models.spec import ModelSpec
-from pixelift.paths import sha256_file
-
-log = logging.getLogger(__name__)
-
-ONNX_FP32 = "onnx-fp32"
-
-
-def source_fingerprint(spec: ModelSpec) -> list[dict[str, Any]]:
-    out = []
-    for src in spec.sources:
-        files = src.files()
-        entry: dict[str, Any] = {
-            "source": src.describe(),
-            "files": [{"name": f.name, "sha256": sha256_file(f), "size": f.stat().st_size} for f in files],
-        }
-        if isinstance(src, NcnnPackageSource):
-            entry["package_version"] = src.version()
-        out.append(entry)
-    return out
-
-
-def _torch_run(module: Any, x: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return module(torch.from_numpy(x)).numpy()
-
-
-def _available(name: str) -> bool:
-    from pixelift.providers import get_provider, read_machine
-
-    return get_provider(name).probe(read_machine()).available
-
-
-def parity_checks(
-    spec: ModelSpec, module: Any, onnx_path: Path, *, threshold_db: float = parity.PARITY_DB
-) -> list[parity.Check]:
-    """The parity report: torch vs the ncnn original; ONNX on onnxruntime and OpenVINO (f32) vs torch."""
-    image, x = parity.parity_input(spec)
-    ref = _torch_run(module, x)
-    checks: list[parity.Check] = []
-    ncnn_src = next((s for s in spec.sources if isinstance(s, NcnnPackageSource)), None)
-    if ncnn_src is not None:
-        from pixelift.models import oracle
-
-        param, binf = ncnn_src.files()
-        original = oracle.reference(spec, x[0], param, binf)[None]
-        checks.append(parity.compare("ncnn-original", original, "torch", ref, image, threshold_db))
-    checks.append(
-        parity.compare("torch", ref, "onnxruntime-cpu", parity.run_artifact(onnx_path, x, "cpu"), image, threshold_db)
-    )
-    if _available("openvino"):
-        ov_out = parity.run_artifact(onnx_path, x, "openvino", precision="f32")
-        checks.append(parity.compare("torch", ref, "openvino-cpu-f32", ov_out, image, threshold_db))
-    return checks
-
-
-def _publish_verified(
-    spec: ModelSpec,
-    target: str,
-    onnx_path: Path,
-    checks: list[parity.Check],
-    threshold_db: float,
-    sources: list[dict[str, Any]],
-    extra: dict[str, Any],
-    t0: float,
-    files: dict[str, Path] | None = None,
-) -> Artifact:
-    """Refuse a failed parity report (nothing is written), else publish with the full manifest."""
-    from pixelift.export.onnx_export import tool_versions
-
-    rep = parity.report(checks)
-    if not rep["passed"]:
-        failed = "; ".join(f"{c.candidate} vs {c.reference}: {c.psnr_db} dB" for c in checks if not c.passed)
-        raise ExportError(f"{spec.id}: {target} parity below {threshold_db} dB ({failed}); no artifact written")
-    manifest = {
-        "model_id": spec.id,
-        "target": target,
-        "format": "onnx",
-        "precision": "fp32",
-        "file": "model.onnx",
-        "spec": spec.to_dict(),
-        "sources": sources,
-        "tools": tool_versions(),
-        **extra,
-        "parity": rep,
-        "export_seconds": round(time.perf_counter() - t0, 2),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    return publish(spec.id, target, onnx_path, manifest, extra=files)
-
-
-def to_onnx(
-    spec: ModelSpec | str,
-    *,
-    force: bool = False,
-    simplify: bool = True,
-    threshold_db: float = parity.PARITY_DB,
-) -> Artifact:
-    """Export a model to a verified fp32 ONNX artifact in the cache, or return the cached one.
-
-    The cached artifact is reused only if its source hashes still match. A failed
-    parity check raises :class:`ExportError` and leaves no artifact behind.
-    """
-    from pixelift.export import se_sync
-    from pixelift.export.onnx_export import export_module
-    from pixelift.models.importers import build_torch
-
-    spec = get_spec(spec) if isinstance(spec, str) else spec
-    sources = source_fingerprint(spec)
-    cached = find(spec.id, ONNX_FP32)
-    fresh = cached and cached.manifest.get("sources") == sources and "se_blocks" in cached.manifest
-    if cached and fresh and not force and cached.parity_passed:
-        cached.verify()
-        log.info("%s: using cached artifact %s", spec.id, cached.path)
-        return cached
-    t0 = time.perf_counter()
-    module = build_torch(spec)
-    with tempfile.TemporaryDirectory(prefix="pixelift-export-") as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        facts = export_module(module, spec, onnx_path, simplify=simplify)
-        checks = parity_checks(spec, module, onnx_path, threshold_db=threshold_db)
-        # SE blocks the SE-sync variant (to_onnx_se) can sync across tiles; [] if none
-        extra = {**facts, "se_blocks": se_sync.geometry_or_empty(module, spec.alignment)}
-        return _publish_verified(spec, ONNX_FP32, onnx_path, checks, threshold_db, sources, extra, t0)
-
-
-def to_onnx_se(
-    spec: ModelSpec | str,
-    *,
-    force: bool = False,
-    simplify: bool = True,
-    threshold_db: float = parity.PARITY_DB,
-) -> Artifact:
-    """Export the SE-sync variant (target ``onnx-fp32-se``) of a model with SE blocks.
-
-    The graph and why it is a separate artifact: :mod:`pixelift.export.se_sync`. Only
-    the tiled runtime uses it (:mod:`pixelift.runtime.se_sync`). Cached like
-    :func:`to_onnx`; raises :class:`ExportError` when the model has no syncable SE block
-    or a parity check fails.
-    """
-    from pixelift.export import se_sync
-    from pixelift.export.onnx_export import export_module
-    from pixelift.models.importers import build_torch
-
-    spec = get_spec(spec) if isinstance(spec, str) else spec
-    sources = source_fingerprint(spec)
-    cached = find(spec.id, SE_TARGET)
-    complete = cached and len(cached.manifest.get("extra_files", {})) == len(cached.manifest.get("se_blocks", []))
-    if cached and complete and not force and cached.manifest.get("sources") == sources and cached.parity_passed:
-        cached.verify()
-        return cached
-    t0 = time.perf_counter()
-    module = build_torch(spec)
-    try:
-        wrapped = se_sync.wrap(module, spec.alignment)
-    except ValueError as exc:
-        raise ExportError(f"{spec.id}: no SE-sync variant: {exc}") from exc
-    with tempfile.TemporaryDirectory(prefix="pixelift-export-") as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        facts = export_module(wrapped, spec, onnx_path, simplify=simplify, io=se_sync.export_io(wrapped))
-        stats = {}
-        for k in range(len(wrapped.blocks)):
-            stats[se_sync.stats_file(k)] = Path(tmp) / se_sync.stats_file(k)
-            graph = se_sync.SEStats(wrapped, k)
-            export_module(graph, spec, stats[se_sync.stats_file(k)], simplify=simplify, io=se_sync.export_io(graph))
-        checks = se_sync.parity_checks(spec, module, onnx_path, stats, wrapped.geometry, threshold_db)
-        extra = {**facts, "se_blocks": wrapped.geometry}
-        return _publish_verified(spec, SE_TARGET, onnx_path, checks, threshold_db, sources, extra, t0, files=stats)
-
+from pixelift.artifacts import ONNX_FP32, SE_TARGET, Artifact, artifact_dir, exported_targets, find
+from pixelift.export.onnx_fp32 import parity_checks, source_fingerprint, to_onnx, to_onnx_se
 
 __all__ = [
     "ONNX_FP32",
@@ -205,6 +17,7 @@ __all__ = [
     "exported_targets",
     "find",
     "parity_checks",
+    "source_fingerprint",
     "to_onnx",
     "to_onnx_se",
 ]

@@ -3,15 +3,14 @@
 
 Conversion runs on Linux; prediction needs macOS, so off macOS the package is validated
 structurally (spec type, input/output names, shape ranges, fp16 compute). Needs
-``coremltools`` (the coreml extra) and torch. No provider runs the package yet: the
-``coreml`` provider runs ONNX through onnxruntime's CoreML EP.
+``coremltools`` (the coreml extra) and torch. The ``coreml-native`` provider runs the
+package on macOS; the ``coreml`` provider runs ONNX through onnxruntime's CoreML EP.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import shutil
+import logging
 import sys
 import tempfile
 import time
@@ -19,33 +18,27 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pixelift.errors import ExportError
+from pixelift.artifacts import Artifact, find, locked, publish
+from pixelift.errors import DamagedArtifactError, ExportError
 from pixelift.models import get as get_spec
 from pixelift.models.spec import ModelSpec
 
+log = logging.getLogger(__name__)
+
 TARGET = "coreml-fp16"
 MIN_SIDE, MAX_SIDE = 16, 1024
-
-
-def tree_sha256(path: Path) -> str:
-    """sha256 over (relative path, file sha256) of every file in a package directory."""
-    from pixelift.paths import sha256_file
-
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
 def _negative_pads_as_slices() -> Iterator[None]:
     """Trace ``F.pad`` with only negative pads (a crop; Real-CUGAN crops this way) as slicing:
     coremltools refuses negative pads ("pad must be non-negative")."""
+    import torch
     import torch.nn.functional as F
 
     original = F.pad
 
-    def pad(x: Any, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Any:
+    def pad(x: torch.Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> torch.Tensor:
         if mode != "constant" or any(int(p) > 0 for p in pad):
             return original(x, pad, mode=mode, value=value)
         idx = [slice(None)] * x.dim()
@@ -117,49 +110,36 @@ def validate(path: Path, spec: ModelSpec) -> dict[str, Any]:
     return {"spec_version": pb.specificationVersion, "input_ranges": [list(r) for r in ranges], "ops": sorted(ops)}
 
 
-def to_coreml(spec: ModelSpec | str, *, force: bool = False) -> Path:
-    """Write ``artifacts/<id>/coreml-fp16/model.mlpackage`` + manifest; returns the package path."""
-    import json
-
+def to_coreml(spec: ModelSpec | str, *, force: bool = False) -> Artifact:
+    """Publish ``artifacts/<id>/coreml-fp16/model.mlpackage`` + manifest through the store
+    (locked, atomic); returns the artifact (a cached intact one unless ``force``)."""
     import coremltools as ct
 
-    from pixelift.export.artifacts import MANIFEST, artifact_dir
-
     spec = get_spec(spec) if isinstance(spec, str) else spec
-    final = artifact_dir(spec.id, TARGET)
-    if (final / MANIFEST).is_file() and not force:
-        man = json.loads((final / MANIFEST).read_text())
-        if tree_sha256(final / man["file"]) == man["sha256"]:
-            return final / man["file"]
-    t0 = time.perf_counter()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{TARGET}.", dir=final.parent))
-    try:
-        pkg = staging / "model.mlpackage"
-        convert(spec, pkg)
-        facts = validate(pkg, spec)
-        manifest = {
-            "model_id": spec.id,
-            "target": TARGET,
-            "format": "coreml",
-            "precision": "fp16",
-            "file": pkg.name,
-            "spec": spec.to_dict(),
-            "coreml": {**facts, "coremltools": ct.__version__, "min_target": "macOS13"},
-            "parity": {"passed": True, "checks": [], "note": "prediction needs macOS; validated structurally"},
-            "sha256": tree_sha256(pkg),
-            "export_seconds": round(time.perf_counter() - t0, 2),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "schema": 1,
-        }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final / "model.mlpackage"
+    with locked(spec.id, TARGET):
+        cached = find(spec.id, TARGET)
+        if cached is not None and not force:
+            try:
+                cached.verify()
+                return cached
+            except DamagedArtifactError as exc:
+                log.warning("%s: rebuilding: %s", spec.id, exc)
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="pixelift-coreml-") as tmp:
+            pkg = Path(tmp) / "model.mlpackage"
+            convert(spec, pkg)
+            facts = validate(pkg, spec)
+            manifest = {
+                "format": "coreml",
+                "precision": "fp16",
+                "file": pkg.name,
+                "spec": spec.to_dict(),
+                "coreml": {**facts, "coremltools": ct.__version__, "min_target": "macOS13"},
+                "parity": {"passed": True, "checks": [], "note": "prediction needs macOS; validated structurally"},
+                "export_seconds": round(time.perf_counter() - t0, 2),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            return publish(spec.id, TARGET, pkg, manifest)
 
 
 def can_predict() -> bool:

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from pixelift import precision as P
+from pixelift.artifacts import Artifact, find, publish
 from pixelift.calibration import CalibrationSource
-from pixelift.export.artifacts import Artifact, find, publish
 from pixelift.export.precision import MAX_EXCLUDED, TARGET_DB, conv_groups
 from pixelift.metrics import psnr
 

@@ -19,6 +19,20 @@ from pixelift.samples import content_crop, to_chw
 PARITY_DB = 60.0
 
 
+def run_torch(module: Any, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
+
+
+def runtime_available(name: str) -> bool:
+    from pixelift.providers import get_provider, read_machine
+
+    return get_provider(name).probe(read_machine()).available
+
+
+
 @dataclass(frozen=True)
 class Check:
     reference: str

@@ -15,22 +15,19 @@ never torch.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import itertools
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pixelift import precision as P
+from pixelift.artifacts import Artifact, find, publish
 from pixelift.calibration import CalibrationSource
-from pixelift.errors import ExportError
-from pixelift.export.artifacts import Artifact, find, publish
 from pixelift.metrics import psnr
 
 log = logging.getLogger(__name__)
@@ -362,40 +359,3 @@ def to_openvino_ir(model_id: str, *, fp16: bool = False, force: bool = False) ->
         art = publish(model_id, target, xml, manifest, extra={"model.bin": xml.with_suffix(".bin")})
     P.measure_model(model_id, precisions=("fp32", "fp16"), force=True)
     return find(model_id, target) or art
-
-
-def _builders() -> dict[str, Callable[..., Artifact]]:
-    """Target -> the function that builds it from the verified onnx-fp32 artifact."""
-    from pixelift.export.openvino_int8 import to_openvino_int8
-
-    return {
-        "onnx-fp16": to_fp16,
-        "onnx-int8": to_int8,
-        "openvino-fp32": functools.partial(to_openvino_ir, fp16=False),
-        "openvino-fp16": functools.partial(to_openvino_ir, fp16=True),
-        "openvino-int8": to_openvino_int8,
-    }
-
-
-#: a target format that needs a runtime to build (and measure)
-FORMAT_NEEDS = {"openvino-ir": "openvino"}
-
-
-def export_precision(model_id: str, precision: str, **kw: Any) -> list[Artifact]:
-    """Build every target stored at ``precision`` (bf16 is a hint on onnx-fp32: nothing to
-    build) and measure each runnable capability row. ``kw`` go to the builders that take them."""
-    if precision not in P.PRECISIONS:
-        raise ExportError(f"precision must be one of {P.PRECISIONS}")
-    out: list[Artifact] = [_fp32(model_id)]
-    for name, build in _builders().items():
-        target = P.TARGETS[name]
-        if target.precision != precision:
-            continue
-        needs = FORMAT_NEEDS.get(target.format)
-        if needs is not None and not P.probe_available(needs):
-            log.info("%s: %s skipped: %s is not available", model_id, name, needs)
-            continue
-        params = inspect.signature(build).parameters
-        out.append(build(model_id, **{k: v for k, v in kw.items() if k in params}))
-    P.measure_model(model_id, precisions=(precision,))
-    return [find(model_id, a.target) or a for a in out]

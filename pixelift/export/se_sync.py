@@ -332,17 +332,17 @@ def parity_checks(
     Each statistics graph, fed the earlier blocks' means, must report the same means as
     the full graph (onnxruntime; OpenVINO f32 for the last block's).
     """
-    from pixelift.export import _available, _torch_run, parity
+    from pixelift.export import parity
 
     image, x = parity.parity_input(spec)
-    ref = _torch_run(module, x)
+    ref = parity.run_torch(module, x)
     n = len(geometry)
     outs = _run_se(path, x, "cpu", geometry, 0.0)
     checks = [parity.compare("torch", ref, "onnxruntime-cpu-se-own", outs[0], image, threshold_db)]
     means = [outs[1 + k][0].reshape(-1) / outs[1 + n + k][0].reshape(-1) for k in range(n)]
     fed = _run_se(path, x, "cpu", geometry, 1.0, means)[0]
     checks.append(parity.compare("torch", ref, "onnxruntime-cpu-se-fed", fed, image, threshold_db))
-    ov = _available("openvino")
+    ov = parity.runtime_available("openvino")
     if ov:
         got = _run_se(path, x, "openvino", geometry, 0.0, precision="f32")[0]
         checks.append(parity.compare("torch", ref, "openvino-cpu-f32-se-own", got, image, threshold_db))

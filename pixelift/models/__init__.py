@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
+from pixelift.ids import inside, validate_id
 from pixelift.models.registry import Registry
 from pixelift.models.spec import ModelSpec, Task
 from pixelift.models.zoo import builtin_specs
@@ -19,7 +21,7 @@ REGISTRY = Registry(builtin_specs())
 DEFAULT_MODEL = "span-x2-ch48"
 
 
-def _user_dir():  # type: ignore[no-untyped-def]
+def _user_dir() -> Path:
     return home() / "models"
 
 
@@ -30,16 +32,27 @@ def user_specs() -> list[ModelSpec]:
     if d.is_dir():
         for f in sorted(d.glob("*.json")):
             try:
-                out.append(ModelSpec.from_dict(json.loads(f.read_text())))
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("ignoring unreadable user model spec %s: %s", f, exc)
+                spec = ModelSpec.from_dict(json.loads(f.read_text()))
+                if spec.id != f.stem:
+                    raise ValueError(f"it describes {spec.id!r}, not {f.stem!r}")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning(
+                    "ignoring the damaged user model spec %s (%s); re-export the model with "
+                    "`pixelift export FILE --id %s --force`",
+                    f,
+                    exc,
+                    f.stem,
+                )
+                continue
+            out.append(spec)
     return out
 
 
 def save_user_spec(spec: ModelSpec) -> None:
     if spec.id in REGISTRY:
         raise ValueError(f"{spec.id!r} is a built-in model id; choose another --id")
-    atomic_write_bytes(_user_dir() / f"{spec.id}.json", json.dumps(spec.to_dict(), indent=2).encode())
+    path = inside(_user_dir(), f"{validate_id(spec.id)}.json")
+    atomic_write_bytes(path, json.dumps(spec.to_dict(), indent=2).encode())
 
 
 def all_specs() -> list[ModelSpec]:

@@ -6,6 +6,7 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pixelift.ids import validate_id
 from pixelift.models.sources import WeightSource, source_from_dict
 
 
@@ -47,8 +48,7 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.id or self.id != self.id.lower() or " " in self.id or "_" in self.id:
-            raise ValueError(f"model id must be kebab-case, got {self.id!r}")
+        validate_id(self.id)
         if self.scale < 1 or self.alignment < 1 or self.border < 0:
             raise ValueError(f"{self.id}: scale/alignment must be >= 1 and border >= 0")
         if not self.sources:

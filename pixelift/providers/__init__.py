@@ -3,10 +3,25 @@ policy that explains itself. Never imports torch."""
 
 from __future__ import annotations
 
-from pixelift.providers.base import ProbeResult, Provider, ProviderError, Session
+from pixelift.providers.base import ProbeResult, Provider, ProviderError, Role, Session
 from pixelift.providers.machine import MachineFacts, read_machine
 from pixelift.providers.select import Request, Selection, open_session, plan, probe_all
-from pixelift.providers.table import PROVIDERS
+from pixelift.providers.table import PROVIDERS, cpu_backends, provider_choices, with_role
+
+
+def validate_provider(value: str) -> str:
+    """``auto``, a provider name or ``name:DEVICE`` (device upper-cased); :class:`ProviderError`
+    (a usage error) naming the choices otherwise."""
+    if not isinstance(value, str):
+        raise ProviderError(f"provider must be a string, not {type(value).__name__}")
+    name, sep, device = value.strip().partition(":")
+    name = name.lower()
+    if name == "auto" and not sep:
+        return "auto"
+    provider = PROVIDERS.get(name)
+    if provider is None or (sep and device.upper() not in provider.devices):
+        raise ProviderError(f"unknown provider {value!r}; choose from {', '.join(provider_choices())}")
+    return f"{name}:{device.upper()}" if sep else name
 
 
 def get_provider(name: str) -> Provider:
@@ -23,11 +38,16 @@ __all__ = [
     "Provider",
     "ProviderError",
     "Request",
+    "Role",
     "Selection",
     "Session",
+    "cpu_backends",
     "get_provider",
     "open_session",
     "plan",
     "probe_all",
+    "provider_choices",
     "read_machine",
+    "validate_provider",
+    "with_role",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,9 +48,21 @@ class Session(Protocol):
         ...
 
 
+class Role(StrEnum):
+    """Where a provider stands in automatic selection."""
+
+    ACCELERATOR = "accelerator"  # ranked above the CPU backends, in table order
+    CPU = "cpu"  # a CPU backend: auto runs the measured faster one for each model
+    EXPLICIT = "explicit"  # only when asked for by name (or through a capability row)
+
+
 class Provider(Protocol):
     name: str
-    accelerator: bool  # ranks above the CPU backends in automatic selection
+    role: Role
+    #: devices a user can name as ``provider:DEVICE`` (e.g. ``openvino:GPU``)
+    devices: tuple[str, ...]
+    #: of those, the ones ranked as accelerators by automatic selection when present
+    accelerator_devices: tuple[str, ...]
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         """Is the backend usable here? Cheap, no side effects, builds no session."""

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from pixelift.paths import home
+from pixelift.paths import writable
 from pixelift.providers import ort
-from pixelift.providers.base import ProbeResult, Session
+from pixelift.providers.base import ProbeResult, Role, Session
 from pixelift.providers.machine import MachineFacts
 
 EP = "CoreMLExecutionProvider"
@@ -32,7 +32,7 @@ def coreml_options(compute_units: str = "ALL", cache_dir: Path | None = None) ->
             "ModelFormat": "MLProgram",
             "MLComputeUnits": COMPUTE_UNITS[compute_units],
             "RequireStaticInputShapes": True,
-            "ModelCacheDirectory": str(cache_dir or home() / "coreml"),
+            "ModelCacheDirectory": str(cache_dir or writable("coreml")),
         }
     )
 
@@ -71,7 +71,9 @@ class StaticShapeSession:
 
 class CoreMLProvider:
     name = "coreml"
-    accelerator = True
+    role = Role.ACCELERATOR
+    devices: tuple[str, ...] = ()
+    accelerator_devices: tuple[str, ...] = ()
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if not facts.apple_silicon:

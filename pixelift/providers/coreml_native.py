@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pixelift.providers.base import ProbeResult, Session, run_guarded
+from pixelift.providers.base import ProbeResult, Role, Session, run_guarded
 from pixelift.providers.machine import MachineFacts
 
 COMPUTE_UNITS = ("ALL", "CPU_AND_GPU", "CPU_AND_NE", "CPU_ONLY")
@@ -21,8 +21,8 @@ COMPUTE_UNITS = ("ALL", "CPU_AND_GPU", "CPU_AND_NE", "CPU_ONLY")
 
 class CoreMLNativeSession:
     provider = "coreml-native"
-    input_names = ("input",)
-    output_names = ("output",)
+    input_names: tuple[str, ...] = ("input",)
+    output_names: tuple[str, ...] = ("output",)
 
     def __init__(self, model: Any) -> None:
         self._model = model
@@ -41,7 +41,9 @@ class CoreMLNativeSession:
 
 class CoreMLNativeProvider:
     name = "coreml-native"
-    accelerator = False  # runs .mlpackage targets only; chosen through the capability table
+    role = Role.EXPLICIT
+    devices: tuple[str, ...] = ()
+    accelerator_devices: tuple[str, ...] = ()
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if facts.os != "Darwin":

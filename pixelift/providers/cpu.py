@@ -6,13 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from pixelift.providers import ort
-from pixelift.providers.base import ProbeResult, Session
+from pixelift.providers.base import ProbeResult, Role, Session
 from pixelift.providers.machine import MachineFacts
 
 
 class CpuProvider:
     name = "cpu"
-    accelerator = False
+    role = Role.CPU
+    devices: tuple[str, ...] = ()
+    accelerator_devices: tuple[str, ...] = ()
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if not ort.installed():

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from pixelift.providers import ort
-from pixelift.providers.base import ProbeResult, Session
+from pixelift.providers.base import ProbeResult, Role, Session
 from pixelift.providers.machine import MachineFacts
 
 EP = "CUDAExecutionProvider"
@@ -42,7 +42,9 @@ def probe_nvidia(facts: MachineFacts, ep: str, build_eps: tuple[str, ...]) -> Pr
 
 class CudaProvider:
     name = "cuda"
-    accelerator = True
+    role = Role.ACCELERATOR
+    devices: tuple[str, ...] = ()
+    accelerator_devices: tuple[str, ...] = ()
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         return probe_nvidia(facts, EP, ort.build_eps())

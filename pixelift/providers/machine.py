@@ -98,7 +98,7 @@ def _sysctl(name: str) -> str:
 def cpu_info() -> tuple[str, tuple[str, ...]]:
     """(model name, interesting feature flags)."""
     text = _read("/proc/cpuinfo")
-    model, flags = "", set()
+    model, flags = "", set[str]()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()

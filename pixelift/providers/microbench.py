@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from pixelift.paths import atomic_write_bytes, home
+from pixelift.paths import atomic_write_bytes, writable
 
 log = logging.getLogger(__name__)
 
-CONTENDERS = ("openvino", "cpu")
 RUNS = 3
 
 
@@ -36,12 +35,13 @@ class CpuChoice:
 
 
 def cache_file() -> Path:
-    return home() / "providers" / "cpu-choice.json"
+    return writable("providers") / "cpu-choice.json"
 
 
 def _load() -> dict[str, Any]:
     try:
-        return json.loads(cache_file().read_text())
+        data: dict[str, Any] = json.loads(cache_file().read_text())
+        return data
     except (OSError, ValueError):
         return {}
 
@@ -56,20 +56,22 @@ def time_session(session: Any, x: np.ndarray, runs: int = RUNS) -> float:
     return statistics.median(times)
 
 
-def faster_cpu_backend(model_path: Path, artifact_sha: str, fingerprint: str, x: np.ndarray, opener: Any) -> CpuChoice:
-    """``opener(name) -> Session``; returns the faster of openvino-CPU and onnxruntime-CPU."""
+def faster_cpu_backend(
+    model_path: Path, artifact_sha: str, fingerprint: str, x: np.ndarray, opener: Any, contenders: tuple[str, ...]
+) -> CpuChoice:
+    """``opener(name) -> Session``; returns the fastest of ``contenders`` (the CPU backends)."""
     key = f"{artifact_sha}:{fingerprint}:{'x'.join(map(str, x.shape))}"
     cached = _load().get(key)
-    if cached and cached.get("winner") in CONTENDERS:
+    if cached and cached.get("winner") in contenders:
         return CpuChoice(cached["winner"], cached["seconds"], measured=False)
     seconds: dict[str, float] = {}
-    for name in CONTENDERS:
+    for name in contenders:
         try:
             seconds[name] = time_session(opener(name), x)
         except Exception as exc:  # a backend that cannot run loses the contest
             log.warning("cpu micro-benchmark: %s failed: %s", name, exc)
     if not seconds:
-        return CpuChoice("cpu", {}, measured=True)
+        return CpuChoice(contenders[-1], {}, measured=True)
     winner = min(seconds, key=lambda k: seconds[k])
     data = _load()
     data[key] = {"winner": winner, "seconds": seconds}

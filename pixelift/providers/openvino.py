@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from pixelift.paths import home
-from pixelift.providers.base import ProbeResult, Session, default_threads, run_guarded
+from pixelift.paths import writable
+from pixelift.providers.base import ProbeResult, Role, Session, default_threads, run_guarded
 from pixelift.providers.machine import MachineFacts
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def openvino_config(
         "INFERENCE_PRECISION_HINT": precision,
         # THROUGHPUT made x4plus setup take 6.7 s against 1.4 s (shared/notes/cpu-baseline.md)
         "PERFORMANCE_HINT": performance_hint,
-        "CACHE_DIR": str(cache_dir or home() / "openvino-cache"),
+        "CACHE_DIR": str(cache_dir or writable("openvino-cache")),
     }
     if streams is not None:
         config["NUM_STREAMS"] = streams
@@ -104,7 +104,9 @@ class OvSession:
 
 class OpenVINOProvider:
     name = "openvino"
-    accelerator = False  # its GPU/NPU devices are ranked as accelerators by device, see select.py
+    role = Role.CPU
+    devices: tuple[str, ...] = ("CPU", "GPU", "NPU")
+    accelerator_devices: tuple[str, ...] = ("GPU", "NPU")  # ranked above the CPU backends when present
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if importlib.util.find_spec("openvino") is None:

@@ -1,7 +1,8 @@
 """Provider selection that explains itself, and falls back out loud.
 
-Default order: tensorrt > cuda > coreml > openvino GPU/NPU > the faster of openvino-CPU
-and onnxruntime-CPU for that model (a measured micro-benchmark, cached per model and
+Default order: the accelerator providers in table order (tensorrt > cuda > coreml) > the
+accelerator devices of other providers (openvino GPU/NPU) > the faster of the CPU
+backends (openvino-CPU and onnxruntime-CPU) for that model (a measured micro-benchmark, cached per model and
 machine). Every candidate that is passed over is recorded with its reason; a session
 that fails to open or fails its first run falls back to the next candidate with a
 warning, or raises :class:`ProviderError` in strict mode.
@@ -17,13 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from pixelift.providers.base import ProbeResult, ProviderError, Session
+from pixelift.providers.base import ProbeResult, ProviderError, Role, Session
 from pixelift.providers.machine import MachineFacts, read_machine
-from pixelift.providers.table import PROVIDERS
+from pixelift.providers.table import PROVIDERS, with_role
 
 log = logging.getLogger(__name__)
-
-ACCELERATOR_DEVICES = ("GPU", "NPU")  # OpenVINO devices ranked above the CPU backends
 
 
 @dataclass(frozen=True)
@@ -79,8 +78,8 @@ def _label(name: str, device: str | None) -> str:
 def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker | None = None) -> Plan:
     cands: list[Candidate] = []
     rejected: list[tuple[str, str]] = []
-    name, _, device = request.provider.partition(":")
-    device = device.upper() or None
+    name, _, device_text = request.provider.partition(":")
+    device = device_text.upper() or None
     if request.provider != "auto":
         if name not in PROVIDERS:
             raise ProviderError(f"unknown provider {name!r}; choose from auto, {', '.join(PROVIDERS)}")
@@ -93,27 +92,30 @@ def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker
             why = probe.reason if not probe.available else f"no {device} device (have {', '.join(probe.devices)})"
             if request.strict:
                 raise ProviderError(f"provider {label} (strict): {why}")
+            log.warning("provider %s is not available (%s); falling back to automatic selection", label, why)
             rejected.append((label, why))
         if request.strict:
             return Plan(tuple(cands), tuple(rejected))
-    for pname, provider in PROVIDERS.items():
-        if not provider.accelerator or any(c.provider == pname for c in cands):
+    for pname in with_role(Role.ACCELERATOR):
+        if any(c.provider == pname for c in cands):
             continue
         probe = probes[pname]
         if probe.available:
             cands.append(Candidate(pname, pname, dict(request.options), probe.reason))
         else:
             rejected.append((pname, probe.reason))
-    ov = probes.get("openvino")
-    for dev in ACCELERATOR_DEVICES:
-        label = _label("openvino", dev)
-        if ov is not None and ov.available and dev in ov.devices:
-            if not any(c.label == label for c in cands):
-                cands.append(Candidate(label, "openvino", {**request.options, "device": dev}, f"OpenVINO {dev} device"))
-        else:
-            rejected.append((label, ov.reason if ov is not None and not ov.available else f"no OpenVINO {dev} device"))
-    cpu_backends = [n for n in ("openvino", "cpu") if probes.get(n) and probes[n].available]
-    for n in ("openvino", "cpu"):
+    for pname, provider in PROVIDERS.items():  # devices of other providers that rank as accelerators
+        probe = probes[pname]
+        for dev in provider.accelerator_devices:
+            label = _label(pname, dev)
+            if probe.available and dev in probe.devices:
+                if not any(c.label == label for c in cands):
+                    cands.append(Candidate(label, pname, {**request.options, "device": dev}, f"{pname} {dev} device"))
+            else:
+                rejected.append((label, probe.reason if not probe.available else f"no {pname} {dev} device"))
+    cpu_names = with_role(Role.CPU)
+    cpu_backends = [n for n in cpu_names if probes.get(n) and probes[n].available]
+    for n in cpu_names:
         if n not in cpu_backends:
             rejected.append((n, probes[n].reason if n in probes else "not installed"))
     why = "only CPU backend available"

@@ -1,8 +1,12 @@
-"""The provider table, in automatic-selection order. Adding a backend: one file, one line here."""
+"""The provider table, in automatic-selection order. Adding a backend: one file, one line here.
+
+Selection, the CPU micro-benchmark, ``doctor``, the CLI's ``--provider`` choices and the
+capability table read only this table and what each provider declares (role, devices).
+"""
 
 from __future__ import annotations
 
-from pixelift.providers.base import Provider
+from pixelift.providers.base import Provider, Role
 from pixelift.providers.coreml import CoreMLProvider
 from pixelift.providers.coreml_native import CoreMLNativeProvider
 from pixelift.providers.cpu import CpuProvider
@@ -21,3 +25,17 @@ PROVIDERS: dict[str, Provider] = {
         CoreMLNativeProvider(),
     )
 }
+
+
+def with_role(role: Role) -> tuple[str, ...]:
+    """Names of the providers of ``role``, in table order."""
+    return tuple(n for n, p in PROVIDERS.items() if p.role == role)
+
+
+def cpu_backends() -> tuple[str, ...]:
+    return with_role(Role.CPU)
+
+
+def provider_choices() -> list[str]:
+    """Every value ``--provider`` accepts: auto, each name, and name:DEVICE where a provider has devices."""
+    return ["auto", *PROVIDERS, *(f"{n}:{d}" for n, p in PROVIDERS.items() for d in p.devices)]

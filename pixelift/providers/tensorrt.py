@@ -12,9 +12,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from pixelift.paths import home
+from pixelift.paths import writable
 from pixelift.providers import ort
-from pixelift.providers.base import ProbeResult, Session
+from pixelift.providers.base import ProbeResult, Role, Session
 from pixelift.providers.cuda import EP as CUDA_EP
 from pixelift.providers.cuda import cuda_options, probe_nvidia
 from pixelift.providers.machine import MachineFacts
@@ -37,7 +37,7 @@ def tensorrt_options(
     max_batch: int = 4,
 ) -> dict[str, str]:
     """TensorRT EP options by their documented names (trt_*)."""
-    cache = cache_dir or home() / "tensorrt"
+    cache = cache_dir or writable("tensorrt")
     return ort.stringify(
         {
             "device_id": device_id,
@@ -60,7 +60,9 @@ def tensorrt_libs_found() -> bool:
 
 class TensorRTProvider:
     name = "tensorrt"
-    accelerator = True
+    role = Role.ACCELERATOR
+    devices: tuple[str, ...] = ()
+    accelerator_devices: tuple[str, ...] = ()
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         base = probe_nvidia(facts, EP, ort.build_eps())

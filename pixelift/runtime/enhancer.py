@@ -17,12 +17,13 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from pixelift.errors import OutputExistsError, PixeliftError
-from pixelift.export.artifacts import SE_TARGET
+from pixelift import limits
+from pixelift.artifacts import SE_TARGET, Builder, resolve_artifact
+from pixelift.errors import InvalidImageError, OutputExistsError, UsageError
 from pixelift.models import DEFAULT_MODEL
 from pixelift.providers.select import Request
 from pixelift.runtime import footprint, imageio, se_sync, tiling
-from pixelift.runtime.session import LoadedModel, load, resolve_artifact
+from pixelift.runtime.session import LoadedModel, load
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ FALLBACK_MEMORY = 2 << 30  # when free memory cannot be read
 MAX_AUTO_TILE = 512
 TILE_MEMORY_BUDGET = 3 << 30  # bytes of model activations we allow ourselves by default
 Progress = Callable[[int, int], None]
+MIN_TILE = 16  # smaller tiles are all overlap
+MAX_OVERLAP = 256
+MAX_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,20 @@ class TileOptions:
     # SE models (tile_safe=False with SE blocks): compute the whole image's SE means before a
     # tiled run, so tiles match the untiled result (runtime.se_sync; ~3x the time of tiling alone)
     sync_se: bool = True
+
+    def __post_init__(self) -> None:
+        t = self.tile
+        if not (t is None or t == "auto" or (isinstance(t, int) and not isinstance(t, bool) and t >= MIN_TILE)):
+            raise UsageError(f"tile must be a size >= {MIN_TILE} px, 'auto' or None, not {t!r}")
+        if not isinstance(self.overlap, int) or isinstance(self.overlap, bool) or not 0 <= self.overlap <= MAX_OVERLAP:
+            raise UsageError(f"overlap must be a whole number of pixels from 0 to {MAX_OVERLAP}, not {self.overlap!r}")
+        if not isinstance(self.batch, int) or isinstance(self.batch, bool) or not 1 <= self.batch <= MAX_BATCH:
+            raise UsageError(f"batch must be a whole number from 1 to {MAX_BATCH}, not {self.batch!r}")
+        try:
+            object.__setattr__(self, "blend", tiling.Blend(self.blend))
+        except ValueError:
+            choices = ", ".join(b.value for b in tiling.Blend)
+            raise UsageError(f"blend must be one of {choices}, not {self.blend!r}") from None
 
 
 @dataclass
@@ -64,6 +82,12 @@ def _to_float(a: np.ndarray) -> tuple[np.ndarray, bool]:
     if a.dtype == np.uint16:
         return a.astype(np.float32) / 65535.0, False
     f = a.astype(np.float32)
+    if not np.isfinite(f).all():
+        bad = int(f.size - np.count_nonzero(np.isfinite(f)))
+        raise InvalidImageError(
+            f"the image holds {bad:,} NaN or infinite sample(s); pixelift refuses them rather than spread them "
+            "through the model (replace them first, e.g. numpy.nan_to_num)"
+        )
     clipped = bool(f.min() < 0.0 or f.max() > 1.0)
     return np.clip(f, 0.0, 1.0), clipped
 
@@ -110,29 +134,43 @@ class Enhancer:
         auto_export: bool = True,
         progress: Progress | None = None,
         max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
+        max_output_pixels: int | None = limits.DEFAULT_MAX_OUTPUT_PIXELS,
         precision: str = "auto",
         fast: bool = False,
+        builder: Builder | None = None,
     ) -> None:
+        """Validates every argument here (typed errors from :mod:`pixelift.errors`); opens nothing.
+
+        ``builder`` builds a missing artifact (default: the installed export stage, when the
+        ``export`` extra is there); ``auto_export=False`` never builds.
+        """
         from pixelift import models
+        from pixelift.precision import CHOICES
+        from pixelift.providers import validate_provider
 
         self.model_ids = [model] if isinstance(model, str) else list(model)
         if not self.model_ids:
-            raise ValueError("an Enhancer needs at least one model")
+            raise UsageError("an Enhancer needs at least one model")
         self.specs = [models.get(m) for m in self.model_ids]  # fails fast on unknown ids
-        self.request = Request(provider=provider, strict=strict)
-        self.outscale = outscale
+        self.request = Request(provider=validate_provider(provider), strict=bool(strict))
+        self.outscale = None if outscale is None else limits.parse_scale(outscale)
+        if tiles is not None and not isinstance(tiles, TileOptions):
+            raise UsageError(f"tiles must be a TileOptions, not {type(tiles).__name__}")
         self.tiles = tiles or TileOptions()
         self.auto_export = auto_export
+        self.builder = builder
         self.progress = progress
-        self.max_pixels = max_pixels  # decompression-bomb guard for enhance_file; None = no limit
-        from pixelift.precision import CHOICES
-
+        # decompression-bomb guard for enhance_file, and the output-size guard; None = no limit
+        self.max_pixels = limits.resolve_limit(max_pixels, limits.DEFAULT_MAX_PIXELS, limits.ENV_MAX_PIXELS, "max_pixels")
+        self.max_output_pixels = limits.resolve_limit(
+            max_output_pixels, limits.DEFAULT_MAX_OUTPUT_PIXELS, limits.ENV_MAX_OUTPUT_PIXELS, "max_output_pixels"
+        )
         if precision not in CHOICES:
-            raise PixeliftError(f"precision must be one of {', '.join(CHOICES)}")
+            raise UsageError(f"precision must be one of {', '.join(CHOICES)}, not {precision!r}")
         # auto: the fastest measured precision whose fidelity vs fp32 meets the gate
         # (50 dB; 40 dB with fast=True), see pixelift.precision
         self.precision = precision
-        self.fast = fast
+        self.fast = bool(fast)
         self._loaded: list[LoadedModel] | None = None
         self._se: dict[str, se_sync.SESessions | str] = {}  # model id -> sessions, or why not
 
@@ -143,10 +181,30 @@ class Enhancer:
     def loaded(self) -> list[LoadedModel]:
         if self._loaded is None:
             self._loaded = [
-                load(m, self.request, auto_export=self.auto_export, precision=self.precision, fast=self.fast)
+                load(
+                    m,
+                    self.request,
+                    auto_export=self.auto_export,
+                    precision=self.precision,
+                    fast=self.fast,
+                    builder=self.builder,
+                )
                 for m in self.model_ids
             ]
         return self._loaded
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        return round(height * self.scale), round(width * self.scale)
+
+    def check_size(self, height: int, width: int) -> None:
+        """Refuse an empty image, and an output (or the models' intermediate) over the output
+        limit, before anything is allocated or loaded."""
+        if height < 1 or width < 1:
+            raise InvalidImageError(f"the image has no pixels ({width}x{height})")
+        chain = int(np.prod([s.scale for s in self.specs]))
+        what = f"{width}x{height} input at x{self.scale:g}"
+        limits.check_output_size(*self.output_size(height, width), self.max_output_pixels, what)
+        limits.check_output_size(height * chain, width * chain, self.max_output_pixels, f"{what} (x{chain} model run)")
 
     # --- core ---------------------------------------------------------------------------
 
@@ -154,7 +212,7 @@ class Enhancer:
         spec = lm.spec
         h, w = chw.shape[1:]
         tile = self.tiles.tile
-        if tile == "auto":
+        if isinstance(tile, str):  # "auto": TileOptions admits no other string
             tile = tiling.choose_tile(
                 h,
                 w,
@@ -194,7 +252,7 @@ class Enhancer:
         Resolved once per Enhancer: the artifact is hashed once, and a failure is logged once."""
         if lm.spec.id not in self._se:
             try:
-                art = resolve_artifact(lm.spec.id, SE_TARGET, auto_export=self.auto_export)
+                art = resolve_artifact(lm.spec.id, SE_TARGET, builder=self.builder, auto_build=self.auto_export)
                 self._se[lm.spec.id] = se_sync.open_se_sessions(art, lm.selection.provider, dict(lm.selection.options))
             except Exception as exc:  # no artifact, no torch, a backend that cannot open it: tile unsynced
                 log.warning("%s: tiling without whole-image SE statistics: %s", lm.spec.id, exc)
@@ -212,6 +270,7 @@ class Enhancer:
     ) -> tuple[np.ndarray, np.ndarray | None, Result]:
         """Float HWC colour (C = 1 or 3) and optional HW alpha, all in 0..1."""
         t0 = time.perf_counter()
+        self.check_size(color.shape[0], color.shape[1])
         loaded = self.loaded()
         res = Result(
             [lm.spec.id for lm in loaded],
@@ -282,9 +341,11 @@ class Enhancer:
         elif arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
             arr3 = arr
         else:
-            raise PixeliftError(f"expected an HxW or HxWxC (C=1,3,4) array, got shape {arr.shape}")
+            raise InvalidImageError(f"expected an HxW or HxWxC (C=1,3,4) array, got shape {arr.shape}")
         if arr.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
-            raise PixeliftError(f"unsupported dtype {arr.dtype}; use uint8, uint16 or float")
+            raise InvalidImageError(f"unsupported dtype {arr.dtype}; use uint8, uint16 or float")
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise InvalidImageError(f"the array has no pixels (shape {arr.shape})")
         color, alpha = (arr3[..., :3], arr3[..., 3]) if arr3.shape[2] == 4 else (arr3, None)
         data = imageio.ImageData.from_arrays(color, alpha)
         out, _ = self.enhance_data(data)

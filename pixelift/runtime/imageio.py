@@ -70,6 +70,7 @@ import io
 import math
 import os
 import re
+import stat
 import struct
 import threading
 import warnings
@@ -82,6 +83,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms
 
+from pixelift import limits
 from pixelift.errors import (
     AlphaNotSupportedError,
     ImageReadError,
@@ -112,8 +114,8 @@ __all__ = [
     "write_image",
 ]
 
-DEFAULT_MAX_PIXELS = 200_000_000
-ENV_MAX_PIXELS = "PIXELIFT_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = limits.DEFAULT_MAX_PIXELS
+ENV_MAX_PIXELS = limits.ENV_MAX_PIXELS
 READ_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP", "BMP")
 WRITE_FORMATS = ("PNG", "TIFF", "JPEG", "WEBP")
 SUFFIXES = {
@@ -339,9 +341,13 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
     path = Path(path)
     limit = _resolve_max_pixels(max_pixels)
     try:
-        if path.is_dir():
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
             raise ImageReadError(f"{path}: is a directory, not an image file")
-        size = path.stat().st_size
+        if not stat.S_ISREG(st.st_mode):
+            # a FIFO or a device would block or never end
+            raise ImageReadError(f"{path}: is not a regular file (a pipe, socket or device); refused")
+        size = st.st_size
         with path.open("rb") as f:
             head = f.read(32)
     except FileNotFoundError:
@@ -375,23 +381,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
 
 
 def _resolve_max_pixels(max_pixels: int | None) -> int | None:
-    if max_pixels is None:
-        return None
-    if max_pixels == DEFAULT_MAX_PIXELS:
-        env = os.environ.get(ENV_MAX_PIXELS, "").strip().replace("_", "")
-        if env:
-            if env.lower() in ("0", "none", "off", "no", "unlimited"):
-                return None
-            try:
-                value = int(float(env))
-            except ValueError:
-                raise ValueError(
-                    f"{ENV_MAX_PIXELS}={env!r}: expected a number of pixels, or 0/none for no limit"
-                ) from None
-            return value if value > 0 else None
-    if max_pixels <= 0:
-        raise ValueError(f"max_pixels must be a positive number or None (no limit), not {max_pixels}")
-    return int(max_pixels)
+    return limits.resolve_limit(max_pixels, DEFAULT_MAX_PIXELS, ENV_MAX_PIXELS, "max_pixels")
 
 
 def _check_size(path: Path, width: int, height: int, limit: int | None) -> None:

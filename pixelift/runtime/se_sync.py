@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from pixelift.artifacts import SE_TARGET, Artifact
 from pixelift.errors import PixeliftError
-from pixelift.export.artifacts import SE_TARGET, Artifact
 from pixelift.runtime import tiling
 
 #: Box edge standing for "no limit" (image-border side of an edge tile).
@@ -60,7 +60,7 @@ class SEInfo:
     channels: tuple[int, ...]
 
     @classmethod
-    def from_manifest(cls, manifest: dict[str, Any]) -> SEInfo | None:
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> SEInfo | None:
         blocks = manifest.get("se_blocks") or []
         return cls(tuple(int(b["channels"]) for b in blocks)) if blocks else None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import json
 import logging
 import threading
@@ -11,19 +11,22 @@ from typing import Any
 
 import numpy as np
 
-from pixelift.errors import PixeliftError
-from pixelift.export.artifacts import SE_TARGET, Artifact, find
+from pixelift.artifacts import ONNX_FP32, Artifact, Builder, resolve_artifact
+from pixelift.errors import ArtifactMissingError, UsageError
 from pixelift.models.spec import ModelSpec
-from pixelift.providers import PROVIDERS, ProviderError, Request, Selection, open_session, read_machine
+from pixelift.providers import (
+    PROVIDERS,
+    ProviderError,
+    Request,
+    Role,
+    Selection,
+    cpu_backends,
+    open_session,
+    read_machine,
+)
 from pixelift.providers.microbench import faster_cpu_backend
 
 log = logging.getLogger(__name__)
-
-ONNX_FP32 = "onnx-fp32"
-
-
-class ArtifactMissingError(PixeliftError):
-    """The model has no exported artifact and this install cannot export one."""
 
 
 @dataclass(frozen=True)
@@ -38,27 +41,6 @@ class LoadedModel:
         return self.selection.provider
 
 
-# target -> the export function that builds it (pixelift.export; needs torch)
-EXPORTERS = {ONNX_FP32: "to_onnx", SE_TARGET: "to_onnx_se"}
-
-
-def resolve_artifact(model_id: str, target: str = ONNX_FP32, *, auto_export: bool = True) -> Artifact:
-    """The verified ``target`` artifact of ``model_id``; exported first when torch is installed."""
-    art = find(model_id, target)
-    if art is None:
-        if not auto_export or importlib.util.find_spec("torch") is None:
-            raise ArtifactMissingError(
-                f"{model_id} has no {target} artifact yet; run `pixelift export {model_id}` "
-                "(needs the export extra: pip install 'pixelift[export]')"
-            )
-        import pixelift.export
-
-        log.warning("%s: exporting %s now (one time)", model_id, target)
-        art = getattr(pixelift.export, EXPORTERS[target])(model_id)
-    art.verify()
-    return art
-
-
 _CACHE: dict[tuple[str, str, bool, str], Selection] = {}
 _LOCK = threading.RLock()
 _PCACHE: dict[tuple[str, str, bool, str], LoadedModel] = {}
@@ -71,21 +53,28 @@ def probe_input(spec: ModelSpec) -> np.ndarray:
 
 
 def load(
-    model_id: str, request: Request, *, auto_export: bool = True, precision: str = "fp32", fast: bool = False
+    model_id: str,
+    request: Request,
+    *,
+    auto_export: bool = True,
+    precision: str = "fp32",
+    fast: bool = False,
+    builder: Builder | None = None,
 ) -> LoadedModel:
     if precision != "fp32":
-        return _load_precision(model_id, request, precision, fast, auto_export)
-    art = resolve_artifact(model_id, auto_export=auto_export)
-    spec = ModelSpec.from_dict(art.manifest["spec"])
-    key = (art.manifest["sha256"], request.provider, request.strict, json.dumps(request.options, sort_keys=True))
+        return _load_precision(model_id, request, precision, fast, auto_export, builder)
+    art = resolve_artifact(model_id, ONNX_FP32, builder=builder, auto_build=auto_export)
+    spec = ModelSpec.from_dict(dict(art.manifest.spec))
+    key = (art.sha256, request.provider, request.strict, json.dumps(request.options, sort_keys=True))
     x = probe_input(spec)
 
     def rank_cpu() -> tuple[list[str], str]:
         def opener(name: str):  # type: ignore[no-untyped-def]
             return PROVIDERS[name].open(art.path, **request.options)
 
-        choice = faster_cpu_backend(art.path, art.manifest["sha256"], read_machine().fingerprint(), x, opener)
-        loser = [n for n in ("openvino", "cpu") if n != choice.winner]
+        contenders = cpu_backends()
+        choice = faster_cpu_backend(art.path, art.sha256, read_machine().fingerprint(), x, opener, contenders)
+        loser = [n for n in contenders if n != choice.winner]
         return [choice.winner, *loser], choice.reason()
 
     with _LOCK:
@@ -100,20 +89,48 @@ def _accelerator_available(request: Request) -> bool:
     from pixelift.providers import probe_all
 
     probes = probe_all()
-    ov = probes.get("openvino")
-    return any(p.accelerator and probes[n].available for n, p in PROVIDERS.items()) or bool(
-        ov and ov.available and any(d in ov.devices for d in ("GPU", "NPU"))
+    return any(
+        probes[n].available and (p.role == Role.ACCELERATOR or set(p.accelerator_devices) & set(probes[n].devices))
+        for n, p in PROVIDERS.items()
     )
 
 
-def _load_precision(model_id: str, request: Request, precision: str, fast: bool, auto_export: bool) -> LoadedModel:
+def _unavailable(request: Request) -> tuple[str, str] | None:
+    """(label, why) when the explicitly requested provider (or device) cannot run here."""
+    from pixelift.providers import probe_all
+
+    if request.provider == "auto":
+        return None
+    name, _, device = request.provider.partition(":")
+    probe = probe_all().get(name)
+    if probe is None:
+        return request.provider, "unknown provider"
+    if not probe.available:
+        return request.provider, probe.reason
+    if device and device.upper() not in probe.devices:
+        return request.provider, f"no {device.upper()} device (have {', '.join(probe.devices) or 'none'})"
+    return None
+
+
+def _load_precision(
+    model_id: str, request: Request, precision: str, fast: bool, auto_export: bool, builder: Builder | None
+) -> LoadedModel:
     """Open ``precision`` (or ``auto``) through the capability table (:mod:`pixelift.precision`)."""
     from pixelift import precision as P
 
     if precision not in P.CHOICES:
-        raise PixeliftError(f"precision must be one of {', '.join(P.CHOICES)}")
-    fp32 = resolve_artifact(model_id, auto_export=auto_export)
-    spec = ModelSpec.from_dict(fp32.manifest["spec"])
+        raise UsageError(f"precision must be one of {', '.join(P.CHOICES)}")
+    fp32 = resolve_artifact(model_id, ONNX_FP32, builder=builder, auto_build=auto_export)
+    spec = ModelSpec.from_dict(dict(fp32.manifest.spec))
+    missing = _unavailable(request)
+    if missing is not None:
+        label, why = missing
+        if request.strict:
+            raise ProviderError(f"provider {label} (strict): {why}")
+        log.warning("provider %s is not available (%s); falling back to automatic selection", label, why)
+        auto = _load_precision(model_id, replace(request, provider="auto"), precision, fast, auto_export, builder)
+        return replace(auto, selection=replace(auto.selection, rejected=((label, why), *auto.selection.rejected)))
+    fp32_load = functools.partial(load, model_id, request, auto_export=auto_export, builder=builder)
     name, _, device = request.provider.partition(":")
     if device or (request.provider == "auto" and _accelerator_available(request)):
         # accelerators: the fp32 path and its provider ranking (fidelity is measured on CPU backends)
@@ -123,11 +140,11 @@ def _load_precision(model_id: str, request: Request, precision: str, fast: bool,
             precision,
             request.provider,
         )
-        return load(model_id, request, auto_export=auto_export)
+        return fp32_load()
     providers = P.CPU_PROVIDERS if request.provider == "auto" else (name,)
     gate = P.gate_db(fast)
     key = (
-        fp32.manifest["sha256"],
+        fp32.sha256,
         f"{request.provider}|{precision}|{gate}",
         request.strict,
         json.dumps(request.options, sort_keys=True),
@@ -143,17 +160,21 @@ def _load_precision(model_id: str, request: Request, precision: str, fast: bool,
             rows = [m for m in rows if m.capability.precision != "fp16"]
         passed: list[tuple[str, str]] = []
         if precision == "auto":
+            if not any(m.meets(gate) for m in rows):
+                # nothing measured on these providers (none could run a row): the fp32 path decides
+                log.warning("%s: no measured precision row on %s; running fp32", model_id, ", ".join(providers))
+                return fp32_load()
             best, passed = P.choose_auto(rows, gate)
             # the fastest row that meets the gate first, then the other rows that meet it
             order = [best, *sorted((m for m in rows if m is not best and m.meets(gate)), key=lambda m: m.seconds)]
         else:
             if not rows:
                 msg = f"{model_id}: no {precision} artifact runnable on {', '.join(providers)}"
-                hint = " (run: pixelift export --precision " + precision + f" {model_id})"
+                hint = P.missing_hint(precision, providers, model_id)
                 if request.strict:
-                    raise PixeliftError(msg + hint)
-                log.warning("%s%s; using fp32", msg, hint)
-                return load(model_id, request, auto_export=auto_export)
+                    raise ProviderError(f"{msg} ({hint})")
+                log.warning("%s (%s); using fp32", msg, hint)
+                return fp32_load()
             order = sorted(rows, key=lambda m: (not m.finite, m.seconds))
             if not order[0].meets(gate):
                 log.warning(
@@ -166,7 +187,7 @@ def _load_precision(model_id: str, request: Request, precision: str, fast: bool,
                 )
         lm = _open_first_row(model_id, spec, order, request, gate, passed)
         if lm is None:  # every row failed to open or to run: the fp32 path, with its own ranking
-            fallback = load(model_id, request, auto_export=auto_export)
+            fallback = fp32_load()
             sel = fallback.selection
             lm = replace(fallback, selection=replace(sel, rejected=(*passed, *sel.rejected)))
         _PCACHE[key] = lm
@@ -180,11 +201,11 @@ def _open_first_row(
     fall back to onnxruntime); a failure is recorded in ``passed`` or, when strict, raised."""
     for m in order:
         cap = m.capability
-        art = find(model_id, cap.target)
-        if art is None:
-            passed.append((f"{cap.key}@{cap.target}", "artifact missing"))
+        try:
+            art = resolve_artifact(model_id, cap.target, auto_build=False)
+        except ArtifactMissingError as exc:
+            passed.append((f"{cap.key}@{cap.target}", str(exc)))
             continue
-        art.verify()
         why = (
             f"precision {cap.precision} ({m.psnr_db if cap.precision != 'fp32' else 'reference'} dB, "
             f"{m.seconds * 1000:.1f} ms/crop, gate {gate} dB) @{cap.target}"

@@ -1,7 +1,7 @@
-"""One benchmark configuration in a fresh process: ``python bench/worker.py '<json>'``.
+"""One benchmark configuration in a fresh process: ``python -P -m pixelift.bench.worker '<json>'``.
 
-Imports only pixelift and the runtime under test (never the ``bench`` package), so the
-peak RSS and setup time belong to that runtime alone. Prints one line ``RESULT {json}``.
+Imports only pixelift and the runtime under test (never the runner, report or matplotlib),
+so the peak RSS and setup time belong to that runtime alone. Prints one line ``RESULT {json}``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The provider-comparison matrix: pixelift's providers and precisions against the peers.
 
-Every configuration runs in a fresh process (``bench/worker.py``) with a fixed thread
-count; peers run interleaved with pixelift's providers on the same input tile, so the
-ratios compare neighbours in time on a noisy machine. See bench/README.md for the method.
+Every configuration runs in a fresh process (``python -m pixelift.bench.worker``) with a
+fixed thread count; peers run interleaved with pixelift's providers on the same input tile,
+so the ratios compare neighbours in time on a noisy machine. See bench/README.md in the
+repository for the method.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-WORKER = Path(__file__).with_name("worker.py")
+WORKER = "pixelift.bench.worker"
 DEFAULT_MODELS = ("span-x2-ch48", "realesrgan-animevideov3-x4")
 DEFAULT_TILES = (128, 256)
 DEFAULT_PROVIDERS = ("cpu", "openvino")
@@ -33,6 +34,22 @@ FULL_SCALING_MP = (1.0, 4.0, 12.0, 24.0)
 SCALING_MODEL = "span-x2-ch48"
 REFERENCE = "torch-fp32"
 SCHEMA = 1
+
+#: the modules a peer imports (both come with the export extra)
+PEER_NEEDS = {"torch": ("torch", "spandrel"), "ncnn": ("ncnn",)}
+#: the modules a provider imports beyond onnxruntime
+PROVIDER_NEEDS = {"openvino": ("openvino",)}
+#: the modules building a missing artifact imports (pixelift.export), per target
+BUILD_NEEDS = {
+    "onnx-fp32": ("torch", "spandrel", "onnx"),
+    "onnx-fp16": ("onnx", "onnxconverter_common"),
+    "onnx-int8": ("onnx",),
+    "openvino-fp32": ("openvino",),
+    "openvino-fp16": ("openvino",),
+    "openvino-int8": ("openvino", "nncf"),
+}
+#: the extra that installs a module; anything not named here comes with ``export``
+EXTRA_OF = {"matplotlib": "bench", "openvino": "openvino"}
 
 
 @dataclass
@@ -69,12 +86,12 @@ def precision_support() -> tuple[dict[str, tuple[str, ...]], str]:
 def artifact_for(model: str, provider: str, precision: str, target: str) -> tuple[Path, dict[str, Any]]:
     """The artifact and provider options a capability row needs, built if missing."""
     from pixelift import precision as P
-    from pixelift.export.artifacts import find
+    from pixelift.artifacts import find
 
     cap = next(c for c in P.rows(provider, precision) if c.target == target)
     art = find(model, cap.target)
     if art is None:
-        from pixelift.export.precision import export_precision
+        from pixelift.export.targets import export_precision
 
         export_precision(model, P.TARGETS[cap.target].precision)
         art = find(model, cap.target)
@@ -83,18 +100,76 @@ def artifact_for(model: str, provider: str, precision: str, target: str) -> tupl
     return art.path, dict(cap.options)
 
 
+def missing_modules(modules: Iterable[str]) -> list[str]:
+    """The modules of ``modules`` that cannot be imported here (found without importing them)."""
+    return [m for m in dict.fromkeys(modules) if importlib.util.find_spec(m) is None]
+
+
+def install_hint(modules: Iterable[str]) -> str:
+    """``pip install 'pixelift[...]'`` naming the extras that bring ``modules``."""
+    extras = dict.fromkeys(EXTRA_OF.get(m, "export") for m in modules)
+    return f"pip install 'pixelift[{','.join(extras)}]'"
+
+
 def peer_status(peers: tuple[str, ...]) -> dict[str, str]:
     """'' when the peer can run, else why not."""
     out = {}
     for p in peers:
-        if p == "torch":
-            missing = [m for m in ("torch", "spandrel") if importlib.util.find_spec(m) is None]
-            out[p] = f"not installed: {', '.join(missing)} (pip install 'pixelift[export]')" if missing else ""
-        elif p == "ncnn":
-            out[p] = "" if importlib.util.find_spec("ncnn") else "not installed: pip install ncnn"
+        if p not in PEER_NEEDS:
+            out[p] = f"unknown peer {p!r} (known: {', '.join(PEER_NEEDS)})"
+        elif missing := missing_modules(PEER_NEEDS[p]):
+            out[p] = f"not installed: {', '.join(missing)} ({install_hint(missing)})"
         else:
-            out[p] = f"unknown peer {p!r} (known: torch, ncnn)"
+            out[p] = ""
     return out
+
+
+def preflight(m: Matrix, plots: bool = False) -> list[str]:
+    """What this run needs and this install lacks, one line each naming the extra to install
+    (empty when it can run). Checked before anything runs, so a runtime-only install is told
+    what to install instead of skipping every configuration."""
+    from pixelift import precision as P
+    from pixelift.artifacts import find
+
+    out = []
+    if plots and (missing := missing_modules(["matplotlib"])):
+        out.append(f"the report's plots need matplotlib: {install_hint(missing)}")
+    providers = []
+    for p in m.providers:
+        if missing := missing_modules(PROVIDER_NEEDS.get(p, ())):
+            out.append(f"provider {p} needs {', '.join(missing)}: {install_hint(missing)} (or --providers cpu)")
+        else:
+            providers.append(p)
+    out += [f"peer {p}: {why} (or --peers none)" for p, why in peer_status(m.peers).items() if why]
+    rows = [c.target for p in providers for q in m.precisions for c in P.rows(p, q)]
+    wanted = {model: ["onnx-fp32", *rows] for model in m.models}
+    if m.scaling_mp:
+        wanted.setdefault(m.scaling_model, ["onnx-fp32"])
+    for model, targets in wanted.items():
+        todo = [t for t in dict.fromkeys(targets) if find(model, t) is None]
+        if missing := missing_modules(mod for t in todo for mod in BUILD_NEEDS.get(t, ())):
+            out.append(
+                f"{model}: {', '.join(todo)} not built here, and building needs {', '.join(missing)}: "
+                f"{install_hint(missing)}"
+            )
+    return out
+
+
+def _where(run: dict[str, Any]) -> str:
+    """'model label tile px' for a tile configuration, 'model N MP' for a scaling photo."""
+    parts = [run["model"], run.get("label"), run.get("tile") and f"{run['tile']} px"]
+    parts.append(run.get("target_mp") is not None and f"{run['target_mp']} MP")
+    return " ".join(str(p) for p in parts if p)
+
+
+def unmeasured(res: dict[str, Any]) -> str | None:
+    """None when the run measured something (a tile configuration or a scaling photo), else why not."""
+    runs = [*res["results"], *res["scaling"]]
+    if any(r.get("ok") for r in runs):
+        return None
+    errors = list(dict.fromkeys(f"{_where(r)}: {' '.join(str(r.get('error')).split())}" for r in runs))
+    why = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
+    return f"no configuration produced a measurement: {why or 'the matrix is empty'}"
 
 
 def versions() -> dict[str, str]:
@@ -111,7 +186,8 @@ def child_env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
         env[k] = str(threads)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    # the folder holding this pixelift, so the worker imports the same one (checkout or install)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
     return env
 
 
@@ -119,7 +195,8 @@ def run_child(cfg: dict[str, Any], threads: int, timeout: float = 900) -> dict[s
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, str(WORKER), json.dumps(cfg)],
+            # -P: neither the working directory nor a script's folder goes on sys.path
+            [sys.executable, "-P", "-m", WORKER, json.dumps(cfg)],
             capture_output=True,
             text=True,
             env=child_env(threads),
@@ -159,7 +236,7 @@ def _artifact(model: str) -> Path:
         from pixelift.export import to_onnx
 
         return to_onnx(model).path
-    from pixelift.export.artifacts import find
+    from pixelift.artifacts import find
 
     art = find(model, "onnx-fp32")
     if art is None:
@@ -247,7 +324,7 @@ def run_matrix(m: Matrix, log: Callable[[str], None] = print) -> dict[str, Any]:
                 inp = Path(tmp) / f"in-{side}.npy"
                 np.save(inp, x)
                 try:
-                    from bench.flops import conv_flops
+                    from pixelift.bench.flops import conv_flops
 
                     fl = conv_flops(art, side, side)
                 except Exception as exc:  # no onnx installed, or shape inference failed
@@ -258,11 +335,15 @@ def run_matrix(m: Matrix, log: Callable[[str], None] = print) -> dict[str, Any]:
                 for c in configs_for(m, peers_ok):
                     out_path = Path(tmp) / f"out-{c['label']}.npy"
                     cfg = {**base, **c, "kind": "tile", "model": model, "artifact": str(art)}
-                    if c["runtime"] == "pixelift":
-                        path, options = artifact_for(model, c["provider"], c["precision"], c["target"])
-                        cfg |= {"artifact": str(path), "options": options}
                     cfg |= {"input": str(inp), "output": str(out_path)}
-                    res = run_child(cfg, m.threads)
+                    res = None
+                    if c["runtime"] == "pixelift":
+                        try:
+                            path, options = artifact_for(model, c["provider"], c["precision"], c["target"])
+                            cfg |= {"artifact": str(path), "options": options}
+                        except Exception as exc:  # a failed build fails this row, not the run
+                            res = {"ok": False, "error": f"{c['target']}: {type(exc).__name__}: {exc}"}
+                    res = res or run_child(cfg, m.threads)
                     row = {"model": model, "scale": spec.scale, "tile": side, **c, "threads": m.threads, **res}
                     if res.get("ok"):
                         ts = res["times"]

@@ -1,29 +1,15 @@
 """``pixelift bench`` and ``pixelift compare``: the provider benchmark and image comparison.
 
-The heavy work lives in the repository's ``bench`` package (bench/runner.py, report.py,
-compare.py); it is imported only when one of these commands runs, so ``pixelift models``
-stays free of torch and matplotlib.
+Only click is imported here; the runner, report and comparison (numpy, matplotlib, the
+peers) are imported when one of these commands runs, so ``pixelift models`` stays light.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
-
-
-def _bench_pkg() -> None:
-    """Make ``bench`` importable from a source checkout even if it is not installed."""
-    try:
-        import bench.runner  # noqa: F401
-    except ImportError:
-        root = Path(__file__).resolve().parents[1]
-        if (root / "bench" / "runner.py").exists():
-            sys.path.insert(0, str(root))
-        else:
-            raise click.ClickException("the bench package is not installed (run from a pixelift checkout)") from None
 
 
 def _csv(value: str) -> list[str]:
@@ -51,7 +37,12 @@ def _csv(value: str) -> list[str]:
     help="Comma list of fp32,bf16,fp16,int8, or 'all' (fp16/int8 artifacts are built on first use).",
 )
 @click.option("--tiles", default="128,256", show_default=True, help="Comma list of tile sizes in px.")
-@click.option("--peers", default="torch,ncnn", show_default=True, help="Comma list of torch,ncnn, or 'none'.")
+@click.option(
+    "--peers",
+    default="torch,ncnn",
+    show_default=True,
+    help="Comma list of torch,ncnn (both from the export extra), or 'none'.",
+)
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
 @click.option("--warmup", type=click.IntRange(0, 50), default=2, show_default=True)
 @click.option("--repeats", type=click.IntRange(1, 1000), default=3, show_default=True, help="Minimum timed repeats.")
@@ -98,10 +89,13 @@ def bench_cmd(
     report_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Benchmark providers x precisions x tiles against PyTorch eager and the ncnn runtime."""
-    _bench_pkg()
-    from bench import report, runner
+    """Benchmark providers x precisions x tiles against PyTorch eager and the ncnn runtime.
+
+    Needs pip install 'pixelift[bench]' for the --report plots and 'pixelift[export]' for
+    the peers and for building artifacts; what is missing is named before anything runs.
+    """
     from pixelift import models as registry
+    from pixelift.bench import report, runner
 
     for m in models:
         registry.get(m)  # unknown ids fail before anything runs
@@ -113,7 +107,13 @@ def bench_cmd(
                 f"{p!r}: benchable providers here are {', '.join(support)}", param_hint="--providers"
             )
     all_prec = tuple(dict.fromkeys(q for p in provs for q in support[p]))
-    precs = all_prec if precisions == "all" else tuple(_csv(precisions))
+    wanted = all_prec if precisions == "all" else tuple(_csv(precisions))
+    known = {q for qs in support.values() for q in qs}
+    precs = tuple(q for q in wanted if q in all_prec)  # bf16 is openvino's alone: dropped for cpu only
+    if not precs or not known.issuperset(wanted):
+        raise click.BadParameter(
+            f"{precisions!r}: {', '.join(provs)} run {', '.join(all_prec) or 'nothing'}", param_hint="--precisions"
+        )
     if scaling == "full":
         mps: tuple[float, ...] = runner.FULL_SCALING_MP
     elif scaling == "none":
@@ -135,6 +135,9 @@ def bench_cmd(
         scaling_model=scaling_model,
         ceiling_n=ceiling_n,
     )
+    problems = runner.preflight(matrix, plots=report_dir is not None)
+    if problems:
+        raise click.ClickException("; ".join(problems))
     res = runner.run_matrix(matrix, log=lambda s: click.echo(s, err=as_json))
     if report_dir is not None:
         paths = report.write(res, report_dir)
@@ -144,6 +147,9 @@ def bench_cmd(
     if as_json:
         click.echo(json.dumps(res, default=str))
     click.echo(f"bench wall time {res['wall_s']:.0f} s", err=True)
+    why = runner.unmeasured(res)
+    if why:
+        raise click.ClickException(why)
 
 
 @click.command("compare")
@@ -174,8 +180,7 @@ def compare_cmd(
     as_json: bool,
 ) -> None:
     """PSNR, SSIM and max abs error of each OTHER image against REFERENCE (0..255 scale)."""
-    _bench_pkg()
-    from bench.compare import compare
+    from pixelift.bench.compare import compare
 
     try:
         res = compare(reference, list(others), heatmap_path=heatmap_path, sheet_path=sheet_path, input_path=input_path)

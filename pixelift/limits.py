@@ -1,0 +1,88 @@
+"""Size guards and the parsing of numeric options and environment variables.
+
+Every number a user gives (an option or an environment variable) is parsed here, once,
+and refused with a :class:`~pixelift.errors.UsageError` that names where it came from:
+negative, zero where zero means nothing, NaN, infinite or non-numeric values never turn
+a guard off silently.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from pixelift.errors import UsageError
+
+#: decompression-bomb guard on input images
+DEFAULT_MAX_PIXELS = 200_000_000
+ENV_MAX_PIXELS = "PIXELIFT_MAX_PIXELS"
+#: output-size guard, checked before anything is allocated: the output is held as float32
+#: RGB with a few working copies (about 40 B/px), so 500 MP needs about 20 GB
+DEFAULT_MAX_OUTPUT_PIXELS = 500_000_000
+ENV_MAX_OUTPUT_PIXELS = "PIXELIFT_MAX_OUTPUT_PIXELS"
+NO_LIMIT = ("none", "off", "unlimited", "0")
+#: final scales outside this range are typing mistakes (1e-9, 1000), not requests
+MIN_SCALE, MAX_SCALE = 0.01, 64.0
+
+
+def parse_pixels(value: str | int | float, where: str) -> int | None:
+    """A pixel count (``200000000``, ``2e8``, ``200_000_000``), or None for ``none``/``0``."""
+    if isinstance(value, bool):
+        raise UsageError(f"{where}: expected a number of pixels, or 'none' for no limit, not {value!r}")
+    text = str(value).strip().replace("_", "").lower()
+    if text in NO_LIMIT:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise UsageError(f"{where}={value!r}: expected a number of pixels, or 'none' for no limit") from None
+    if not math.isfinite(number) or number < 1 or number != int(number):
+        raise UsageError(f"{where}={value!r}: expected a whole positive number of pixels, or 'none' for no limit")
+    return int(number)
+
+
+def resolve_limit(value: int | None, default: int, env: str, where: str) -> int | None:
+    """An explicit ``value`` other than ``default`` wins; else ``$env`` when set; else ``default``.
+    None means no limit."""
+    if value is not None and value != default:
+        return parse_pixels(value, where)
+    if value is None:
+        return None
+    raw = os.environ.get(env, "").strip()
+    return parse_pixels(raw, env) if raw else default
+
+
+def parse_scale(value: float | str, where: str = "outscale") -> float:
+    """A finite scale from :data:`MIN_SCALE` to :data:`MAX_SCALE`."""
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}={value!r}: expected a number > 0") from None
+    if not math.isfinite(scale) or not MIN_SCALE <= scale <= MAX_SCALE:
+        raise UsageError(f"{where}={value!r}: expected a number from {MIN_SCALE:g} to {MAX_SCALE:g}")
+    return scale
+
+
+def check_output_size(height: int, width: int, limit: int | None, what: str) -> None:
+    from pixelift.errors import ImageTooLargeError
+
+    if height < 1 or width < 1:
+        raise UsageError(f"{what}: the output would be {width}x{height} pixels; choose a larger scale")
+    if limit is not None and height * width > limit:
+        raise ImageTooLargeError(
+            f"{what}: the output would be {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{limit:,} (about 40 bytes per output pixel are needed). Lower --outscale, or raise the limit with "
+            f"--max-output-pixels N|none or {ENV_MAX_OUTPUT_PIXELS}"
+        )
+
+
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_PIXELS",
+    "DEFAULT_MAX_PIXELS",
+    "ENV_MAX_OUTPUT_PIXELS",
+    "ENV_MAX_PIXELS",
+    "check_output_size",
+    "parse_pixels",
+    "parse_scale",
+    "resolve_limit",
+]

@@ -1,0 +1,123 @@
+"""The layout holds: no import cycle inside pixelift, the runtime never imports the export
+stage, and the torch-free layers never import torch (read from the source, lazy imports included)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "pixelift"
+TORCH_FREE = ("pixelift.artifacts", "pixelift.runtime", "pixelift.providers", "pixelift.ids", "pixelift.limits")
+HEAVY = ("torch", "torchvision", "spandrel", "onnx", "onnxslim", "nncf")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for f in ROOT.rglob("*.py"):
+        parts = list(f.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = f
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every module ``name`` imports, at module level or inside functions; ``from a import b``
+    counts as importing ``a.b`` when that is a module, else ``a``."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            for a in node.names:
+                full = f"{base}.{a.name}"
+                found.add(full if full in MODULES else base)
+    return found
+
+
+GRAPH = {name: {m for m in _imports(name, path) if m in MODULES and m != name} for name, path in MODULES.items()}
+
+
+def _cycles() -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(GRAPH[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(GRAPH):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_graph_is_read() -> None:
+    # the walk must see the edges it is meant to police, or every check below passes vacuously
+    assert "pixelift.artifacts.store" in GRAPH["pixelift.runtime.session"] or "pixelift.artifacts" in GRAPH[
+        "pixelift.runtime.session"
+    ]
+    assert "pixelift.export.onnx_fp32" in GRAPH["pixelift.export"]
+    assert len(MODULES) > 50
+
+
+def test_no_import_cycles() -> None:
+    assert _cycles() == []
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    saved = {k: set(v) for k, v in GRAPH.items()}
+    try:
+        GRAPH["pixelift.ids"].add("pixelift.limits")
+        GRAPH["pixelift.limits"].add("pixelift.ids")
+        assert ["pixelift.ids", "pixelift.limits"] in _cycles()
+    finally:
+        GRAPH.clear()
+        GRAPH.update(saved)
+
+
+@pytest.mark.parametrize("layer", TORCH_FREE)
+def test_torch_free_layers_import_no_export_and_no_torch(layer: str) -> None:
+    offenders = []
+    for name, path in MODULES.items():
+        if name != layer and not name.startswith(layer + "."):
+            continue
+        for imported in _imports(name, path):
+            if imported.startswith("pixelift.export") or imported.split(".")[0] in HEAVY:
+                offenders.append(f"{name} imports {imported}")
+    assert offenders == []
