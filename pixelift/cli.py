@@ -510,6 +510,15 @@ def _provider_choices() -> list[str]:
     return provider_choices()
 
 
+def _provider_option(value: str) -> str:
+    from pixelift.providers import validate_provider
+
+    try:
+        return validate_provider(value)
+    except PixeliftError as exc:
+        raise click.BadParameter(str(exc), param_hint="--provider") from None
+
+
 def _output_is_folder(output: Path | None, raw: str | None) -> bool:
     """``-o`` names a folder when it is one, or ends with a separator (it is created)."""
     if output is None or raw is None:
@@ -565,7 +574,12 @@ def _check_output_suffix(output: Path) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (and the input, if it is the output).")
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose output exists (resume a batch).")
 @click.option(
-    "--provider", default="auto", show_default=True, type=click.Choice(_provider_choices(), case_sensitive=False)
+    "--provider",
+    default="auto",
+    show_default=True,
+    callback=lambda _ctx, _param, value: _provider_option(value),
+    help="auto, a provider or provider:DEVICE, from the provider table (`pixelift doctor` lists them): "
+    + ", ".join(_provider_choices()),
 )
 @click.option("--strict", is_flag=True, help="Fail instead of falling back to another provider.")
 @click.option(

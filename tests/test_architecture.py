@@ -4,9 +4,13 @@ stage, and the torch-free layers never import torch (read from the source, lazy 
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from pixelift.providers import ProbeResult, Role
 
 ROOT = Path(__file__).resolve().parents[1] / "pixelift"
 TORCH_FREE = ("pixelift.artifacts", "pixelift.runtime", "pixelift.providers", "pixelift.ids", "pixelift.limits")
@@ -121,3 +125,66 @@ def test_torch_free_layers_import_no_export_and_no_torch(layer: str) -> None:
             if imported.startswith("pixelift.export") or imported.split(".")[0] in HEAVY:
                 offenders.append(f"{name} imports {imported}")
     assert offenders == []
+
+
+class _FakeSession:
+    provider = "fake-npu"
+    input_names = ("input",)
+    output_names = ("output",)
+
+    def __init__(self, scale: int) -> None:
+        self.scale = scale
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return np.repeat(np.repeat(x, self.scale, axis=2), self.scale, axis=3)
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [self.run(feeds["input"])]
+
+
+class _FakeProvider:
+    name = "fake-npu"
+    role = Role.ACCELERATOR
+    devices: tuple[str, ...] = ("NPU0",)
+    accelerator_devices: tuple[str, ...] = ()
+
+    def probe(self, facts: object) -> ProbeResult:
+        return ProbeResult(True, "a fake accelerator for the tests", ("NPU0",))
+
+    def open(self, model_path: Path, **options: object) -> _FakeSession:
+        return _FakeSession(2)
+
+
+def test_a_provider_added_to_the_table_alone_is_everywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """One row in the provider table: doctor lists it, --provider accepts it, auto selects it."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from pixelift import Enhancer
+    from pixelift.cli import main
+    from pixelift.export import to_onnx
+    from pixelift.providers import PROVIDERS, provider_choices
+    from pixelift.runtime.session import clear_cache
+    from pixelift.samples import sample_photo
+
+    to_onnx("span-x2-ch48")
+    fake = _FakeProvider()
+    monkeypatch.setitem(PROVIDERS, fake.name, fake)
+    clear_cache()
+    try:
+        assert {"fake-npu", "fake-npu:NPU0"} <= set(provider_choices())
+        res = CliRunner().invoke(main, ["doctor", "--json"])
+        assert json.loads(res.stdout)["providers"]["fake-npu"]["available"] is True
+        enh = Enhancer("span-x2-ch48")  # auto: an available accelerator ranks first
+        enh.enhance(sample_photo()[:16, :16])
+        assert enh.loaded()[0].provider == "fake-npu"
+        src = tmp_path / "a.png"
+        Image.fromarray(sample_photo()[:16, :16]).save(src)
+        res = CliRunner().invoke(main, ["enhance", str(src), "--provider", "fake-npu", "--json", "-o", str(tmp_path / "o.png")])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout.splitlines()[-1])["provider"] == ["fake-npu"]
+    finally:
+        clear_cache()
+        monkeypatch.undo()  # the row is gone: so is the choice
+    res = CliRunner().invoke(main, ["enhance", str(src), "--provider", "fake-npu"])
+    assert res.exit_code == 2 and "unknown provider" in res.output

@@ -47,12 +47,14 @@ def conv_flops(model_path: Path | str, height: int, width: int, batch: int = 1) 
         if not w or not ref or len(ref) != 4 or any(v is None for v in ref) or any(v is None for v in w):
             unknown += 1
             continue
+        wi = [v for v in w if v is not None]  # every dim is known (checked above)
+        ri = [v for v in ref if v is not None]
         k = 1
-        for v in w[2:]:
-            k *= v
+        for n in wi[2:]:
+            k *= n
         if node.op_type == "Conv":  # weight: Cout x Cin/g x kh x kw; per output pixel
-            macs = ref[0] * ref[2] * ref[3] * w[0] * w[1] * k
+            macs = ri[0] * ri[2] * ri[3] * wi[0] * wi[1] * k
         else:  # ConvTranspose weight: Cin x Cout/g x kh x kw; per input pixel
-            macs = ref[0] * ref[2] * ref[3] * w[0] * w[1] * k
+            macs = ri[0] * ri[2] * ri[3] * wi[0] * wi[1] * k
         total += 2 * macs
     return {"flops": total if unknown == 0 else None, "flops_partial": total, "convs": convs, "unknown": unknown}

@@ -300,7 +300,7 @@ def run_matrix(m: Matrix, log: Callable[[str], None] = print) -> dict[str, Any]:
     peers_ok = [p for p, why in pstat.items() if not why]
     _, prec_note = precision_support()
     log(f"precisions: {prec_note}")
-    base = {"threads": m.threads, "warmup": m.warmup, "min_repeats": m.min_repeats}
+    base: dict[str, Any] = {"threads": m.threads, "warmup": m.warmup, "min_repeats": m.min_repeats}
     base |= {"max_repeats": m.max_repeats, "budget_s": m.budget_s}
     ceilings = []
     log(f"ceiling: sgemm {m.ceiling_n} on {m.threads} threads")
@@ -326,7 +326,7 @@ def run_matrix(m: Matrix, log: Callable[[str], None] = print) -> dict[str, Any]:
                 try:
                     from pixelift.bench.flops import conv_flops
 
-                    fl = conv_flops(art, side, side)
+                    fl: dict[str, Any] = conv_flops(art, side, side)
                 except Exception as exc:  # no onnx installed, or shape inference failed
                     fl = {"flops": None, "error": f"{type(exc).__name__}: {exc}"}
                 flops_info[f"{model}@{side}"] = fl
@@ -336,7 +336,7 @@ def run_matrix(m: Matrix, log: Callable[[str], None] = print) -> dict[str, Any]:
                     out_path = Path(tmp) / f"out-{c['label']}.npy"
                     cfg = {**base, **c, "kind": "tile", "model": model, "artifact": str(art)}
                     cfg |= {"input": str(inp), "output": str(out_path)}
-                    res = None
+                    res: dict[str, Any] | None = None
                     if c["runtime"] == "pixelift":
                         try:
                             path, options = artifact_for(model, c["provider"], c["precision"], c["target"])
@@ -344,7 +344,7 @@ def run_matrix(m: Matrix, log: Callable[[str], None] = print) -> dict[str, Any]:
                         except Exception as exc:  # a failed build fails this row, not the run
                             res = {"ok": False, "error": f"{c['target']}: {type(exc).__name__}: {exc}"}
                     res = res or run_child(cfg, m.threads)
-                    row = {"model": model, "scale": spec.scale, "tile": side, **c, "threads": m.threads, **res}
+                    row: dict[str, Any] = {"model": model, "scale": spec.scale, "tile": side, **c, "threads": m.threads, **res}
                     if res.get("ok"):
                         ts = res["times"]
                         med = statistics.median(ts)

@@ -38,14 +38,17 @@ def _negative_pads_as_slices() -> Iterator[None]:
 
     original = F.pad
 
-    def pad(x: torch.Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> torch.Tensor:
+    # same parameter names as F.pad, so keyword calls reach it too
+    def pad(
+        input: torch.Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None
+    ) -> torch.Tensor:
         if mode != "constant" or any(int(p) > 0 for p in pad):
-            return original(x, pad, mode=mode, value=value)
-        idx = [slice(None)] * x.dim()
+            return original(input, pad, mode=mode, value=value)
+        idx = [slice(None)] * input.dim()
         for i in range(len(pad) // 2):  # pad lists (first, last) from the last dim backwards
             first, last = -int(pad[2 * i]), -int(pad[2 * i + 1])
-            idx[x.dim() - 1 - i] = slice(first, -last if last else None)
-        return x[tuple(idx)]
+            idx[input.dim() - 1 - i] = slice(first, -last if last else None)
+        return input[tuple(idx)]
 
     F.pad = pad
     try:

@@ -44,7 +44,7 @@ import logging
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -108,7 +108,8 @@ def _centres(x: torch.Tensor, dim: int, stride: float, extent: float) -> torch.T
 class _SyncedSE(nn.Module):
     def __init__(self, block: nn.Module, index: int, state: _State) -> None:
         super().__init__()
-        self.conv1, self.conv2 = block.conv1, block.conv2
+        # find_se_blocks admits only blocks whose conv1/conv2 are 1x1 nn.Conv2d
+        self.conv1, self.conv2 = cast(nn.Conv2d, block.conv1), cast(nn.Conv2d, block.conv2)
         self.index = index
         self.state = state
         self.stride = 1.0
@@ -348,7 +349,7 @@ def parity_checks(
         checks.append(parity.compare("torch", ref, "openvino-cpu-f32-se-own", got, image, threshold_db))
     for k in range(n):
         file = stats[stats_file(k)]
-        backends = [("onnxruntime-cpu", "cpu", {})] + (
+        backends: list[tuple[str, str, dict[str, Any]]] = [("onnxruntime-cpu", "cpu", {})] + (
             [("openvino-cpu-f32", "openvino", {"precision": "f32"})] if ov and k == n - 1 else []
         )
         for label, provider, opts in backends:
