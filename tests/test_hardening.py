@@ -527,3 +527,12 @@ def test_errors_live_in_pixelift_errors() -> None:
     for name in ("ArtifactMissingError", "DamagedArtifactError", "InvalidIdError", "UsageError", "InvalidImageError"):
         assert name in E.__all__ and issubclass(getattr(E, name), PixeliftError)
     assert DamagedArtifactError.__module__ == "pixelift.errors"
+
+
+@pytest.mark.parametrize("provider", ["tensorrt", "openvino:GPU"])
+def test_an_absent_requested_provider_is_passed_over_once(provider: str) -> None:
+    from pixelift.providers import Request, plan, probe_all
+
+    p = plan(Request(provider), probe_all(), cpu_ranker=lambda: (["openvino", "cpu"], "m"))
+    labels = [label for label, _ in p.rejected]
+    assert labels.count(provider) == 1, labels

@@ -28,6 +28,7 @@ from pixelift.providers import (
     ProbeResult,
     ProviderError,
     Request,
+    Role,
     coreml,
     cuda,
     microbench,
@@ -108,8 +109,8 @@ def test_default_order_and_every_rejection_has_a_reason() -> None:
         "tensorrt": "tensorrt missing",
         "cuda": "cuda missing",
         "coreml": "coreml missing",
-        "openvino:GPU": "no OpenVINO GPU device",
-        "openvino:NPU": "no OpenVINO NPU device",
+        "openvino:GPU": "no openvino GPU device",
+        "openvino:NPU": "no openvino NPU device",
     }
 
 
@@ -143,7 +144,9 @@ class FakeSession:
 
 
 class FakeProvider:
-    accelerator = True
+    role = Role.ACCELERATOR
+    devices: tuple[str, ...] = ()
+    accelerator_devices: tuple[str, ...] = ()
 
     def __init__(self, name: str, *, open_error: Exception | None = None, run_error: Exception | None = None) -> None:
         self.name, self.open_error, self.run_error = name, open_error, run_error
@@ -170,7 +173,7 @@ def fake_table(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeProvider]:
         "openvino": FakeProvider("openvino"),
         "cpu": FakeProvider("cpu"),
     }
-    fakes["openvino"].accelerator = fakes["cpu"].accelerator = False
+    fakes["openvino"].role = fakes["cpu"].role = Role.CPU
     monkeypatch.setattr(table, "PROVIDERS", fakes)
     monkeypatch.setattr(select, "PROVIDERS", fakes)
     return fakes
@@ -350,12 +353,12 @@ def test_cpu_choice_is_measured_once_per_model_and_machine(monkeypatch: pytest.M
 
     monkeypatch.setattr(microbench, "time_session", lambda s, x, runs=3: fake_times[s.provider])
     x = np.zeros((1, 3, 8, 8), np.float32)
-    first = microbench.faster_cpu_backend(Path("m"), "sha-a", "machine-1", x, opener)
+    first = microbench.faster_cpu_backend(Path("m"), "sha-a", "machine-1", x, opener, ("openvino", "cpu"))
     assert (first.winner, first.measured) == ("openvino", True) and "20.0 ms" in first.reason()
-    again = microbench.faster_cpu_backend(Path("m"), "sha-a", "machine-1", x, opener)
+    again = microbench.faster_cpu_backend(Path("m"), "sha-a", "machine-1", x, opener, ("openvino", "cpu"))
     assert (again.winner, again.measured) == ("openvino", False) and calls == ["openvino", "cpu"]
     fake_times.update(openvino=0.05)
-    other = microbench.faster_cpu_backend(Path("m"), "sha-a", "machine-2", x, opener)
+    other = microbench.faster_cpu_backend(Path("m"), "sha-a", "machine-2", x, opener, ("openvino", "cpu"))
     assert (other.winner, other.measured) == ("cpu", True)
 
 
@@ -407,7 +410,7 @@ def test_coreml_native_is_reached_through_the_capability_table() -> None:
 
     rows = P.rows("coreml-native", "fp16")
     assert [r.target for r in rows] == ["coreml-fp16"] and P.TARGETS["coreml-fp16"].file == "model.mlpackage"
-    assert not PROVIDERS["coreml-native"].accelerator  # never opened on an ONNX file by auto
+    assert PROVIDERS["coreml-native"].role == Role.EXPLICIT  # never opened on an ONNX file by auto
 
 
 def test_openvino_static_shapes_match_dynamic_and_stay_bounded(caplog: pytest.LogCaptureFixture) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,9 @@ class Layer:
     tops: tuple[str, ...]
     params: dict[int, ParamValue] = field(default_factory=dict)
 
-    def get(self, key: int, default: ParamValue = 0) -> ParamValue:
+    def get(self, key: int, default: Any = 0) -> Any:
+        """A param's value; which of :data:`ParamValue`'s types it is depends on the key
+        (ncnn's per-layer-type schema), so the caller converts or checks it."""
         return self.params.get(key, default)
 
 

@@ -97,8 +97,8 @@ def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker
         if request.strict:
             return Plan(tuple(cands), tuple(rejected))
     for pname in with_role(Role.ACCELERATOR):
-        if any(c.provider == pname for c in cands):
-            continue
+        if any(c.provider == pname for c in cands) or any(label == pname for label, _ in rejected):
+            continue  # the requested one, already judged above
         probe = probes[pname]
         if probe.available:
             cands.append(Candidate(pname, pname, dict(request.options), probe.reason))
@@ -111,7 +111,7 @@ def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker
             if probe.available and dev in probe.devices:
                 if not any(c.label == label for c in cands):
                     cands.append(Candidate(label, pname, {**request.options, "device": dev}, f"{pname} {dev} device"))
-            else:
+            elif not any(seen == label for seen, _ in rejected):
                 rejected.append((label, probe.reason if not probe.available else f"no {pname} {dev} device"))
     cpu_names = with_role(Role.CPU)
     cpu_backends = [n for n in cpu_names if probes.get(n) and probes[n].available]

@@ -78,7 +78,7 @@ import zlib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image, ImageCms
@@ -441,8 +441,9 @@ def _read_pillow(path: Path, fmt: str, limit: int | None) -> ImageData:
     notes: list[str] = []
     with _pil_open(path, fmt) as im:
         _check_size(path, im.width, im.height, limit)
-        if getattr(im, "n_frames", 1) > 1:
-            notes.append(f"only the first of {im.n_frames} frames was read")
+        n_frames = getattr(im, "n_frames", 1)
+        if n_frames > 1:
+            notes.append(f"only the first of {n_frames} frames was read")
         im.load()
         info = im.info
         icc = info.get("icc_profile") or None
@@ -666,8 +667,8 @@ def _read_png(path: Path, limit: int | None) -> ImageData:
         color, alpha = (arr[:, :, :-1], arr[:, :, -1]) if arr.shape[2] in (2, 4) else (arr, None)
         trns = next((b for n, b in chunks if n == b"tRNS"), None)
         if alpha is None and trns is not None and len(trns) == 2 * color.shape[2]:
-            key = np.array(struct.unpack(f">{color.shape[2]}H", trns), dtype=np.uint16)
-            alpha = np.where(np.all(color == key, axis=2), 0, 65535).astype(np.uint16)
+            colour_key = np.array(struct.unpack(f">{color.shape[2]}H", trns), dtype=np.uint16)
+            alpha = np.where(np.all(color == colour_key, axis=2), 0, 65535).astype(np.uint16)
         if trns is not None:
             notes.append("transparent colour key (tRNS) turned into an alpha channel")
         gray = color.shape[2] == 1
@@ -708,7 +709,7 @@ def _read_tiff(path: Path, limit: int | None) -> ImageData:
     with tifffile.TiffFile(path) as tif:
         if not len(tif.pages):
             raise ImageReadError(f"{path}: the TIFF holds no image")
-        page = tif.pages[0]
+        page = cast("tifffile.TiffPage", tif.pages[0])  # the first page is always a TiffPage
         if len(tif.pages) > 1:
             notes.append(f"only the first of {len(tif.pages)} TIFF pages was read")
         _check_size(path, int(page.imagewidth), int(page.imagelength), limit)
@@ -1069,9 +1070,9 @@ def _patch_exif(
                     _, _, _, vpos = entries[tag]
                     num, den = struct.unpack_from(endian + "II", exif, vpos)
                     if num and den:
-                        value = Fraction(num, den) * Fraction(scale).limit_denominator(1_000_000)
-                        value = value.limit_denominator(min(10_000, max(1, (2**32 - 1) // max(1, math.ceil(value)))))
-                        struct.pack_into(endian + "II", buf, vpos, value.numerator, value.denominator)
+                        ratio = Fraction(num, den) * Fraction(scale).limit_denominator(1_000_000)
+                        ratio = ratio.limit_denominator(min(10_000, max(1, (2**32 - 1) // max(1, math.ceil(ratio)))))
+                        struct.pack_into(endian + "II", buf, vpos, ratio.numerator, ratio.denominator)
         if size is not None and _EXIF_IFD in entries:
             _, _, _, vpos = entries[_EXIF_IFD]
             (sub_offset,) = struct.unpack_from(endian + "I", exif, vpos)

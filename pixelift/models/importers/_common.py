@@ -72,4 +72,4 @@ def freeze_reparam(module: torch.nn.Module) -> None:
     also breaks the dynamo exporter. The merged weights are loaded, so make it a no-op."""
     for sub in module.modules():
         if hasattr(sub, "update_params") and hasattr(sub, "eval_conv"):
-            sub.update_params = lambda: None  # type: ignore[method-assign]
+            sub.update_params = lambda: None  # type: ignore[assignment]  # torch: attributes are Tensor | Module

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pixelift.errors import UnknownArchitectureError
+from pixelift.errors import UnknownArchitectureError, WeightFormatError
 from pixelift.models.importers._common import conv_arrays, load_into
 from pixelift.models.ncnn import NcnnModel
 from pixelift.models.spec import ModelSpec
@@ -25,6 +25,8 @@ def state_dict_from_ncnn(model: NcnnModel) -> dict[str, np.ndarray]:
     for i, layer in enumerate(layers):
         if layer.type == "Convolution":
             w, b = conv_arrays(model, layer)
+            if b is None:
+                raise WeightFormatError(f"{layer.name}: SRVGGNetCompact convolutions have a bias")
             state[f"body.{i}.weight"], state[f"body.{i}.bias"] = w, b
         else:
             state[f"body.{i}.weight"] = model.weights[layer.name]["slope"]

@@ -31,6 +31,7 @@ aligned size; spandrel's own ``forward`` computes its alignment padding with Pyt
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -199,7 +200,7 @@ class RealCUGAN(nn.Module):
                 f"Real-CUGAN x{scale} needs border {BORDER[scale]} and alignment a multiple of "
                 f"{PADDED_ALIGNMENT[scale]}, got border {border}, alignment {alignment}"
             )
-        self.net = net
+        self.net: Any = net  # spandrel's UpCunet (untyped): unet1, unet2, conv_final, ps
         self.scale = scale
         self.border = border
         self.alignment = alignment

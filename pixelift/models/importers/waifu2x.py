@@ -17,6 +17,8 @@ PyTorch's (in, out, kh, kw). InnerProduct is (out, in), used as a 1x1 convolutio
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from torch import nn
@@ -75,7 +77,7 @@ def _expected(name: str, mod: nn.Module, last: bool) -> tuple[str, int]:
 
 
 def _int(layer: Layer, key: int, default: int) -> int:
-    return int(layer.get(key, default))  # type: ignore[arg-type]
+    return int(layer.get(key, default))
 
 
 def _check_layer(model: NcnnModel, layer: Layer, name: str, mod: nn.Conv2d | nn.ConvTranspose2d, last: bool) -> None:
@@ -100,7 +102,7 @@ def _check_layer(model: NcnnModel, layer: Layer, name: str, mod: nn.Conv2d | nn.
     pads = (pl, _int(layer, 15, pl), pt, _int(layer, 16, pt))
     dw = _int(layer, 2, 1)
     geometry = ((kh, kw), stride, pads, (_int(layer, 12, dw), dw), _int(layer, 0, 0))
-    ph, pw = mod.padding  # type: ignore[misc]
+    ph, pw = cast("tuple[int, int]", mod.padding)  # pixelift.models.arch.waifu2x pads with ints, never a string
     want = (tuple(mod.kernel_size), tuple(mod.stride), (pw, pw, ph, ph), tuple(mod.dilation), mod.out_channels)
     if geometry != want:
         raise UnknownArchitectureError(f"{where}: (kernel, stride, pads, dilation, out) {geometry}, expected {want}")
