@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -56,7 +57,7 @@ def pack_cmd(
         by_precision = {n for n, t in TARGETS.items() if t.precision in precisions} | {ONNX_FP32}
         chosen = by_precision if chosen is None else chosen & by_precision
     entries = pack(ids, dest, targets=chosen, overwrite=overwrite)
-    summary = {"bundle": str(dest), "bytes": dest.stat().st_size, "artifacts": [f"{e.model_id}/{e.target}" for e in entries]}
+    summary: dict[str, Any] = {"bundle": str(dest), "bytes": dest.stat().st_size, "artifacts": [f"{e.model_id}/{e.target}" for e in entries]}
     if as_json:
         click.echo(json.dumps(summary))
     else:

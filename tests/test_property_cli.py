@@ -24,6 +24,7 @@ sub-folder as the current directory, so relative paths such as ``../x.png`` stay
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -39,6 +40,7 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from safetensors.numpy import save_file
 
 from pixelift import models
 from pixelift.cli import main
@@ -81,6 +83,15 @@ GOOD = {
     "gray": ".png",
     "tif16": ".tif",
     "rgba_tif": ".tif",
+    "float_tif": ".tif",  # float32 0..1
+    "hdr_tif": ".tif",  # float32 up to 4 (clipped, with a note)
+    "nan_tif": ".tiff",  # float32 holding NaN and inf (refused)
+    "palette": ".png",
+    "bilevel": ".png",  # mode "1"
+    "la": ".png",  # gray + alpha
+    "cmyk_jpg": ".jpg",
+    "exif_rot": ".jpg",  # EXIF orientation 6
+    "big_truncated": ".png",  # a 1000x1000 header, half the data
 }
 # damaged kinds take a drawn image suffix (text: .txt)
 DAMAGED = ("truncated", "random", "empty", "png_garbage", "dir", "text", "text_png")
@@ -133,6 +144,30 @@ def _write(spec: FileSpec, path: Path) -> None:
         tifffile.imwrite(
             path, np.dstack([img, _alpha(spec.h, spec.w)]), photometric="rgb", extrasamples=("unassalpha",)
         )
+    elif k in ("float_tif", "hdr_tif", "nan_tif"):
+        f = img.astype(np.float32) / 255
+        if k == "hdr_tif":
+            f *= 4
+        if k == "nan_tif":
+            f[0, 0, :] = np.nan
+            f[-1, -1, 1] = np.inf
+        tifffile.imwrite(path, f, photometric="rgb")
+    elif k == "palette":
+        Image.fromarray(img).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(path)
+    elif k == "bilevel":
+        Image.fromarray(img).convert("1").save(path)
+    elif k == "la":
+        Image.fromarray(np.dstack([img[:, :, 0], _alpha(spec.h, spec.w)]), "LA").save(path)
+    elif k == "cmyk_jpg":
+        Image.fromarray(img).convert("CMYK").save(path)
+    elif k == "exif_rot":
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(img).save(path, exif=exif)
+    elif k == "big_truncated":
+        buf = io.BytesIO()
+        Image.new("RGB", (1000, 1000), (90, 120, 200)).save(buf, "PNG")
+        path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     elif k == "truncated":
         fmt = imageio.format_for_path(path) or "PNG"
         whole = Path(str(path) + ".whole")
@@ -157,7 +192,7 @@ def _write(spec: FileSpec, path: Path) -> None:
 
 @st.composite
 def file_specs(draw: st.DrawFn) -> FileSpec:
-    kind = draw(st.sampled_from([*GOOD, *GOOD, *DAMAGED]))
+    kind = draw(st.sampled_from([*GOOD, *DAMAGED, *DAMAGED]))
     if kind in GOOD:
         suffix = GOOD[kind]
     elif kind == "text":
@@ -182,6 +217,7 @@ def file_specs(draw: st.DrawFn) -> FileSpec:
 # option -> (valid, invalid, odd). "invalid" values must give exit 2; "odd" ones are legal but unusual
 # (unicode digits, huge tiles, unavailable providers, limits that refuse the inputs...): any of 0, 1, 2.
 
+LONG = "x" * 300 + ".png"  # longer than a file name may be (ENAMETOOLONG)
 HOSTILE_NUMBERS = ["-1", "nan", "inf", "-inf", "1e400", "abc", "", "1.5x", "0x10", "½", "../x", "a/b"]
 OPTIONS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "--outscale": (
@@ -236,7 +272,22 @@ OUTPUTS = (
         *("out.png", "out.jpg", "out.tif", "out.webp", "out.tiff", "out.JPEG"),
     ],
     ["out.gif", "out.bmp", "out.txt", "newdir/out.heic"],
-    ["$input", "", "prev.png", "out", "out.", ".", "sub", "../", "a\x00b.png", "deep/er/out.png"],
+    [
+        "$input",
+        "",
+        "prev.png",
+        "out",
+        "out.",
+        ".",
+        "sub",
+        "../",
+        "a\x00b.png",
+        "deep/er/out.png",
+        "loop.png",
+        "dangling.png",
+        LONG,
+        f"{LONG}/",
+    ],
 )
 ENV = (["1e8", "none", "0", "200000000"], ["-5", "abc", "nan", "1.5", "inf", "½"], ["100", " ", "", "1e9"])
 FLAGS = ("--recursive", "--overwrite", "--skip-existing", "--strict", "--fast", "-v", "-q", "--json")
@@ -266,7 +317,22 @@ def enhance_cases(draw: st.DrawFn) -> EnhanceCase:
     rels = [f.rel for f in files]
     inputs = draw(
         st.lists(
-            st.sampled_from([*rels, *rels, *rels, ".", "sub", "missing.png", "", "-", "nul\x00.png"]),
+            st.sampled_from(
+                [
+                    *rels,
+                    *rels,
+                    *rels,
+                    ".",
+                    "sub",
+                    "missing.png",
+                    "",
+                    "-",
+                    "nul\x00.png",
+                    "loop.png",
+                    "dangling.png",
+                    LONG,
+                ]
+            ),
             min_size=1,
             max_size=3,
         )
@@ -333,9 +399,16 @@ def _in_dir(path: Path) -> Iterator[None]:
         os.chdir(old)
 
 
-def _snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path under ``root``: file bytes, or None for a folder."""
-    return {p.relative_to(root).as_posix(): (None if p.is_dir() else p.read_bytes()) for p in root.rglob("*")}
+def _snapshot(root: Path) -> dict[str, bytes | str | None]:
+    """Every path under ``root``: file bytes, ``"-> target"`` for a symlink, or None for a folder."""
+    out: dict[str, bytes | str | None] = {}
+    for p in root.rglob("*"):
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            out[rel] = f"-> {os.readlink(p)}"
+        else:
+            out[rel] = None if p.is_dir() else p.read_bytes()
+    return out
 
 
 def _home_snapshot(home: Path) -> dict[str, tuple[bool, int, int]]:
@@ -373,6 +446,8 @@ def _materialise(case: EnhanceCase, work: Path) -> None:
     (work / "sub").mkdir(parents=True)
     (work / "outdir").mkdir()
     Image.fromarray(sample_photo()[:12, :12]).save(work / "prev.png")
+    (work / "loop.png").symlink_to("loop.png")  # a symlink loop
+    (work / "dangling.png").symlink_to("nothing-here.png")
     for spec in case.files:
         path = work / spec.rel
         if not path.exists():
@@ -388,11 +463,22 @@ def _materialise(case: EnhanceCase, work: Path) -> None:
                     prev.write_bytes(b"old output, not an image")
 
 
-def _check_enhance(case: EnhanceCase, res: Result, root: Path, before: dict[str, bytes | None]) -> None:
+def _unreadable(case: EnhanceCase) -> set[str]:
+    """Input arguments that can only fail (a folder named x.png holds a real image: not one of them)."""
+    bad = {
+        f.rel for f in case.files if (f.kind in DAMAGED and f.kind != "dir") or f.kind in ("nan_tif", "big_truncated")
+    }
+    return bad | {"missing.png", "-", "nul\x00.png", "loop.png", "dangling.png", LONG}
+
+
+def _check_enhance(case: EnhanceCase, res: Result, root: Path, before: dict[str, bytes | str | None]) -> None:
     work = root / "work"
     what = f"pixelift {' '.join(repr(a) for a in case.args)} env={case.env}"
     _check_no_crash(res, what)
     after = _snapshot(root)
+    failing = [i for i in case.inputs if i in _unreadable(case)]
+    if failing and "--skip-existing" not in case.args:
+        assert res.exit_code != 0, f"{what}: {failing} cannot be read, yet exit 0\n{res.output}"
     if case.invalid:
         assert res.exit_code == 2, f"{what}: {case.invalid} accepted (exit {res.exit_code})\n{res.output}"
     if res.exit_code == 2:
@@ -402,7 +488,7 @@ def _check_enhance(case: EnhanceCase, res: Result, root: Path, before: dict[str,
         if content is None:
             assert after[rel] is None, f"{what}: folder {rel} was replaced by a file"
         elif after[rel] != content:
-            # only --overwrite may replace an existing file, and only with a complete image
+            # only --overwrite may replace an existing file (or link), and only with a complete image
             assert "--overwrite" in case.args, f"{what}: {rel} was changed"
             assert Path(rel).suffix.lower() in WRITE_SUFFIXES, f"{what}: {rel} was overwritten"
             _readable_image(root / rel)
@@ -410,6 +496,7 @@ def _check_enhance(case: EnhanceCase, res: Result, root: Path, before: dict[str,
         path = root / rel
         if after[rel] is None:
             continue  # an output folder (-o newdir/)
+        assert not isinstance(after[rel], str), f"{what}: created a symlink {rel}"
         assert not path.name.startswith("."), f"{what}: hidden file left behind: {rel}"
         assert not rel.endswith(".part"), f"{what}: partial file left behind: {rel}"
         assert path.suffix.lower() in WRITE_SUFFIXES, f"{what}: unexpected file {rel}"
@@ -475,6 +562,10 @@ def _case(
 @example(case=_case([], env={"PIXELIFT_MAX_OUTPUT_PIXELS": "100"}))  # exit 1, nothing written
 @example(case=_case(["-o", "a\x00b.png"]))  # a NUL in the output path
 @example(case=_case([], inputs=["nul\x00.png"]))  # a NUL in an input path
+@example(case=_case(["-o", LONG]))  # a file name too long for the file system
+@example(case=_case([], inputs=["a.png", LONG]))
+@example(case=_case(["-o", "loop.png", "--overwrite"]))  # the output is a symlink loop
+@example(case=_case(["-o", "dangling.png", "--overwrite"]))  # ... or a dangling symlink
 def test_enhance_survives_random_options_and_files(case: EnhanceCase) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -503,6 +594,11 @@ MISSING_IDS = ["no-such-model", "span-x2-ch49", "realesrgan-x9plus", "my-model"]
     as_json=st.booleans(),
     verbose=st.sampled_from([[], ["-v"]]),
 )
+@example(model_id=MODEL, as_json=True, verbose=[])
+@example(model_id=MODEL, as_json=False, verbose=["-v"])
+@example(model_id="../x", as_json=False, verbose=[])
+@example(model_id="x\x00y", as_json=True, verbose=[])
+@example(model_id="", as_json=False, verbose=[])
 def test_models_show_any_id(pixelift_home: Path, model_id: str, as_json: bool, verbose: list[str]) -> None:
     args = [*verbose, "models", "show", model_id, *(["--json"] if as_json else [])]
     with tempfile.TemporaryDirectory() as tmp:
@@ -539,6 +635,8 @@ EXPORT_TARGETS = [
     "dir.pth",
     "$file-url",
     "http://127.0.0.1:9/m.pth",
+    "nul\x00.pth",
+    "tiny.safetensors",
 ]
 
 
@@ -578,19 +676,21 @@ class ExportCase:
 
 @st.composite
 def export_cases(draw: st.DrawFn) -> ExportCase:
-    targets = draw(st.lists(st.sampled_from(EXPORT_TARGETS), min_size=1, max_size=2))
-    model_id = draw(st.sampled_from([None, None, "my-model", "x", *BAD_IDS]))
+    n = draw(st.sampled_from([1, 1, 1, 2]))
+    targets = draw(st.lists(st.sampled_from(EXPORT_TARGETS), min_size=n, max_size=n))
+    model_id = draw(st.sampled_from([None, None, "my-model", "x", "m.v2_b-c", *BAD_IDS]))
     sha256 = draw(
         st.one_of(st.none(), st.sampled_from(BAD_SHAS), st.text(alphabet=HEX, min_size=64, max_size=64), st.none())
     )
     if any(t.startswith("http") for t in targets) and sha256 is not None and sha256 not in BAD_SHAS:
         sha256 = None  # never a network request: a URL goes with no or a bad checksum (both refused)
     extra: list[str] = []
-    for flag in draw(st.lists(st.sampled_from(["--force", "--json", "--precision", "--calibration"]), unique=True)):
+    flags = ["--force", "--json", "--precision", "--calibration"]
+    for flag in draw(st.lists(st.sampled_from(flags), max_size=2, unique=True)):
         if flag == "--precision":
-            extra += [flag, draw(st.sampled_from(["fp32", "int8", "all", "fp8", "", "FP16"]))]
+            extra += [flag, draw(st.sampled_from(["fp32", "int8", "all", "fp32", "fp8", "", "FP16"]))]
         elif flag == "--calibration":
-            extra += [flag, draw(st.sampled_from([".", "no-such-folder"]))]
+            extra += [flag, draw(st.sampled_from([".", ".", "no-such-folder"]))]
         else:
             extra.append(flag)
     return ExportCase(targets, model_id, sha256, extra)
@@ -598,6 +698,17 @@ def export_cases(draw: st.DrawFn) -> ExportCase:
 
 @settings(max_examples=30, **SETTINGS)
 @given(case=export_cases())
+@example(case=ExportCase(["junk.pth"], "my-model", "ab" * 32, []))  # a pickle that is no weights: exit 1
+@example(case=ExportCase(["tiny.safetensors"], "my-model", None, ["--json"]))  # no known architecture: exit 1
+@example(case=ExportCase(["no-such-model"], None, None, ["--json"]))
+@example(case=ExportCase(["$file-url"], None, "0" * 64, []))  # a file:// URL to nothing
+@example(case=ExportCase(["junk.pth"], "x\x00y", None, []))
+@example(case=ExportCase(["junk.pth"], "../x", None, []))
+@example(case=ExportCase(["junk.pth"], "con", None, []))
+@example(case=ExportCase(["junk.pth", "missing.pth"], "my-model", None, []))  # --id with two targets
+@example(case=ExportCase(["junk.pth"], None, "g" * 64, []))
+@example(case=ExportCase(["junk.pth"], None, "0" * 63, []))
+@example(case=ExportCase(["http://127.0.0.1:9/m.pth"], None, None, []))  # a URL needs --sha256
 def test_export_refuses_bad_ids_and_checksums_without_side_effects(pixelift_home: Path, case: ExportCase) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -605,6 +716,7 @@ def test_export_refuses_bad_ids_and_checksums_without_side_effects(pixelift_home
         (root / "notes.safetensors").write_text("not weights\n", encoding="utf-8")
         (root / "empty.pth").write_bytes(b"")
         (root / "dir.pth").mkdir()
+        save_file({"not.a.known.layer": np.zeros((3, 2), np.float32)}, str(root / "tiny.safetensors"))
         args = case.argv(root)
         before = _snapshot(root)
         home_before = _home_snapshot(pixelift_home)
@@ -618,7 +730,13 @@ def test_export_refuses_bad_ids_and_checksums_without_side_effects(pixelift_home
         if case.usage_error is not None:
             assert res.exit_code == 2, f"{what}: {case.usage_error} accepted\n{res.output}"
         assert _snapshot(root) == before, f"{what}: changed files beside the command"
-        assert _home_snapshot(pixelift_home) == home_before, f"{what}: changed PIXELIFT_HOME"
+        home_after = _home_snapshot(pixelift_home)
+        if res.exit_code == 2:
+            assert home_after == home_before, f"{what}: a usage error changed PIXELIFT_HOME"
+        else:  # a failed attempt may leave an empty cache folder (weights/<sha256>/), never a file
+            files_after = {k: v for k, v in home_after.items() if not v[0]}
+            files_before = {k: v for k, v in home_before.items() if not v[0]}
+            assert files_after == files_before, f"{what}: changed PIXELIFT_HOME: {set(files_after) ^ set(files_before)}"
         assert sorted(s.id for s in models.user_specs()) == user_before, f"{what}: registered a model"
         if "--json" in case.extra and res.exit_code == 1:
             for line in res.stdout.splitlines():

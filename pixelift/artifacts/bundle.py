@@ -107,8 +107,8 @@ def pack(
     }
     with atomic_path(dest) as tmp, tarfile.open(tmp, "w") as tar:
         _add_bytes(tar, INDEX, json.dumps(index, indent=2, sort_keys=True).encode())
-        for spec_id, spec in user_specs.items():
-            _add_bytes(tar, f"models/{spec_id}.json", json.dumps(spec, indent=2).encode())
+        for spec_id, spec_dict in user_specs.items():
+            _add_bytes(tar, f"models/{spec_id}.json", json.dumps(spec_dict, indent=2).encode())
         for art, files in chosen:
             for rel, path in files.items():
                 tar.add(path, arcname=f"artifacts/{art.model_id}/{art.target}/{rel}", recursive=False)
