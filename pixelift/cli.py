@@ -446,7 +446,7 @@ def _collect(inputs: tuple[str, ...], recursive: bool, exclude: Path | None) -> 
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
+        if _is_dir(p):
             pattern = "**/*" if recursive else "*"
             for f in sorted(p.glob(pattern)):
                 if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.stem.endswith("_pixelift"):
@@ -519,11 +519,21 @@ def _provider_option(value: str) -> str:
         raise click.BadParameter(str(exc), param_hint="--provider") from None
 
 
+def _is_dir(path: Path) -> bool:
+    """``is_dir`` that is False for paths the OS refuses (too long, NUL bytes, loops)."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError, RuntimeError):
+        return False
+
+
 def _output_is_folder(output: Path | None, raw: str | None) -> bool:
     """``-o`` names a folder when it is one, or ends with a separator (it is created)."""
     if output is None or raw is None:
         return False
-    return output.is_dir() or raw.endswith(("/", os.sep))
+    if not raw.strip() or "\0" in raw:
+        raise click.BadParameter("an empty path or one with a NUL byte is not an output", param_hint="-o")
+    return _is_dir(output) or raw.endswith(("/", os.sep))
 
 
 def _check_output_suffix(output: Path) -> None:
@@ -679,13 +689,19 @@ def enhance_cmd(
         )
     except PixeliftError as exc:
         raise click.UsageError(str(exc)) from exc
-    many = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs)
+    many = len(inputs) > 1 or any(_is_dir(Path(i)) for i in inputs)
     into_folder = into_folder or (many and output is not None and not output.suffix)
     files = _collect(inputs, recursive, output if into_folder else None)
     if output is not None and not into_folder:
         if many:
             raise click.UsageError("with several inputs, -o must be a folder (end it with a separator to create one)")
         _check_output_suffix(output)
+        from pixelift.runtime import imageio
+
+        if fmt and imageio.format_for_path(output) != fmt.upper():
+            raise click.BadParameter(
+                f"{output.name} is {imageio.format_for_path(output)}, but --format says {fmt.upper()}", param_hint="-o"
+            )
     destinations = _plan_outputs(
         files, output if (many or into_folder) else None, fmt, single=None if (many or into_folder) else output
     )
@@ -718,7 +734,8 @@ def enhance_cmd(
                 else:
                     path, res = enh.enhance_file(src, dst, format=out_fmt, quality=quality, overwrite=overwrite)
                 rec.update(output=str(path), provider=res.providers, provider_rejected=res.rejected, notes=res.notes)
-        except (PixeliftError, OSError) as exc:
+        except (PixeliftError, OSError, ValueError, RuntimeError) as exc:
+            # OSError/ValueError/RuntimeError: what the OS says of a path (too long, NUL byte, loop)
             failures += 1
             rec.update(status="error", error=str(exc))
         except Exception as exc:  # a bug on one file must not stop the batch or show a traceback

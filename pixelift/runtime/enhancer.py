@@ -19,7 +19,7 @@ from PIL import Image
 
 from pixelift import limits
 from pixelift.artifacts import SE_TARGET, Builder, resolve_artifact
-from pixelift.errors import InvalidImageError, OutputExistsError, UsageError
+from pixelift.errors import ImageWriteError, InvalidImageError, OutputExistsError, UsageError
 from pixelift.models import DEFAULT_MODEL
 from pixelift.providers.select import Request
 from pixelift.runtime import footprint, imageio, se_sync, tiling
@@ -370,7 +370,11 @@ class Enhancer:
             or imageio.default_output_format(data.source_format)
         ).upper()
         dst = Path(dst) if dst is not None else default_output_path(src, fmt)
-        if dst.resolve() == src.resolve() and not overwrite:
+        try:
+            same = dst.resolve() == src.resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte, a name too long
+            raise ImageWriteError(f"{dst}: not a usable output path ({exc})") from None
+        if same and not overwrite:
             raise OutputExistsError(f"{dst} is the input; pass overwrite=True (--overwrite) to replace it")
         out, res = self.enhance_data(data)
         path = imageio.write_image(out, dst, format=fmt, quality=quality, overwrite=overwrite, scale_dpi=self.scale)

@@ -354,6 +354,8 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
         raise ImageReadError(f"{path}: no such file") from None
     except OSError as e:
         raise ImageReadError(f"{path}: cannot open ({e.strerror or e})") from e
+    except ValueError as e:  # an embedded NUL byte
+        raise ImageReadError(f"{path!r}: not a usable path ({e})") from None
     if size == 0:
         raise ImageReadError(f"{path}: the file is empty (0 bytes)")
     fmt = _sniff(head)
