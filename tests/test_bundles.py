@@ -63,7 +63,8 @@ def test_pack_install_and_run_without_torch(tmp_path: Path, other_home: Path, mo
     to_onnx(MODEL)
     _user_model()
     bundle = tmp_path / "models.pxb"
-    res = CliRunner().invoke(main, ["artifacts", "pack", MODEL, "my-span", "-o", str(bundle), "--json"])
+    args = ["artifacts", "pack", MODEL, "my-span", "-o", str(bundle), "--json", "--target", "onnx-fp32"]
+    res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert set(json.loads(res.stdout)["artifacts"]) == {f"{MODEL}/onnx-fp32", "my-span/onnx-fp32"}
     ref = tmp_path / "ref.npy"
@@ -201,10 +202,15 @@ def test_read_only_cache_measures_once(tmp_path: Path, other_home: Path) -> None
     keeps its measurements in the state folder, so the second run measures nothing and warns nothing."""
     to_onnx(MODEL)
     bundle = tmp_path / "b.pxb"
-    pack([MODEL], bundle)
+    pack([MODEL], bundle, targets=["onnx-fp32"])
     env = {**os.environ, "PIXELIFT_HOME": str(other_home), "PIXELIFT_STATE": str(tmp_path / "state")}
     proc = _run("import sys; from pixelift.artifacts.bundle import install; from pathlib import Path; install(Path(sys.argv[1]))", str(bundle), env=env)
     assert proc.returncode == 0, proc.stderr
+    # as if exported on another machine: no fidelity records for this one
+    mf = other_home / "artifacts" / MODEL / "onnx-fp32" / "manifest.json"
+    body = json.loads(mf.read_text())
+    body.pop("fidelity", None)
+    mf.write_text(json.dumps(body))
     first = _run(READ_ONLY_RUN, MODEL, env=env)
     assert first.returncode == 0, first.stderr
     assert int(first.stdout.split()[-1]) > 0
