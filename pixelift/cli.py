@@ -79,13 +79,11 @@ class GuardedGroup(click.Group):
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to the current ``sys.stderr`` (click's test runner swaps it per invocation), each
-    distinct message once per command: one decision is one line, even when a batch meets it again."""
+    """Writes to the current ``sys.stderr`` (click's test runner swaps it per invocation)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        self.seen: set[str] = set()
 
     @property  # type: ignore[override]
     def stream(self) -> Any:
@@ -95,13 +93,6 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def stream(self, _value: Any) -> None:
         pass
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        if msg in self.seen:
-            return False
-        self.seen.add(msg)
-        return super().filter(record)
-
 
 _HANDLER = _StderrHandler()
 
@@ -109,7 +100,6 @@ _HANDLER = _StderrHandler()
 def _setup_logging(verbose: int) -> None:
     log = logging.getLogger("pixelift")
     log.setLevel(logging.WARNING - 10 * min(verbose, 2))
-    _HANDLER.seen.clear()
     if _HANDLER not in log.handlers:
         log.addHandler(_HANDLER)
 
@@ -536,7 +526,7 @@ def _output_is_folder(output: Path | None, raw: str | None) -> bool:
     return _is_dir(output) or raw.endswith(("/", os.sep))
 
 
-def _check_output_suffix(output: Path) -> None:
+def _check_output_suffix(output: Path, fmt: str | None) -> None:
     from pixelift.runtime import imageio
 
     if output.suffix and imageio.format_for_path(output) not in imageio.WRITE_FORMATS:
@@ -551,6 +541,10 @@ def _check_output_suffix(output: Path) -> None:
             f"{output}: no suffix, so no format; name a file such as {output.name}.png, or a folder "
             f"with a trailing separator ({output}{os.sep})",
             param_hint="-o",
+        )
+    if fmt and imageio.format_for_path(output) != fmt.upper():
+        raise click.BadParameter(
+            f"{output.name} is {imageio.format_for_path(output)}, but --format says {fmt.upper()}", param_hint="-o"
         )
 
 
@@ -695,13 +689,7 @@ def enhance_cmd(
     if output is not None and not into_folder:
         if many:
             raise click.UsageError("with several inputs, -o must be a folder (end it with a separator to create one)")
-        _check_output_suffix(output)
-        from pixelift.runtime import imageio
-
-        if fmt and imageio.format_for_path(output) != fmt.upper():
-            raise click.BadParameter(
-                f"{output.name} is {imageio.format_for_path(output)}, but --format says {fmt.upper()}", param_hint="-o"
-            )
+        _check_output_suffix(output, fmt)
     destinations = _plan_outputs(
         files, output if (many or into_folder) else None, fmt, single=None if (many or into_folder) else output
     )

@@ -91,10 +91,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_CLEANED: set[Path] = set()  # folders already cleaned by this process (a batch writes many files into one)
+
+
 def clean_stale_parts(folder: Path) -> list[Path]:
     """Remove part files that :func:`atomic_path` left in ``folder`` when its process was
     killed (their writer's pid is gone). Only pixelift's own part files are touched."""
     removed: list[Path] = []
+    if folder in _CLEANED:
+        return removed
+    _CLEANED.add(folder)
     try:
         candidates = list(folder.glob(f".*.*{PART_PID_END}*{PART_SUFFIX}"))
     except OSError:

@@ -239,9 +239,9 @@ def missing_hint(precision: str, providers: Sequence[str], model_id: str) -> str
     if not runners:
         able = sorted({c.provider for c in rows(precision=precision)})
         return f"{precision} runs on {', '.join(able) or 'no provider'} only"
-    down = [get_provider(p).probe(read_machine()) for p in sorted(runners) if not probe_available(p)]
-    if len(down) == len(runners):
-        return "; ".join(p.reason for p in down)
+    probes = [get_provider(p).probe(read_machine()) for p in sorted(runners)]
+    if not any(p.available for p in probes):
+        return "; ".join(p.reason for p in probes)
     return f"run: pixelift export --precision {precision} {model_id}"
 
 

@@ -15,7 +15,6 @@ Each artifact is swapped in under its lock, so a reader never sees half of one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -27,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pixelift.artifacts.manifest import MANIFEST, Manifest
 from pixelift.artifacts.store import Artifact, adopt, exported_targets, find
 from pixelift.artifacts.targets import TARGETS
 from pixelift.errors import PixeliftError
 from pixelift.ids import id_problem, inside, validate_id
-from pixelift.paths import atomic_path, home
+from pixelift.paths import atomic_path, home, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,6 @@ class BundleEntry:
     model_id: str
     target: str
     files: dict[str, str]  # path inside the artifact folder -> sha256
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _files(folder: Path) -> dict[str, Path]:
@@ -97,7 +89,7 @@ def pack(
                 raise BundleError(f"{model_id}/{target}: damaged; run `pixelift export --force {model_id}` first")
             art.verify()
             files = _files(art.path.parent)
-            entries.append(BundleEntry(model_id, target, {rel: _sha256(p) for rel, p in files.items()}))
+            entries.append(BundleEntry(model_id, target, {rel: sha256_file(p) for rel, p in files.items()}))
             chosen.append((art, files))
     index = {
         "schema": BUNDLE_SCHEMA,
@@ -202,7 +194,7 @@ def _install(tar: tarfile.TarFile, src: Path, staging: Path, force: bool) -> lis
         dest.parent.mkdir(parents=True, exist_ok=True)
         with dest.open("wb") as out:
             shutil.copyfileobj(fh, out)
-        if member.name in expected and _sha256(dest) != expected[member.name]:
+        if member.name in expected and sha256_file(dest) != expected[member.name]:
             raise BundleError(f"{src}: {member.name} does not match its sha256 in {INDEX}; nothing installed")
         seen.add(member.name)
     missing = (set(expected) | expected_specs) - seen
@@ -221,7 +213,7 @@ def _install(tar: tarfile.TarFile, src: Path, staging: Path, force: bool) -> lis
     for e in entries:  # each artifact verifies against its own manifest inside adopt()
         current = find(e.model_id, e.target)
         folder = staging / "artifacts" / e.model_id / e.target
-        if current is not None and not force and current.sha256 == _manifest_sha(folder):
+        if current is not None and not force and current.sha256 == _manifest_sha(folder, e.model_id, e.target):
             log.info("%s/%s: already installed", e.model_id, e.target)
             continue
         try:
@@ -234,12 +226,11 @@ def _install(tar: tarfile.TarFile, src: Path, staging: Path, force: bool) -> lis
     return installed
 
 
-def _manifest_sha(folder: Path) -> str | None:
+def _manifest_sha(folder: Path, model_id: str, target: str) -> str | None:
     try:
-        value = json.loads((folder / "manifest.json").read_text()).get("sha256")
-    except (OSError, ValueError, AttributeError):
+        return Manifest.parse((folder / MANIFEST).read_text(), folder, model_id=model_id, target=target).sha256
+    except (OSError, PixeliftError):
         return None
-    return value if isinstance(value, str) else None
 
 
 def _scratch_parent() -> Path:

@@ -133,22 +133,6 @@ def locked(model_id: str, target: str) -> Iterator[None]:
         lock.release()
 
 
-def _busy(model_id: str, target: str) -> bool:
-    """Does another process (or thread) hold the artifact's lock right now?"""
-    lock = artifact_lock(model_id, target)
-    if lock.is_locked:
-        return False  # this thread holds it: nothing to wait for
-    try:
-        Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        return True
-    except OSError:
-        return False
-    lock.release()
-    return False
-
-
 def _read(model_id: str, target: str) -> Artifact | None:
     d = artifact_dir(model_id, target)
     mf = d / MANIFEST
@@ -162,22 +146,23 @@ def _read(model_id: str, target: str) -> Artifact | None:
     return Artifact(model_id, target, inside(d, manifest.file), manifest)
 
 
+def _try_read(model_id: str, target: str) -> tuple[Artifact | None, str | None]:
+    try:
+        return _read(model_id, target), None
+    except DamagedArtifactError as exc:
+        return None, str(exc)
+
+
 def inspect(model_id: str, target: str) -> tuple[Artifact | None, str | None]:
     """``(artifact, None)``, ``(None, None)`` when there is none, or ``(None, why)`` when it is
     damaged. A reader that meets a publish in progress waits for it and reads again."""
-    problem: str | None
-    for attempt in range(2):
-        try:
-            art = _read(model_id, target)
-        except DamagedArtifactError as exc:
-            art, problem = None, str(exc)
-        else:
-            problem = None
-        if (art is not None and problem is None) or attempt or not _busy(model_id, target):
-            return art, problem
-        with locked(model_id, target):  # another process is publishing: wait, then look again
-            pass
-    return None, None  # pragma: no cover (the loop always returns)
+    art, problem = _try_read(model_id, target)
+    if art is None:
+        # nothing usable: maybe a publish was swapping folders. Swaps happen only under the lock,
+        # so a read under it sees the state before or after one (and waits for a build in progress)
+        with locked(model_id, target):
+            art, problem = _try_read(model_id, target)
+    return art, problem
 
 
 def find(model_id: str, target: str) -> Artifact | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pixelift.providers.base import ProbeResult, Provider, ProviderError, Role, Session
 from pixelift.providers.machine import MachineFacts, read_machine
-from pixelift.providers.select import Request, Selection, open_session, plan, probe_all
+from pixelift.providers.select import Request, Selection, open_session, plan, probe_all, requested_unavailable
 from pixelift.providers.table import PROVIDERS, cpu_backends, provider_choices, with_role
 
 
@@ -48,6 +48,7 @@ __all__ = [
     "probe_all",
     "provider_choices",
     "read_machine",
+    "requested_unavailable",
     "validate_provider",
     "with_role",
 ]

@@ -75,25 +75,38 @@ def _label(name: str, device: str | None) -> str:
     return f"{name}:{device}" if device else name
 
 
+def requested_unavailable(request: Request, probes: dict[str, ProbeResult]) -> tuple[str, str] | None:
+    """``(label, why)`` when the provider (or device) the request names cannot run here;
+    :class:`ProviderError` under ``strict``; None for ``auto`` or an available one."""
+    if request.provider == "auto":
+        return None
+    name, _, device_text = request.provider.partition(":")
+    device = device_text.upper() or None
+    if name not in PROVIDERS:
+        raise ProviderError(f"unknown provider {name!r}; choose from auto, {', '.join(PROVIDERS)}")
+    probe = probes[name]
+    if probe.available and (device is None or device in probe.devices):
+        return None
+    label = _label(name, device)
+    why = probe.reason if not probe.available else f"no {device} device (have {', '.join(probe.devices) or 'none'})"
+    if request.strict:
+        raise ProviderError(f"provider {label} (strict): {why}")
+    log.warning("provider %s is not available (%s); falling back to automatic selection", label, why)
+    return label, why
+
+
 def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker | None = None) -> Plan:
     cands: list[Candidate] = []
     rejected: list[tuple[str, str]] = []
     name, _, device_text = request.provider.partition(":")
     device = device_text.upper() or None
     if request.provider != "auto":
-        if name not in PROVIDERS:
-            raise ProviderError(f"unknown provider {name!r}; choose from auto, {', '.join(PROVIDERS)}")
-        probe = probes[name]
-        label = _label(name, device)
-        if probe.available and (device is None or device in probe.devices):
+        missing = requested_unavailable(request, probes)
+        if missing is None:
             opts = {**request.options, **({"device": device} if device else {})}
-            cands.append(Candidate(label, name, opts, "requested"))
+            cands.append(Candidate(_label(name, device), name, opts, "requested"))
         else:
-            why = probe.reason if not probe.available else f"no {device} device (have {', '.join(probe.devices)})"
-            if request.strict:
-                raise ProviderError(f"provider {label} (strict): {why}")
-            log.warning("provider %s is not available (%s); falling back to automatic selection", label, why)
-            rejected.append((label, why))
+            rejected.append(missing)
         if request.strict:
             return Plan(tuple(cands), tuple(rejected))
     for pname in with_role(Role.ACCELERATOR):

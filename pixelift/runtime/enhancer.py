@@ -295,7 +295,7 @@ class Enhancer:
                 a_chw = self._run_model(lm, a_chw, res.notes)
                 a_chw = np.repeat(np.clip(a_chw.mean(axis=0, keepdims=True), 0.0, 1.0), 3, axis=0)
         out = np.clip(chw, 0.0, 1.0, out=chw).transpose(1, 2, 0)
-        hh, ww = round(h0 * self.scale), round(w0 * self.scale)
+        hh, ww = self.output_size(h0, w0)
         out = resize_hwc(out, hh, ww)
         out_alpha = None
         if a_chw is not None:

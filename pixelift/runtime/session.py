@@ -22,7 +22,9 @@ from pixelift.providers import (
     Selection,
     cpu_backends,
     open_session,
+    probe_all,
     read_machine,
+    requested_unavailable,
 )
 from pixelift.providers.microbench import faster_cpu_backend
 
@@ -86,30 +88,11 @@ def load(
 
 
 def _accelerator_available(request: Request) -> bool:
-    from pixelift.providers import probe_all
-
     probes = probe_all()
     return any(
         probes[n].available and (p.role == Role.ACCELERATOR or set(p.accelerator_devices) & set(probes[n].devices))
         for n, p in PROVIDERS.items()
     )
-
-
-def _unavailable(request: Request) -> tuple[str, str] | None:
-    """(label, why) when the explicitly requested provider (or device) cannot run here."""
-    from pixelift.providers import probe_all
-
-    if request.provider == "auto":
-        return None
-    name, _, device = request.provider.partition(":")
-    probe = probe_all().get(name)
-    if probe is None:
-        return request.provider, "unknown provider"
-    if not probe.available:
-        return request.provider, probe.reason
-    if device and device.upper() not in probe.devices:
-        return request.provider, f"no {device.upper()} device (have {', '.join(probe.devices) or 'none'})"
-    return None
 
 
 def _load_precision(
@@ -122,12 +105,9 @@ def _load_precision(
         raise UsageError(f"precision must be one of {', '.join(P.CHOICES)}")
     fp32 = resolve_artifact(model_id, ONNX_FP32, builder=builder, auto_build=auto_export)
     spec = ModelSpec.from_dict(dict(fp32.manifest.spec))
-    missing = _unavailable(request)
+    missing = requested_unavailable(request, probe_all())  # strict: raises
     if missing is not None:
         label, why = missing
-        if request.strict:
-            raise ProviderError(f"provider {label} (strict): {why}")
-        log.warning("provider %s is not available (%s); falling back to automatic selection", label, why)
         auto = _load_precision(model_id, replace(request, provider="auto"), precision, fast, auto_export, builder)
         return replace(auto, selection=replace(auto.selection, rejected=((label, why), *auto.selection.rejected)))
     fp32_load = functools.partial(load, model_id, request, auto_export=auto_export, builder=builder)
