@@ -110,6 +110,10 @@ class DamagedArtifactError(PixeliftError):
     """An artifact's manifest is unreadable or its files do not match their recorded sha256."""
 
 
+class ArtifactBusyError(PixeliftError):
+    """Another process held an artifact's lock for longer than pixelift waits."""
+
+
 class UsageError(PixeliftError, ValueError):
     """An option, argument or environment variable has a value pixelift cannot use."""
 
@@ -118,4 +122,4 @@ class InvalidImageError(PixeliftError, ValueError):
     """Pixel data that cannot be processed: empty, wrong shape or dtype, NaN or infinite values."""
 
 
-__all__ += ["ArtifactMissingError", "DamagedArtifactError", "InvalidIdError", "InvalidImageError", "UsageError"]
+__all__ += ["ArtifactBusyError", "ArtifactMissingError", "DamagedArtifactError", "InvalidIdError", "InvalidImageError", "UsageError"]

@@ -536,3 +536,23 @@ def test_an_absent_requested_provider_is_passed_over_once(provider: str) -> None
     p = plan(Request(provider), probe_all(), cpu_ranker=lambda: (["openvino", "cpu"], "m"))
     labels = [label for label, _ in p.rejected]
     assert labels.count(provider) == 1, labels
+
+
+def test_a_lock_held_too_long_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pixelift.artifacts.store as S
+    from pixelift.errors import ArtifactBusyError
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "from pixelift.artifacts import locked\nimport time\nwith locked('busy-model', 'onnx-fp32'):\n    print('held', flush=True)\n    time.sleep(30)\n"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(S, "LOCK_TIMEOUT_S", 0.3)
+        monkeypatch.setattr(S, "_LOCKS", {})
+        with pytest.raises(ArtifactBusyError, match="delete"):  # the holder sleeps 30 s: waiting would not raise
+            S.find("busy-model", "onnx-fp32")
+    finally:
+        holder.kill()
+        holder.wait()

@@ -32,7 +32,7 @@ import filelock
 
 from pixelift.artifacts.manifest import MANIFEST, Manifest
 from pixelift.artifacts.targets import get_target
-from pixelift.errors import DamagedArtifactError, InvalidIdError
+from pixelift.errors import ArtifactBusyError, DamagedArtifactError, InvalidIdError
 from pixelift.ids import inside, validate_id
 from pixelift.paths import artifacts_dir, sha256_file
 
@@ -123,6 +123,11 @@ def locked(model_id: str, target: str) -> Iterator[None]:
     try:
         Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
         lock.acquire()
+    except filelock.Timeout:
+        raise ArtifactBusyError(
+            f"{model_id}/{target}: another process has held the artifact's lock for {LOCK_TIMEOUT_S / 60:.0f} minutes; "
+            f"if no pixelift process is running, delete {lock.lock_file}"
+        ) from None
     except OSError as exc:
         log.debug("artifact lock %s not taken (%s): reading without it", lock.lock_file, exc)
         yield
