@@ -72,3 +72,17 @@ def test_atomic_write_gives_normal_permissions(tmp_path) -> None:  # type: ignor
         os.umask(old)
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_every_zoo_architecture_has_a_measured_descriptor() -> None:
+    from pixelift.models.architectures import ARCHITECTURES, architecture
+    from pixelift.runtime import footprint
+
+    for spec in models.REGISTRY:
+        arch = ARCHITECTURES[spec.architecture]  # a KeyError is a zoo row without a descriptor
+        assert arch.importer is not None and arch.measured, spec.id
+        assert spec.tile_safe == arch.tile_safe, spec.id
+        assert footprint.bytes_per_input_pixel(spec.architecture) == arch.bytes_per_input_pixel * footprint.MARGIN
+    generic = architecture("SomethingSpandrelFound")
+    assert not generic.measured and generic.importer is None
+    assert footprint.bytes_per_input_pixel("SomethingSpandrelFound") > footprint.bytes_per_input_pixel("ESRGAN")

@@ -1,25 +1,30 @@
-"""Measured memory per input pixel, by architecture, for the tile chooser.
+"""Memory per input pixel for the tile chooser, from the architecture descriptors
+(:mod:`pixelift.models.architectures`, measured with ``python -m bench.footprint``).
 
-Measured with ``python -m bench.footprint`` (onnxruntime CPU, fresh process per run,
-slope of peak RSS between a 64 px and a 256 px input) on 2026-11-25:
-ESRGAN 16861, RealCUGAN 6140, waifu2x-UpConv7 3975, SPAN 2631, waifu2x-CUNet 1252,
-Compact 817 bytes. A 1.5x margin covers arena growth and other backends.
+A 1.5x margin covers arena growth and other backends. An architecture nobody measured
+(a user model spandrel detected) is assumed heavy, and the assumption is logged.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+
+from pixelift.models.architectures import UNMEASURED_BYTES_PER_PIXEL, architecture
+
+log = logging.getLogger(__name__)
+
 MARGIN = 1.5
-MEASURED = {
-    "ESRGAN": 16861,
-    "RealCUGAN": 6140,
-    "waifu2x-UpConv7": 3975,
-    "SPAN": 2631,
-    "waifu2x-CUNet": 1252,
-    "Compact": 817,
-}
-UNKNOWN = 20000  # an architecture we have not measured: assume a heavy one
 
 
-def bytes_per_input_pixel(architecture: str) -> float:
-    base = MEASURED.get(architecture, UNKNOWN)
-    return base * MARGIN
+@functools.cache
+def bytes_per_input_pixel(name: str) -> float:
+    arch = architecture(name)
+    if arch.bytes_per_input_pixel is None:
+        log.info(
+            "%s: memory per pixel not measured; tiles are sized as for %.0f B/px (run python -m bench.footprint)",
+            name,
+            UNMEASURED_BYTES_PER_PIXEL,
+        )
+        return UNMEASURED_BYTES_PER_PIXEL * MARGIN
+    return arch.bytes_per_input_pixel * MARGIN

@@ -13,21 +13,12 @@ from typing import TYPE_CHECKING
 
 from pixelift.errors import MissingExtraError, UnknownArchitectureError
 from pixelift.models import ncnn as ncnn_format
+from pixelift.models.architectures import architecture
 from pixelift.models.sources import NcnnPackageSource
 from pixelift.models.spec import ModelSpec
 
 if TYPE_CHECKING:
     import torch
-
-# architecture name -> module under pixelift.models.importers
-NCNN_IMPORTERS: dict[str, str] = {
-    "ESRGAN": "esrgan",
-    "Compact": "compact",
-    "SPAN": "span",
-    "RealCUGAN": "realcugan",
-    "waifu2x-UpConv7": "waifu2x",
-    "waifu2x-CUNet": "waifu2x",
-}
 
 
 def require_torch() -> None:
@@ -55,8 +46,9 @@ def build_torch(spec: ModelSpec) -> torch.nn.Module:
         from pixelift.models.importers import userfile
 
         return userfile.from_spec(spec)
-    if spec.architecture not in NCNN_IMPORTERS:
+    importer = architecture(spec.architecture).importer
+    if importer is None:
         raise UnknownArchitectureError(f"{spec.id}: no ncnn importer for architecture {spec.architecture!r}")
-    mod = importlib.import_module(f"pixelift.models.importers.{NCNN_IMPORTERS[spec.architecture]}")
+    mod = importlib.import_module(f"pixelift.models.importers.{importer}")
     module = mod.from_ncnn(load_ncnn(spec), spec)
     return module.eval().float()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pixelift.models.architectures import ARCHITECTURES
 from pixelift.models.spec import ModelSpec, Task
 from pixelift.models.zoo._common import MIT_SR_VULKAN, pkg
 
@@ -23,7 +24,7 @@ _PARAMS_PRO = {2: 1_284_598, 3: 1_286_326}
 # realcugan-ncnn-vulkan needs its "syncgap" pass for the same reason, and so do we: the
 # graph is not tile-safe, so a tiled run computes the whole image's SE means first
 # (pixelift.runtime.se_sync, with the onnx-fp32-se artifact): 86-90 dB at tile 64.
-TILE_SAFE = False
+TILE_SAFE = ARCHITECTURES["RealCUGAN"].tile_safe
 
 # (variant, scale, noise) -> file stem suffix; noise -1 = conservative, None = no denoise
 _ROWS: list[tuple[str, int, int | None]] = [

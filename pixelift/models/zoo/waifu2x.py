@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pixelift.models.architectures import ARCHITECTURES
 from pixelift.models.spec import ModelSpec, Task
 from pixelift.models.zoo._common import MIT_SR_VULKAN, pkg
 
@@ -53,7 +54,7 @@ def _cunet(scale: int, noise: int | None) -> ModelSpec:
         alignment=4 if scale == 1 else 2,
         # SE blocks pool over the whole image: tiles see other statistics than the full frame;
         # a tiled run syncs them (pixelift.runtime.se_sync): 64-80 dB unsynced, > 100 synced
-        tile_safe=False,
+        tile_safe=ARCHITECTURES["waifu2x-CUNet"].tile_safe,
     )
 
 
