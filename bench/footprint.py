@@ -15,10 +15,10 @@ import sys
 
 CHILD = r"""
 import resource, sys, numpy as np, onnxruntime as ort
-path, size = sys.argv[1], int(sys.argv[2])
+path, size, channels = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 so = ort.SessionOptions(); so.intra_op_num_threads = 2
 s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+x = np.random.default_rng(0).random((1, channels, size, size), dtype=np.float32)
 s.run(None, {"input": x})
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
@@ -34,14 +34,17 @@ DEFAULT_IDS = (
 )
 
 
-def peak_rss(path: str, size: int) -> int:
-    out = subprocess.run([sys.executable, "-c", CHILD, path, str(size)], capture_output=True, text=True, check=True)
+def peak_rss(path: str, size: int, channels: int = 3) -> int:
+    """``channels``: the graph input's (the image's 3, plus packed extra inputs such as a noise map)."""
+    cmd = [sys.executable, "-c", CHILD, path, str(size), str(channels)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     from pixelift import models
     from pixelift.export import to_onnx
+    from pixelift.models.architectures import input_channels
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="*", default=list(DEFAULT_IDS))
@@ -51,7 +54,8 @@ def main() -> None:
         spec = models.get(mid)
         size_a, size_b = (spec.alignment * (s // spec.alignment) for s in SIZES)
         path = str(to_onnx(mid).path)
-        a, b = peak_rss(path, size_a), peak_rss(path, size_b)
+        channels = input_channels(spec.architecture)
+        a, b = peak_rss(path, size_a, channels), peak_rss(path, size_b, channels)
         per_px = (b - a) / (size_b * size_b - size_a * size_a)
         rows.append(
             {

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pixelift.models.architectures import architecture, pack
 from pixelift.samples import art_image, sample_photo, to_chw
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
@@ -25,6 +26,20 @@ HELDOUT_CROP = 80
 
 def _align(n: int, a: int) -> int:
     return max(a, n - n % a)
+
+
+def model_input(chw: np.ndarray, architecture_name: str | None, rng: np.random.Generator) -> np.ndarray:
+    """A crop as the graph input of ``architecture_name``: unchanged for a plain model; for one
+    with extra inputs (a noise map) the crop gets noise at each input's default level and the
+    map is packed after it, so calibration and fidelity see the operating point they serve."""
+    if architecture_name is None:
+        return chw
+    arch = architecture(architecture_name)
+    if not arch.extra_inputs:
+        return chw
+    level = arch.extra_inputs[0].default
+    noisy = np.clip(chw + rng.normal(0.0, level, chw.shape).astype(np.float32), 0.0, 1.0)
+    return pack(architecture_name, noisy[None])[0]
 
 
 def _crops(img: np.ndarray, size: int, count: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -67,8 +82,10 @@ class CalibrationSource:
         n_out = max(1, len(imgs) // 4)
         return imgs[:-n_out], imgs[-n_out:]
 
-    def calibration(self, alignment: int = 1, count: int = 8, size: int = CALIB_CROP) -> list[np.ndarray]:
-        """``count`` CHW float32 crops from the calibration part."""
+    def calibration(
+        self, alignment: int = 1, count: int = 8, size: int = CALIB_CROP, *, arch: str | None = None
+    ) -> list[np.ndarray]:
+        """``count`` CHW float32 crops from the calibration part (as ``arch``'s graph input)."""
         rng = np.random.default_rng(self.seed)
         calib, _ = self._split()
         size = _align(size, alignment)
@@ -77,11 +94,13 @@ class CalibrationSource:
             img = calib[i % len(calib)]
             crop = next(_crops(img, size, 1, rng))
             crop = crop[: _align(crop.shape[0], alignment), : _align(crop.shape[1], alignment)]
-            out.append(to_chw(crop))
+            out.append(model_input(to_chw(crop), arch, rng))
         return out
 
-    def heldout(self, alignment: int = 1, per_image: int = 2, size: int = HELDOUT_CROP) -> list[tuple[str, np.ndarray]]:
-        """Named CHW float32 crops from the held-out part."""
+    def heldout(
+        self, alignment: int = 1, per_image: int = 2, size: int = HELDOUT_CROP, *, arch: str | None = None
+    ) -> list[tuple[str, np.ndarray]]:
+        """Named CHW float32 crops from the held-out part (as ``arch``'s graph input)."""
         rng = np.random.default_rng(self.seed + 1)
         _, held = self._split()
         size = _align(size, alignment)
@@ -89,5 +108,6 @@ class CalibrationSource:
         for i, img in enumerate(held):
             for j, crop in enumerate(_crops(img, size, per_image, rng)):
                 crop = crop[: _align(crop.shape[0], alignment), : _align(crop.shape[1], alignment)]
-                out.append((f"heldout{i}-{j}-{crop.shape[0]}x{crop.shape[1]}", to_chw(crop)))
+                name = f"heldout{i}-{j}-{crop.shape[0]}x{crop.shape[1]}"
+                out.append((name, model_input(to_chw(crop), arch, rng)))
         return out

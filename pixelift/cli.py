@@ -594,6 +594,19 @@ def _check_output_suffix(output: Path, fmt: str | None) -> None:
     help="auto: the fastest precision whose measured fidelity vs fp32 meets the gate (50 dB; 40 dB with --fast).",
 )
 @click.option("--fast", is_flag=True, help="Lower the fidelity gate of --precision auto to 40 dB PSNR vs fp32.")
+@click.option(
+    "--denoise",
+    default=None,
+    help="auto: measure the noise and remove it first (FFDNet, noise map per pixel; clean images are left "
+    "alone); off; or a level (sigma in 8-bit units, 0-75). Default: only a denoise model (-m ffdnet-rgb) "
+    "denoises, with the measured noise.",
+)
+@click.option(
+    "--denoise-strength",
+    default="1",
+    show_default=True,
+    help="0-2: scales the noise map (below 1 keeps more grain and detail).",
+)
 @click.option("--tile", default="auto", show_default=True, help="Tile size in px, 'auto' (from free memory) or 'none'.")
 @click.option("--overlap", type=click.IntRange(0, 256), default=None, help="Tile overlap in input px.")
 @click.option(
@@ -634,6 +647,8 @@ def enhance_cmd(
     strict: bool,
     precision: str,
     fast: bool,
+    denoise: str | None,
+    denoise_strength: str,
     tile: str,
     overlap: int | None,
     blend: str | None,
@@ -680,6 +695,8 @@ def enhance_cmd(
             ),
             precision=precision,
             fast=fast,
+            denoise=denoise,
+            denoise_strength=limits.parse_range(denoise_strength, 0.0, 2.0, "--denoise-strength"),
         )
     except PixeliftError as exc:
         raise click.UsageError(str(exc)) from exc

@@ -63,6 +63,17 @@ def parse_scale(value: float | str, where: str = "outscale") -> float:
     return scale
 
 
+def parse_range(value: object, low: float, high: float, where: str) -> float:
+    """A finite number from ``low`` to ``high``."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}={value!r}: expected a number from {low:g} to {high:g}") from None
+    if isinstance(value, bool) or not math.isfinite(number) or not low <= number <= high:
+        raise UsageError(f"{where}={value!r}: expected a number from {low:g} to {high:g}")
+    return number
+
+
 def check_output_size(height: int, width: int, limit: int | None, what: str) -> None:
     from pixelift.errors import ImageTooLargeError
 
@@ -83,6 +94,7 @@ __all__ = [
     "ENV_MAX_PIXELS",
     "check_output_size",
     "parse_pixels",
+    "parse_range",
     "parse_scale",
     "resolve_limit",
 ]

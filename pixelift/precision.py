@@ -145,11 +145,13 @@ def _aligned(n: int, alignment: int) -> int:
     return max(alignment, n - n % alignment)
 
 
-def heldout_images(alignment: int = 1, folder: Path | None = None) -> list[tuple[str, np.ndarray]]:
-    """Held-out real-image crops (CHW float32): see :class:`pixelift.calibration.CalibrationSource`."""
+def heldout_images(
+    alignment: int = 1, folder: Path | None = None, arch: str | None = None
+) -> list[tuple[str, np.ndarray]]:
+    """Held-out real-image crops as ``arch``'s graph input: see :class:`pixelift.calibration.CalibrationSource`."""
     from pixelift.calibration import CalibrationSource
 
-    return CalibrationSource(folder).heldout(alignment)
+    return CalibrationSource(folder).heldout(alignment, arch=arch)
 
 
 # --- measuring -------------------------------------------------------------------------
@@ -268,7 +270,7 @@ def measure_model(
     if fp32 is None:
         raise PixeliftError(f"{model_id}: no onnx-fp32 artifact; run `pixelift export {model_id}` first")
     alignment = fp32.manifest.alignment
-    images = heldout_images(alignment, folder)
+    images = heldout_images(alignment, folder, str(fp32.manifest.spec["architecture"]))
     ref: dict[str, np.ndarray] | None = None
     out: dict[str, dict[str, Any]] = {}
     for cap in CAPABILITIES:

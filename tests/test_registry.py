@@ -16,7 +16,7 @@ from pixelift.models.spec import ModelSpec
 
 def test_zoo_holds_every_family_and_variant() -> None:
     arch = Counter(s.architecture for s in models.REGISTRY)
-    assert arch == {"ESRGAN": 2, "Compact": 1, "SPAN": 8, "RealCUGAN": 17, "waifu2x-UpConv7": 10, "waifu2x-CUNet": 9}
+    assert arch == {"ESRGAN": 2, "Compact": 1, "SPAN": 8, "RealCUGAN": 17, "waifu2x-UpConv7": 10, "waifu2x-CUNet": 9, "FFDNet": 2}
 
 
 @pytest.mark.parametrize("spec", list(models.REGISTRY), ids=lambda s: s.id)

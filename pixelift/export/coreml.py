@@ -21,6 +21,7 @@ from typing import Any
 from pixelift.artifacts import Artifact, find, locked, publish
 from pixelift.errors import DamagedArtifactError, ExportError
 from pixelift.models import get as get_spec
+from pixelift.models.architectures import input_channels
 from pixelift.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,12 @@ def convert(spec: ModelSpec, dest: Path) -> Any:
 
     module = build_torch(spec)
     side = spec.alignment * max(1, 64 // spec.alignment)
-    example = torch.rand(1, 3, side, side)
+    channels = input_channels(spec.architecture)  # the image, then any packed extra inputs
+    example = torch.rand(1, channels, side, side)
     with torch.no_grad(), _negative_pads_as_slices():
         traced = torch.jit.trace(module, example)  # the most forgiving path (SPAN converts unpatched)
     lo = max(MIN_SIDE, spec.alignment)
-    shape = (1, 3, ct.RangeDim(lo, MAX_SIDE, default=side), ct.RangeDim(lo, MAX_SIDE, default=side))
+    shape = (1, channels, ct.RangeDim(lo, MAX_SIDE, default=side), ct.RangeDim(lo, MAX_SIDE, default=side))
     try:
         ml = ct.convert(
             traced,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pixelift.errors import ExportError
+from pixelift.models.architectures import input_channels
 from pixelift.models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -80,7 +81,8 @@ def export_module(
     import torch
 
     size = trace_size(spec)
-    dummy = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    channels = input_channels(spec.architecture)  # the image, then any packed extra inputs
+    dummy = torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(0))
     axes = {0: "batch", 2: "height", 3: "width"}
     dynamic: dict[str, dict[int, str]] = {"input": axes, "output": axes}
     args: tuple[Any, ...] = (dummy,)

@@ -14,7 +14,7 @@ from pixelift.errors import DamagedArtifactError, ExportError
 from pixelift.export import parity
 from pixelift.export.parity import run_torch, runtime_available
 from pixelift.models import get as get_spec
-from pixelift.models.sources import NcnnPackageSource
+from pixelift.models.sources import NcnnPackageSource, PackageFileSource
 from pixelift.models.spec import ModelSpec
 from pixelift.paths import sha256_file
 
@@ -29,7 +29,7 @@ def source_fingerprint(spec: ModelSpec) -> list[dict[str, Any]]:
             "source": src.describe(),
             "files": [{"name": f.name, "sha256": sha256_file(f), "size": f.stat().st_size} for f in files],
         }
-        if isinstance(src, NcnnPackageSource):
+        if isinstance(src, NcnnPackageSource | PackageFileSource):
             entry["package_version"] = src.version()
         out.append(entry)
     return out
@@ -39,16 +39,15 @@ def parity_checks(
     spec: ModelSpec, module: Any, onnx_path: Path, *, threshold_db: float = parity.PARITY_DB
 ) -> list[parity.Check]:
     """The parity report: torch vs the ncnn original; ONNX on onnxruntime and OpenVINO (f32) vs torch."""
+    from pixelift.models.importers import original
+
     image, x = parity.parity_input(spec)
     ref = run_torch(module, x)
     checks: list[parity.Check] = []
-    ncnn_src = next((s for s in spec.sources if isinstance(s, NcnnPackageSource)), None)
-    if ncnn_src is not None:
-        from pixelift.models import oracle
-
-        param, binf = ncnn_src.files()
-        original = oracle.reference(spec, x[0], param, binf)[None]
-        checks.append(parity.compare("ncnn-original", original, "torch", ref, image, threshold_db))
+    got = original(spec, x)
+    if got is not None:
+        name, out = got
+        checks.append(parity.compare(name, out, "torch", ref, image, threshold_db))
     checks.append(
         parity.compare("torch", ref, "onnxruntime-cpu", parity.run_artifact(onnx_path, x, "cpu"), image, threshold_db)
     )

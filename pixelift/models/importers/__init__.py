@@ -9,12 +9,15 @@ reflect-padding for ``spec.border`` done inside.
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from pixelift.errors import MissingExtraError, UnknownArchitectureError
 from pixelift.models import ncnn as ncnn_format
 from pixelift.models.architectures import architecture
-from pixelift.models.sources import NcnnPackageSource
+from pixelift.models.sources import NcnnPackageSource, PackageFileSource
 from pixelift.models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -42,13 +45,33 @@ def load_ncnn(spec: ModelSpec) -> ncnn_format.NcnnModel:
 def build_torch(spec: ModelSpec) -> torch.nn.Module:
     """Build the PyTorch module for a registry entry, in eval mode, fp32, on CPU."""
     require_torch()
-    if not isinstance(spec.sources[0], NcnnPackageSource):
+    source = spec.sources[0]
+    if not isinstance(source, NcnnPackageSource | PackageFileSource):
         from pixelift.models.importers import userfile
 
         return userfile.from_spec(spec)
+    mod = _importer(spec)
+    module = mod.from_ncnn(load_ncnn(spec), spec) if isinstance(source, NcnnPackageSource) else mod.from_package(spec)
+    return module.eval().float()
+
+
+def _importer(spec: ModelSpec) -> ModuleType:
     importer = architecture(spec.architecture).importer
     if importer is None:
-        raise UnknownArchitectureError(f"{spec.id}: no ncnn importer for architecture {spec.architecture!r}")
-    mod = importlib.import_module(f"pixelift.models.importers.{importer}")
-    module = mod.from_ncnn(load_ncnn(spec), spec)
-    return module.eval().float()
+        raise UnknownArchitectureError(f"{spec.id}: no importer for architecture {spec.architecture!r}")
+    return importlib.import_module(f"pixelift.models.importers.{importer}")
+
+
+def original(spec: ModelSpec, x: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """The original implementation's output for the graph input ``x`` (NCHW), the oracle every
+    import is checked against: the official ncnn runtime for ncnn weights, the package's own
+    PyTorch code for a package's ``.pth``; None for a user's file (spandrel is its reference)."""
+    source = spec.sources[0]
+    if isinstance(source, NcnnPackageSource):
+        from pixelift.models import oracle
+
+        param, binf = source.files()
+        return "ncnn-original", oracle.reference(spec, x[0], param, binf)[None]
+    if isinstance(source, PackageFileSource):
+        return f"{source.distribution}-original", _importer(spec).original(spec, x)
+    return None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pixelift.models.spec import ModelSpec
-from pixelift.models.zoo import realcugan, realesrgan, span, waifu2x
+from pixelift.models.zoo import ffdnet, realcugan, realesrgan, span, waifu2x
 
-FAMILIES = (realesrgan, span, realcugan, waifu2x)
+FAMILIES = (realesrgan, span, realcugan, waifu2x, ffdnet)
 
 
 def builtin_specs() -> list[ModelSpec]:
