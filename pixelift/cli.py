@@ -602,6 +602,12 @@ def _check_output_suffix(output: Path, fmt: str | None) -> None:
     "denoises, with the measured noise.",
 )
 @click.option(
+    "--auto",
+    is_flag=True,
+    help="Autopilot: analyse each image (noise, JPEG quality, content) and choose the steps "
+    "(denoise -> de-JPEG -> upscale to --outscale, default 2); the reasons are in --json and -v.",
+)
+@click.option(
     "--denoise-strength",
     default="1",
     show_default=True,
@@ -648,6 +654,7 @@ def enhance_cmd(
     precision: str,
     fast: bool,
     denoise: str | None,
+    auto: bool,
     denoise_strength: str,
     tile: str,
     overlap: int | None,
@@ -666,7 +673,7 @@ def enhance_cmd(
     (the others were still processed); 2 usage error (bad option, unknown model).
     """
     from pixelift.runtime import tiling
-    from pixelift.runtime.enhancer import Enhancer, TileOptions
+    from pixelift.runtime.enhancer import INFO_NOTES, AutoEnhancer, Enhancer, TileOptions
 
     if verbose:
         logging.getLogger("pixelift").setLevel(logging.INFO)
@@ -683,11 +690,9 @@ def enhance_cmd(
             blend=tiling.Blend(blend) if blend else tiling.DEFAULT_BLEND,
             batch=batch,
         )
-        enh = Enhancer(
-            list(model_ids) or models.DEFAULT_MODEL,
+        common: dict[str, Any] = dict(
             provider=provider,
             strict=strict,
-            outscale=scale,
             tiles=tiles,
             max_pixels=_pixels_option(max_pixels, limits.DEFAULT_MAX_PIXELS, limits.ENV_MAX_PIXELS, "--max-pixels"),
             max_output_pixels=_pixels_option(
@@ -695,9 +700,14 @@ def enhance_cmd(
             ),
             precision=precision,
             fast=fast,
-            denoise=denoise,
             denoise_strength=limits.parse_range(denoise_strength, 0.0, 2.0, "--denoise-strength"),
         )
+        if auto:
+            if model_ids or denoise is not None:
+                raise click.UsageError("--auto chooses the models and the denoising itself; drop -m / --denoise")
+            enh: Enhancer = AutoEnhancer(outscale=2.0 if scale is None else scale, **common)
+        else:
+            enh = Enhancer(list(model_ids) or models.DEFAULT_MODEL, outscale=scale, denoise=denoise, **common)
     except PixeliftError as exc:
         raise click.UsageError(str(exc)) from exc
     many = len(inputs) > 1 or any(_is_dir(Path(i)) for i in inputs)
@@ -739,6 +749,8 @@ def enhance_cmd(
                 else:
                     path, res = enh.enhance_file(src, dst, format=out_fmt, quality=quality, overwrite=overwrite)
                 rec.update(output=str(path), provider=res.providers, provider_rejected=res.rejected, notes=res.notes)
+                if res.autopilot is not None:
+                    rec.update(model=res.models, autopilot=res.autopilot)
         except (PixeliftError, OSError, ValueError, RuntimeError) as exc:
             # OSError/ValueError/RuntimeError: what the OS says of a path (too long, NUL byte, loop)
             failures += 1
@@ -755,7 +767,10 @@ def enhance_cmd(
             click.echo(f"{src}: error: {rec['error']}", err=True)
         else:
             for note in rec.get("notes") or ():
-                click.echo(f"WARNING: {src.name}: {note}", err=True)
+                if not note.startswith(INFO_NOTES):
+                    click.echo(f"WARNING: {src.name}: {note}", err=True)
+                elif logging.getLogger("pixelift").isEnabledFor(logging.INFO):  # -v here or before the command
+                    click.echo(f"INFO: {src.name}: {note}", err=True)
             if not quiet:
                 click.echo(f"{src} -> {rec['output']} ({rec['status']}, {rec['seconds']} s)")
     if not files:

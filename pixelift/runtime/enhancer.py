@@ -8,6 +8,7 @@ premultiplied by alpha first so transparent pixels cannot bleed dark fringes int
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from pixelift.errors import ImageWriteError, InvalidImageError, OutputExistsErro
 from pixelift.models import DEFAULT_MODEL
 from pixelift.models.architectures import architecture, pack
 from pixelift.providers.select import Request
-from pixelift.runtime import footprint, imageio, noise, se_sync, tiling
+from pixelift.runtime import autopilot, footprint, imageio, noise, se_sync, tiling
 from pixelift.runtime.session import LoadedModel, load
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ DENOISER = "ffdnet-rgb"
 #: below this estimated sigma (8-bit levels) an image counts as clean and is not denoised
 CLEAN_SIGMA = 1.0
 MAX_DENOISE_LEVEL = 75.0
+#: notes that report a decision rather than a loss (shown with --verbose, not as warnings)
+INFO_NOTES = ("autopilot: ", "estimated noise sigma", "denoise skipped")
 MAX_OVERLAP = 256
 MAX_BATCH = 64
 
@@ -80,6 +83,8 @@ class Result:
     rejected: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # model -> (provider, why)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: the autopilot's analysis and chosen steps (AutoEnhancer only)
+    autopilot: dict[str, Any] | None = None
 
 
 def _to_float(a: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -437,6 +442,78 @@ class Enhancer:
         out, res = self.enhance_data(data)
         path = imageio.write_image(out, dst, format=fmt, quality=quality, overwrite=overwrite, scale_dpi=self.scale)
         return path, res
+
+
+class AutoEnhancer(Enhancer):
+    """The autopilot: each image is analysed (:mod:`pixelift.runtime.autopilot`) and runs through
+    the steps chosen for it (denoise -> de-JPEG -> upscale), then is resized to ``outscale``.
+    Takes the options of :class:`Enhancer` except ``model`` and ``denoise``; an Enhancer per
+    distinct pipeline is kept warm."""
+
+    def __init__(self, *, outscale: float = 2.0, **options: Any) -> None:
+        for name in ("model", "denoise"):
+            if name in options:
+                raise UsageError(f"the autopilot chooses the {name} itself; do not pass {name}=")
+        template = Enhancer(autopilot.UPSCALERS[("photo", 2)], outscale=outscale, **options)  # validates everything
+        self.__dict__.update(template.__dict__)
+        self.model_ids = []
+        self.specs = []
+        self._options = options
+        self._pipelines: dict[tuple[str, ...], Enhancer] = {}
+        self._pipelines_lock = threading.Lock()
+        self._local = threading.local()
+
+    def plan_for(self, color: np.ndarray) -> autopilot.Plan:
+        """The plan for a float HWC image (the source JPEG's tables are used inside enhance_file)."""
+        return autopilot.plan(autopilot.analyse(color, file_bytes=getattr(self._local, "jpeg", None)), self.scale)
+
+    def _pipeline(self, models: list[str]) -> Enhancer:
+        with self._pipelines_lock:
+            enh = self._pipelines.get(tuple(models))
+            if enh is None:
+                enh = self._pipelines[tuple(models)] = Enhancer(models, outscale=self.outscale, **self._options)
+        return enh
+
+    def enhance_data(self, data: imageio.ImageData) -> tuple[imageio.ImageData, Result]:
+        color, _ = _to_float(data.color)
+        p = self.plan_for(color)
+        info = {"analysis": p.analysis.to_dict(), "steps": p.models, "reasons": p.reasons()}
+        if not p.steps:  # nothing to restore and no upscale: only the resize to outscale
+            self.check_size(color.shape[0], color.shape[1])
+            hh, ww = self.output_size(color.shape[0], color.shape[1])
+            out_alpha = None
+            if data.alpha is not None:
+                alpha = _to_float(data.alpha)[0][..., None]
+                out_alpha = _from_float(resize_hwc(alpha, hh, ww)[..., 0], data.alpha.dtype)
+            res = Result([], [], notes=[*data.notes, *(f"autopilot: {r}" for r in p.reasons())], autopilot=info)
+            color_out = _from_float(resize_hwc(color, hh, ww), data.color.dtype)
+            return replace(data, color=color_out, alpha=out_alpha, notes=res.notes), res
+        enh = self._pipeline(p.models)
+        enh.progress = self.progress
+        out, res = enh.enhance_data(data)
+        res.notes = [*res.notes, *(f"autopilot: {r}" for r in p.reasons())]
+        res.autopilot = info
+        return replace(out, notes=res.notes), res
+
+    def enhance_file(
+        self,
+        src: str | Path,
+        dst: str | Path | None = None,
+        *,
+        format: str | None = None,
+        quality: int = 95,
+        overwrite: bool = False,
+    ) -> tuple[Path, Result]:
+        try:  # a JPEG's quantisation tables tell its quality exactly
+            with Path(src).open("rb") as f:
+                head = f.read(2)
+                self._local.jpeg = head + f.read() if head == b"\xff\xd8" else None
+        except (OSError, ValueError):
+            self._local.jpeg = None  # read_image reports the problem
+        try:
+            return super().enhance_file(src, dst, format=format, quality=quality, overwrite=overwrite)
+        finally:
+            self._local.jpeg = None
 
 
 def parse_denoise(value: str | float | None) -> str | float | None:
