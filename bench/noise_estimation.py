@@ -37,8 +37,8 @@ import numpy as np
 from pixelift.runtime.noise import NoiseEstimate, estimate_noise
 from pixelift.samples import sample_photo
 
-DEV = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "camera", "moon", "coins")
-DEV += ("hubble_deep_field", "retina", "clock", "cell", "motorcycle_left", "pixelift_sample")
+DEV: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "camera", "moon")
+DEV += ("coins", "hubble_deep_field", "retina", "clock", "cell", "motorcycle_left", "pixelift_sample")
 CHECK = ("motorcycle_right", "page", "text", "lfw_faces")
 TEXTURE = ("brick", "grass", "gravel")
 GAUSS_SIGMAS = (0, 5, 10, 15, 25, 35, 50)

@@ -25,8 +25,10 @@ Method (:func:`estimate_noise`)
        is the median over its kept blocks divided by the median of chi-square_9 / 9, so the
        textured blocks left over do not pull it up.
     4. **Quantisation.** 8-bit data carries rounding noise of variance ``q^2 / 12`` (sigma =
-       0.29 / 255) that is not noise to remove: it is subtracted (the grid, 8 or 16 bit, is
-       detected from the values), so clean photos read ~0.
+       0.29 / 255) that is not noise to remove (the grid, 8 or 16 bit, is detected from the
+       values). It is in every bin alike, so step 6 fits ``var - q^2 / 12`` over the bins
+       without clamping each bin at 0 (which would bias bins reading below it, e.g.
+       JPEG-smoothed areas, upwards): clean photos read ~0.
     5. **Clipping.** Near black and white, noisy values were clipped, which shrinks both the
        variance and the distance of the mean to the bound. Each bin's (mean, variance) is
        mapped back through the moments of a clipped Gaussian; bins that kept under 30 % of
@@ -49,7 +51,7 @@ The map (:meth:`NoiseEstimate.sigma_map`)
 Limitations: this measures the white-noise-equivalent sigma at the finest scale. Camera
 noise that was demosaiced, denoised or JPEG-compressed is spatially correlated, has less
 energy at that scale and reads lower than its per-pixel std. Grain already in a "clean"
-photo is noise here too (scikit-image's astronaut reads ~1.3 / 255). Where an image has no
+photo is noise here too (scikit-image's astronaut reads ~1.4 / 255). Where an image has no
 smooth area in some intensity range, that range's bins carry texture and are only
 down-weighted; the slope ``a`` needs a spread of smooth intensities to be identifiable.
 """
@@ -110,6 +112,7 @@ class NoiseEstimate:
     ``"nlf"`` (binned fit), ``"global"`` (small-image MAD fallback) or ``"none"`` (no
     samples at all, e.g. smaller than 2x2). ``quantization`` is the step whose rounding noise
     was discounted (1/255 for 8-bit data, 0 when the values are not on a coarse grid).
+    ``bins`` is the number of intensity bins the fit used (the most of any channel).
     """
 
     a: tuple[float, ...]
@@ -215,7 +218,7 @@ def _as_hwc(image: np.ndarray) -> np.ndarray:
     x = np.asarray(image)
     if x.ndim == 2:
         x = x[:, :, None]
-    if x.ndim != 3:
+    if x.ndim != 3 or x.shape[2] == 0:
         raise ValueError(f"expected an HWC or HW image, got shape {x.shape}")
     if np.issubdtype(x.dtype, np.integer):
         return x.astype(np.float32) / np.float32(np.iinfo(x.dtype).max)
@@ -310,8 +313,13 @@ def _strip_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # separable transform of every block, as two GEMMs on contiguous memory: along x with
     # kron(B, I_c) on each row's (px, C) run, then along y with B on each block row
     kx = _kron_basis(c)
-    y = (xs.reshape(nby * bs * nbx, bs * c) @ kx.T).reshape(nby, bs, nbx * bs * c)
-    y = np.matmul(_BASIS, y).reshape(nby, bs, nbx, bs, c)  # (block row, v, block col, u, C)
+    rows = xs.reshape(nby * bs * nbx, bs * c)
+    y = np.empty((nby, bs, nbx * bs * c), np.float32)
+    _small_gemms(rows, kx.T, y.reshape(nby * bs * nbx, bs * c))
+    z = np.empty_like(y)
+    for i in range(nby):  # (L x bs) @ (bs x bs) with the transposed views: no copies
+        _small_gemms(y[i].T, _BASIS.T, z[i].T)
+    y = z.reshape(nby, bs, nbx, bs, c)  # (block row, v, block col, u, C)
     e = y * y
     r0, s1 = _RES_ORDER, _SMOOTH_ORDER + 1
     total = e.sum(axis=(1, 3))
@@ -323,6 +331,19 @@ def _strip_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     tex = np.maximum(total - smooth - res, 0.0) / np.float32(ntex)
     bmean = y[:, 0, :, 0] / np.float32(bs)
     return bmean.reshape(-1, c), nvar.reshape(-1, c), tex.reshape(-1, c)
+
+
+#: rows per GEMM call: OpenBLAS runs a GEMM single-threaded below m * n * k = 262144, and
+#: its threads only cost here (thin matrices; on a loaded 2-core machine the threaded
+#: calls were 6x slower than one thread)
+_GEMM_MNK = 200_000
+
+
+def _small_gemms(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out = a @ b`` in row chunks small enough that BLAS does not spawn threads."""
+    step = max(1, _GEMM_MNK // (b.shape[0] * b.shape[1]))
+    for r in range(0, a.shape[0], step):
+        np.matmul(a[r : r + step], b, out=out[r : r + step])
 
 
 @functools.cache
@@ -451,12 +472,12 @@ def _fit_nlf(bins: _Bins, samples: int, qvar: float) -> tuple[float, float]:
     if bins.i_sel.size == 0:
         return 0.0, 0.0
     i_b, v_b, n_b = bins.i_sel, bins.v_sel, bins.n_sel
-    _, _, kept_sel = _unclip(i_b, np.maximum(v_b - qvar, 0.0))
+    _, _, kept_sel = _unclip(i_b, v_b)
     clipped = kept_sel < _CLIP_ALL
     i_b = np.where(clipped, bins.i_all, i_b)
     v_b = np.where(clipped, bins.v_all, v_b)
     n_b = np.where(clipped, bins.n_all, n_b)
-    mu, var, kept = _unclip(i_b, np.maximum(v_b - qvar, 0.0))
+    mu, var, kept = _unclip(i_b, v_b)
     # a bin that mixes clipped and unclipped blocks looks unclipped as a whole: trust it as
     # little as its most clipped (least textured) part says
     kept = np.minimum(kept, kept_sel)
@@ -464,14 +485,18 @@ def _fit_nlf(bins: _Bins, samples: int, qvar: float) -> tuple[float, float]:
     if not np.any(ok):
         ok = kept >= kept.max()
     mu, var, kept, n = np.clip(mu[ok], 0.0, 1.0), var[ok], kept[ok], n_b[ok] * samples
+    # the rounding noise is in every bin alike: fit var - qvar = a I + b with a, b >= 0 on
+    # the unclamped differences (clamping each bin at 0 would bias bins that read below the
+    # rounding noise, e.g. JPEG-smoothed areas, upwards)
+    target = var - qvar
     floor = max(qvar, (0.1 / 255.0) ** 2)
-    a, b = _nnls_line(mu, var, n * kept**2 / (var + floor) ** 2)
+    a, b = _nnls_line(mu, target, n * kept**2 / (var + floor) ** 2)
     for _ in range(_FIT_ITERATIONS):
-        f = a * mu + b
+        f = a * mu + b + qvar
         w = n * kept**2 / (f + floor) ** 2
         ratio = (var + floor) / (f + floor)
-        w = w * np.where(ratio > _OUTLIER_RATIO, 1.0 / (ratio - _OUTLIER_RATIO + 1.0) ** 2, 1.0)
-        a, b = _nnls_line(mu, var, w)
+        w = w / (np.maximum(ratio - _OUTLIER_RATIO, 0.0) + 1.0) ** 2
+        a, b = _nnls_line(mu, target, w)
     return a, b
 
 
