@@ -30,7 +30,7 @@ from pixelift.metrics import psnr
 from pixelift.runtime import autopilot
 from pixelift.runtime.enhancer import AutoEnhancer, Enhancer
 
-PHOTOS = ("immunohistochemistry", "hubble_deep_field", "retina")
+PHOTOS = ("immunohistochemistry", "hubble_deep_field", "retina", "rocket", "coffee")
 RESTORERS = (autopilot.DENOISER, autopilot.DEJPEG[2], autopilot.DEJPEG[3])
 
 
@@ -57,6 +57,8 @@ def _degrade(clean: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str, d
     std = np.sqrt(a * f + (sigma / 255) ** 2)
     noisy = np.clip(np.rint((f + rng.normal(0, 1, f.shape) * std) * 255), 0, 255).astype(np.uint8)
     quality = int(rng.choice([0, 20, 40, 60, 90]))
+    if not (blur or sigma or a or quality):  # every case is degraded: a clean input is its own reference
+        quality = 90
     buf = io.BytesIO()
     if quality:
         Image.fromarray(noisy).save(buf, "JPEG", quality=quality)
@@ -123,6 +125,7 @@ def main() -> None:
                         **cond,
                         "autopilot": auto_db,
                         "autopilot_steps": res.models,
+                        "analysis": (res.autopilot or {}).get("analysis"),
                         "oracle": scores[best],
                         "oracle_pipeline": best,
                         "candidates": scores,

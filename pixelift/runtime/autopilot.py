@@ -34,6 +34,10 @@ from pixelift.runtime import noise
 
 #: below this estimated sigma (8-bit levels) an image counts as clean
 CLEAN_SIGMA = 1.0
+#: from this estimated sigma on, CUNet 1x runs after FFDNet even without JPEG traces: it
+#: removes what FFDNet leaves of strong noise (bench/autopilot.py: FFDNet + CUNet beat FFDNet
+#: alone by 1-2.5 dB at sigma 15-40, and the oracle picked both in most strong-noise cases)
+STRONG_SIGMA = 6.0
 #: JPEG quality at or below which the de-JPEG step runs
 DEJPEG_MAX_QUALITY = 75
 #: (blockiness ratio, JPEG quality) calibration points, ratio ascending
@@ -127,13 +131,19 @@ def _quality_from_blockiness(ratio: float) -> float | None:
 
 
 def _content(image: np.ndarray) -> str:
-    """Drawings have large flat areas and few distinct colours; photos have neither."""
+    """Drawings have large flat areas and few distinct colours; photos have neither. Black and
+    white areas (a photo's background, clipped sky) count for neither."""
     h, w = image.shape[:2]
     q = (np.clip(image[: h - h % 4, : w - w % 4], 0, 1) * 255).astype(np.uint8)
     if q.size == 0:
         return "photo"
-    blocks = q.reshape(q.shape[0] // 4, 4, q.shape[1] // 4, 4, -1)
-    flat = float(np.mean(blocks.max(axis=(1, 3)).astype(int) - blocks.min(axis=(1, 3)).astype(int) <= 2))
+    blocks = q.reshape(q.shape[0] // 4, 4, q.shape[1] // 4, 4, -1).astype(int)
+    mean = blocks.mean(axis=(1, 3, 4))
+    mid = (mean > 12) & (mean < 243)
+    if not mid.any():
+        return "photo"
+    spread = (blocks.max(axis=(1, 3)) - blocks.min(axis=(1, 3))).max(axis=-1)
+    flat = float(np.mean(spread[mid] <= 2))
     sample = q.reshape(-1, q.shape[-1])[:: max(1, q.shape[0] * q.shape[1] // 65536)]
     colours = len(np.unique(sample, axis=0)) / max(len(sample), 1)
     return "art" if flat > 0.5 and colours < 0.15 else "photo"
@@ -175,12 +185,18 @@ def plan(analysis: Analysis, scale: float) -> Plan:
         steps.append(Step(DENOISER, f"noise sigma {sigma:.1f} levels ({kind}); the estimated map drives FFDNet"))
     else:
         skipped.append(f"denoise: skipped, noise sigma {sigma:.2f} < {CLEAN_SIGMA} levels")
-    if quality is not None and quality <= DEJPEG_MAX_QUALITY:
-        level = 2 if quality < 30 else 3
-        steps.append(Step(DEJPEG[level], f"JPEG quality {quality:.0f} (from the {analysis.jpeg_source})"))
+    jpeg = quality is not None and quality <= DEJPEG_MAX_QUALITY
+    if jpeg or sigma >= STRONG_SIGMA:
+        level = 2 if quality is not None and quality < 30 else 3
+        why = (
+            f"JPEG quality {quality:.0f} (from the {analysis.jpeg_source})"
+            if jpeg
+            else f"strong noise (sigma {sigma:.1f} >= {STRONG_SIGMA}): cleans what the denoiser leaves"
+        )
+        steps.append(Step(DEJPEG[level], why))
     else:
         found = "no JPEG trace" if quality is None else f"JPEG quality {quality:.0f} > {DEJPEG_MAX_QUALITY}"
-        skipped.append(f"de-JPEG: skipped, {found}")
+        skipped.append(f"de-JPEG: skipped, {found} and noise below {STRONG_SIGMA} levels")
     if scale > 1:
         factor = 2 if scale <= 2 else 4
         model = UPSCALERS[(analysis.content, factor)]
