@@ -212,3 +212,9 @@ def test_cli_denoise(tmp_path: Path) -> None:
         res = CliRunner().invoke(main, ["enhance", str(src), *bad, "-o", str(tmp_path / "c.png")])
         assert res.exit_code == 2, (bad, res.output)
         assert not (tmp_path / "c.png").exists()
+
+
+@pytest.mark.parametrize("model_id", ["ffdnet-rgb", "ffdnet-gray"])
+def test_zoo_row_counts_the_parameters_of_the_weights(model_id: str) -> None:
+    module = _torch_module(get(model_id))
+    assert sum(p.numel() for p in module.parameters()) == get(model_id).params
