@@ -47,6 +47,13 @@ def package_dir(module: str, distribution: str) -> Path:
     )
 
 
+def distribution_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 @dataclass(frozen=True)
 class NcnnPackageSource:
     """An ncnn ``.param``/``.bin`` pair inside an installed pip package."""
@@ -71,10 +78,7 @@ class NcnnPackageSource:
         return param, binf
 
     def version(self) -> str | None:
-        try:
-            return importlib.metadata.version(self.distribution)
-        except importlib.metadata.PackageNotFoundError:
-            return None
+        return distribution_version(self.distribution)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self)}
@@ -185,10 +189,7 @@ class PackageFileSource:
         return (p,)
 
     def version(self) -> str | None:
-        try:
-            return importlib.metadata.version(self.distribution)
-        except importlib.metadata.PackageNotFoundError:
-            return None
+        return distribution_version(self.distribution)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self)}
