@@ -163,6 +163,14 @@ def _write_png(tmp: Path, job: _WriteJob) -> None:
     if png[12:16] != b"IHDR":
         raise ImageWriteError("PNG encoder output does not start with IHDR")
     ihdr_end = 8 + 12 + struct.unpack_from(">I", png, 8)[0]
+    extra = _png_meta_chunks(icc, dpi, exif, xmp, iptc)
+    tmp.write_bytes(png[:ihdr_end] + b"".join(extra) + png[ihdr_end:])
+
+
+def _png_meta_chunks(
+    icc: bytes | None, dpi: tuple[float, float] | None, exif: bytes | None, xmp: bytes | None, iptc: bytes | None
+) -> list[bytes]:
+    """The metadata chunks written after IHDR (the in-memory and the streamed writer share them)."""
     extra = []
     if icc:
         extra.append(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)))
@@ -175,4 +183,4 @@ def _write_png(tmp: Path, job: _WriteJob) -> None:
         extra.append(_png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp))
     if iptc:
         extra.append(_png_chunk(b"zTXt", b"Raw profile type iptc\x00\x00" + zlib.compress(_raw_profile("iptc", iptc))))
-    tmp.write_bytes(png[:ihdr_end] + b"".join(extra) + png[ihdr_end:])
+    return extra

@@ -274,12 +274,24 @@ def _unpremultiply(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def _write_tiff(tmp: Path, job: _WriteJob) -> None:
     import tifffile
 
-    color, alpha, icc, exif, xmp = job.color, job.alpha, job.icc, job.exif, job.xmp
-    iptc, dpi, compression = job.iptc, job.dpi, job.compression
+    color, alpha = job.color, job.alpha
     arr = color if alpha is None else np.concatenate([color, alpha[:, :, None]], axis=2)
     if arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    gray = color.shape[2] == 1
+    options, sub_ifds = _tiff_options(
+        job, gray=color.shape[2] == 1, alpha=alpha is not None, integer=arr.dtype != np.float32
+    )
+    tifffile.imwrite(tmp, arr, **options)
+    if sub_ifds:
+        _append_sub_ifds(tmp, sub_ifds)
+
+
+def _tiff_options(
+    job: _WriteJob, *, gray: bool, alpha: bool, integer: bool
+) -> tuple[dict[str, Any], dict[int, tuple[int, dict[int, Any]]]]:
+    """tifffile.imwrite keyword arguments for ``job``'s metadata (the in-memory and the streamed writer share
+    them), and the EXIF/GPS sub-IFDs to append after writing (:func:`_append_sub_ifds`)."""
+    icc, exif, xmp, iptc, dpi, compression = job.icc, job.exif, job.xmp, job.iptc, job.dpi, job.compression
     extratags: list[tuple[Any, ...]] = [(_ORIENTATION, "H", 1, 1, True)]
     sub_ifds: dict[int, tuple[int, dict[int, Any]]] = {}
     src = Image.Exif()
@@ -287,7 +299,7 @@ def _write_tiff(tmp: Path, job: _WriteJob) -> None:
         try:
             src.load(exif)
         except Exception as e:
-            warnings.warn(f"EXIF could not be parsed and is not written to the TIFF ({e})", stacklevel=3)
+            warnings.warn(f"EXIF could not be parsed and is not written to the TIFF ({e})", stacklevel=4)
             src = Image.Exif()
     if len(src):
         for tag in _TIFF_TEXT_TAGS:
@@ -313,7 +325,7 @@ def _write_tiff(tmp: Path, job: _WriteJob) -> None:
                     _ifd_bytes(sub, real, b"II*\x00\x08\x00\x00\x00", 8)
                 except Exception as e:
                     name = "Exif" if real == _EXIF_IFD else "GPS"
-                    warnings.warn(f"EXIF {name} IFD could not be written to the TIFF; dropped ({e})", stacklevel=3)
+                    warnings.warn(f"EXIF {name} IFD could not be written to the TIFF; dropped ({e})", stacklevel=4)
                     continue
                 if sub:
                     sub_ifds[placeholder] = (real, sub)
@@ -324,13 +336,10 @@ def _write_tiff(tmp: Path, job: _WriteJob) -> None:
         padded = iptc + b"\x00" * (-len(iptc) % 4)
         extratags.append((33723, "I", len(padded) // 4, np.frombuffer(padded, "<u4"), True))
     extratags.sort(key=lambda t: t[0])
-    integer = arr.dtype != np.float32
-    tifffile.imwrite(
-        tmp,
-        arr,
+    options: dict[str, Any] = dict(
         photometric="minisblack" if gray else "rgb",
         planarconfig="contig",
-        extrasamples=("unassalpha",) if alpha is not None else None,
+        extrasamples=("unassalpha",) if alpha else None,
         compression=compression,
         predictor=True if (compression and integer) else None,
         iccprofile=icc or None,
@@ -341,8 +350,7 @@ def _write_tiff(tmp: Path, job: _WriteJob) -> None:
         extratags=extratags,
         byteorder="<",
     )
-    if sub_ifds:
-        _append_sub_ifds(tmp, sub_ifds)
+    return options, sub_ifds
 
 
 def _ifd_bytes(values: dict[int, Any], group: int, head: bytes, offset: int) -> bytes:
