@@ -55,6 +55,7 @@ from pixelift.runtime.tiling import (
     Blend,
     available_memory_bytes,
     choose_tile,
+    iter_tiled_rows,
     min_tile_for,
     plan_tiles,
     run_tiled,
@@ -126,24 +127,53 @@ def test_cores_partition_reads_aligned(seed: int) -> None:
         a, ov = plan.alignment, plan.overlap
         assert (coverage(plan) == 1).all()
         assert ov % a == 0
-        sizes = [b1 - b0 for b0, b1 in zip(plan.y_bounds, plan.y_bounds[1:], strict=False)]
         assert all(b % a == 0 for b in plan.y_bounds + plan.x_bounds)
-        assert max(sizes) - min(sizes) <= a  # equal sizes, up to one alignment unit
-        top, bottom, left, right = plan.pad
+        assert plan.pad[0] == plan.pad[2] == 0 and plan.pad[1] < a and plan.pad[3] < a  # alignment only
         for t in plan.tiles:
             h, w = t.read_shape
             assert h % a == 0 and w % a == 0
             y0, y1, x0, x1 = t.read
-            assert (y0, x0) == (plan.y_bounds[t.row] - ov, plan.x_bounds[t.col] - ov)
-            assert (y1, x1) == (plan.y_bounds[t.row + 1] + ov, plan.x_bounds[t.col + 1] + ov)
-            assert y0 >= -top and x0 >= -left and y1 <= plan.height + bottom and x1 <= plan.width + right
+            # core +- overlap, stopping at the image edge (the aligned extent at bottom/right)
+            assert y0 == (plan.y_bounds[t.row] - ov if t.row else 0)
+            assert x0 == (plan.x_bounds[t.col] - ov if t.col else 0)
+            assert y1 == (plan.y_bounds[t.row + 1] + ov if t.row < plan.rows - 1 else plan.aligned_height)
+            assert x1 == (plan.x_bounds[t.col + 1] + ov if t.col < plan.cols - 1 else plan.aligned_width)
+            assert 0 <= y0 < y1 <= plan.aligned_height and 0 <= x0 < x1 <= plan.aligned_width
+        # equal read sizes (up to one unit), and no two overlap zones meet
+        for n, bounds in ((plan.rows, plan.y_bounds), (plan.cols, plan.x_bounds)):
+            sizes = (
+                {t.read_shape[0] for t in plan.tiles}
+                if bounds is plan.y_bounds
+                else {t.read_shape[1] for t in plan.tiles}
+            )
+            assert max(sizes) - min(sizes) <= a
+            cores = np.diff(bounds)
+            if n > 1:
+                assert cores[0] >= ov and cores[-1] >= ov and (cores[1:-1] >= 2 * ov).all()
 
 
-def test_overlap_rounds_up_to_alignment() -> None:
+def test_overhead_is_the_overlap_between_tiles_only() -> None:
+    """Pixels computed per image pixel: 1.0 for one tile; 1 + 2 * ov * (n - 1) / size per axis."""
+    assert plan_tiles(256, 256, tile=512, overlap=32).overhead == 1.0
+    assert plan_tiles(256, 256, tile=None, overlap=32).overhead == 1.0
+    plan = plan_tiles(3000, 4000, tile=512, overlap=8)
+    assert (plan.rows, plan.cols) == (6, 8)
+    assert plan.overhead == pytest.approx((1 + 16 * 5 / 3000) * (1 + 16 * 7 / 4000))
+    assert plan.overhead <= 1.10  # the issue's goal on a 12 MP photo at this overlap
+    # the old layout (every read core +- overlap, border padded) computed 1.27x here at overlap 32
+    assert plan_tiles(3000, 4000, tile=512, overlap=32).overhead == pytest.approx(
+        (1 + 64 * 5 / 3000) * (1 + 64 * 7 / 4000)
+    )
+
+
+def test_overlap_rounds_up_to_alignment_and_is_capped() -> None:
     plan = plan_tiles(100, 100, tile=40, overlap=5, alignment=4)
     assert plan.overlap == 8
-    assert plan.pad == (8, 8, 8, 8)
-    assert plan_tiles(101, 99, tile=40, overlap=5, alignment=4).pad == (8, 11, 8, 9)
+    assert plan.pad == (0, 0, 0, 0)
+    assert plan_tiles(101, 99, tile=40, overlap=5, alignment=4).pad == (0, 3, 0, 1)
+    # tile 16 with overlap 256 would compute each pixel dozens of times: the overlap is capped
+    capped = plan_tiles(100, 100, tile=16, overlap=256)
+    assert capped.overlap < 16 and capped.overhead < 3
 
 
 @pytest.mark.parametrize("bad", [dict(tile=0), dict(overlap=-1), dict(alignment=0)])
@@ -202,15 +232,14 @@ def test_crop_equals_exact_core_stitching() -> None:
     img = photo("astronaut", 70, 90)
     tile, ov = 32, 4
     plan = plan_tiles(70, 90, tile=tile, overlap=ov)
-    top, bottom, left, right = plan.pad
-    padded = np.pad(img, ((0, 0), (top, bottom), (left, right)), mode="reflect")
+    assert plan.pad == (0, 0, 0, 0)
     want = np.zeros((3, 140, 180), dtype=np.float32)
     for t in plan.tiles:
         y0, y1, x0, x1 = t.read
-        y = box_blur_x2(padded[None, :, y0 + top : y1 + top, x0 + left : x1 + left])[0]
+        y = box_blur_x2(img[None, :, y0:y1, x0:x1])[0]
         cy0, cy1, cx0, cx1 = t.core
         want[:, 2 * cy0 : 2 * cy1, 2 * cx0 : 2 * cx1] = y[
-            :, 2 * ov : 2 * (ov + cy1 - cy0), 2 * ov : 2 * (ov + cx1 - cx0)
+            :, 2 * (cy0 - y0) : 2 * (cy1 - y0), 2 * (cx0 - x0) : 2 * (cx1 - x0)
         ]
     got = run_tiled(img, box_blur_x2, scale=2, tile=tile, overlap=ov, blend="crop")
     np.testing.assert_array_equal(got, want)
@@ -236,7 +265,7 @@ def test_local_model_tiled_matches_whole(blend: Blend) -> None:
     assert seam_metric(out, plan, 2, reference=whole) == pytest.approx(1.0, abs=0.05)
 
 
-def test_whole_image_uses_border_context_and_crops_back() -> None:
+def test_whole_image_is_not_padded_past_its_edge_and_crops_back() -> None:
     img = photo("astronaut", 37, 53)
     seen: list[tuple[int, ...]] = []
 
@@ -245,12 +274,35 @@ def test_whole_image_uses_border_context_and_crops_back() -> None:
         return box_blur_x2(x)
 
     out = run_tiled(img, model, scale=2, tile=None, overlap=5, alignment=4)
-    assert seen == [(1, 3, 40 + 16, 56 + 16)]  # aligned 40x56 plus 8 px of context per side
+    assert seen == [(1, 3, 40, 56)]  # aligned 40x56: the alignment pad only, no context border
     assert out.shape == (3, 74, 106) and out.dtype == np.float32
+    # away from the alignment pad (bottom/right), the model ran on the image as it is
+    np.testing.assert_allclose(out[:, :66, :98], box_blur_x2(img[None])[0][:, :66, :98], atol=1e-6)
     rep = run_tiled(img, model, scale=2, tile=None, overlap=5, alignment=4, pad_mode="replicate")
     assert rep.shape == out.shape and not np.array_equal(rep, out)
     with pytest.raises(ValueError, match="pad_mode"):
         run_tiled(img, model, scale=2, tile=None, overlap=5, pad_mode="wrap")
+
+
+@pytest.mark.parametrize("blend", list(Blend))
+def test_rows_stream_in_order_from_a_band_and_equal_run_tiled(blend: Blend) -> None:
+    img = photo("chelsea", 150, 70)
+    asked: list[tuple[int, int]] = []
+
+    def read(y0: int, y1: int) -> np.ndarray:
+        asked.append((y0, y1))
+        return img[:, y0:y1]
+
+    kw = dict(scale=2, tile=32, overlap=6, alignment=4, blend=blend)
+    strips = list(iter_tiled_rows(read, box_blur_x2, height=150, width=70, **kw))  # type: ignore[arg-type]
+    starts = [y0 for y0, _ in strips]
+    assert starts[0] == 0 and starts == sorted(starts)
+    assert all(a + s.shape[1] == b for (a, s), b in zip(strips, starts[1:] + [300], strict=True))
+    plan = plan_tiles(150, 70, tile=32, overlap=6, alignment=4)
+    assert len(asked) == plan.rows  # one band per row of tiles, never the whole image
+    assert max(b - a for a, b in asked) <= max(t.read_shape[0] for t in plan.tiles)
+    whole = np.concatenate([s for _, s in strips], axis=1)
+    np.testing.assert_array_equal(whole, run_tiled(img, box_blur_x2, **kw))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("channels", [1, 2, 4])
@@ -325,7 +377,9 @@ def test_bad_images_rejected() -> None:
     with pytest.raises(ValueError, match="CHW"):
         run_tiled(np.zeros((8, 8), np.float32), box_blur_x2, scale=2, tile=None, overlap=0)
     with pytest.raises(ValueError, match="CHW"):
-        run_tiled(np.zeros((0, 8, 8), np.float32), box_blur_x2, scale=2, tile=None, overlap=0)  # packed inputs may have more than 4
+        run_tiled(
+            np.zeros((0, 8, 8), np.float32), box_blur_x2, scale=2, tile=None, overlap=0
+        )  # packed inputs may have more than 4
     with pytest.raises(ValueError, match="floating"):
         run_tiled(np.zeros((3, 8, 8), np.uint8), box_blur_x2, scale=2, tile=None, overlap=0)
 
@@ -352,7 +406,8 @@ def test_oom_retry_halves_until_it_fits(caplog: pytest.LogCaptureFixture) -> Non
         out = run_tiled_with_retry(img, model, scale=2, tile=None, overlap=8, alignment=4)
     want = run_tiled(img, box_blur_x2, scale=2, tile=32, overlap=8, alignment=4)
     np.testing.assert_array_equal(out, want)
-    assert sizes[:2] == [128 + 16, 64 + 16] and set(sizes[2:]) == {32 + 16}
+    # reads: the whole 128, then 2 tiles of (128 + 16) / 2, then 4 of (128 + 3 * 16) / 4
+    assert sizes[:2] == [128, 72] and set(sizes[2:]) == {44}
     assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.WARNING]
     assert "retrying the whole image with tile 32" in caplog.records[-1].getMessage()
 
@@ -513,8 +568,8 @@ def test_whole_image_means_make_tiles_reproduce_the_whole_image() -> None:
     sessions = se_sync.open_se_sessions(to_onnx_se(spec.id), "cpu", {"threads": 2})
     channels = sessions.info.channels
     kw = dict(overlap=DEFAULT_OVERLAP, alignment=spec.alignment)
-    padded = np.pad(img, ((0, 0), (DEFAULT_OVERLAP,) * 2, (DEFAULT_OVERLAP,) * 2), mode="reflect")[None]
-    outs = sessions.render.run_feeds(_se_feeds(padded, None, 0.0, channels))
+    # the whole image as a whole run sees it: no border (128x192 is on the alignment grid)
+    outs = sessions.render.run_feeds(_se_feeds(img[None], None, 0.0, channels))
     n = len(channels)
     exact = [outs[1 + k].reshape(-1) / outs[1 + n + k].reshape(-1) for k in range(n)]
     est = se_sync.estimate_means(img, list(sessions.stats), sessions.info, tile=48, **kw)  # type: ignore[arg-type]

@@ -1,25 +1,29 @@
 """Seamless tiled inference, as pure functions (numpy only; never imports torch).
 
 Geometry (:func:`plan_tiles`)
-    ``tile`` is the *core* size (Real-ESRGAN's ``tile_size``); the model sees the core
-    plus ``overlap`` context pixels on each side (Real-ESRGAN's ``tile_pad``). The tile
-    count per axis is chosen first, ``ceil(size / tile)``, then the axis is split into that
-    many equal cores (sizes differ by at most one alignment unit): 1200 px with tile 1024
-    gives two 600 px cores, never a 1024 px tile plus a 176 px sliver. Cores partition the
-    image exactly. Core boundaries lie on the alignment grid and the effective overlap is
-    ``overlap`` rounded *up* to a multiple of ``alignment``, so every read region
-    ``core +- overlap`` is a multiple of ``alignment``; nothing is ever expanded inwards.
-    Read regions may leave the image: those pixels come from **padding at the image
-    border** (below). In tile coordinates a read region is therefore "clamped" to the
-    padded image, which by construction always contains it.
+    ``tile`` is the nominal *core* size (Real-ESRGAN's ``tile_size``): the tile count per
+    axis is chosen first, ``ceil(size / tile)``. Neighbouring tiles share ``2 * overlap``
+    context pixels around each internal core boundary (``overlap`` per side, Real-ESRGAN's
+    ``tile_pad``). A tile that touches the image edge reads nothing past it: it is
+    shifted inwards, so its core is ``overlap`` larger and every read region has the same
+    size (up to one alignment unit), ``(size + 2 * overlap * (count - 1)) / count``. Pixels
+    computed per pixel of the image are therefore ``1 + 2 * overlap * (count - 1) / size``
+    per axis, and exactly 1 for an image that fits one tile. Core boundaries lie on the
+    alignment grid and the effective overlap is ``overlap`` rounded *up* to a multiple of
+    ``alignment`` (then capped so that two overlap zones never meet), so every read region
+    is a multiple of ``alignment``. Cores partition the image exactly.
 
 Border (:func:`run_tiled`)
-    The image is padded once at its outer border (``reflect`` by default, or
-    ``replicate``) by the effective overlap on every side, plus up to ``alignment - 1``
-    pixels at the bottom/right so the aligned extent is covered. So edge tiles have the
-    same context as inner ones. The whole-image path (``tile=None``) pads identically, so
-    the tile size never changes what the edge pixels look like; the result is cropped
+    The image edge is never padded for context: a model sees the image edge where the
+    whole-image run sees it, so edge pixels come out as in an untiled run. Only the
+    bottom/right are padded (``reflect`` by default, or ``replicate``) by up to
+    ``alignment - 1`` pixels, the same way for every tile size; the result is cropped
     back to exactly ``(C, H*scale, W*scale)``.
+
+Streaming (:func:`iter_tiled_rows`)
+    Tiles run one row of tiles at a time; each output row is yielded as soon as no later
+    tile row can touch it. Memory is one band of input and output rows, whatever the
+    image height; :func:`run_tiled` is the concatenation of these strips.
 
 Blending (:class:`Blend`)
     Each tile's output is weighted by a separable window that is 1 on its core interior
@@ -79,9 +83,9 @@ _GAUSS_SIGMA = 1.0 / 6.0
 class Tile:
     """One tile. Coordinates are input pixels of the original image, half-open ``[y0, y1)``.
 
-    ``core`` partitions the image; ``read`` is ``core +- overlap`` and may extend past the
-    image (into the border padding), by at most ``overlap`` on top/left and
-    ``overlap + alignment - 1`` on bottom/right.
+    ``core`` partitions the image; ``read`` is ``core +- overlap`` except at the image edge,
+    where it stops (bottom/right: at the aligned extent, up to ``alignment - 1`` pixels of
+    border padding past the image).
     """
 
     row: int
@@ -122,38 +126,73 @@ class TilePlan:
 
     @property
     def pad(self) -> tuple[int, int, int, int]:
-        """Border padding (top, bottom, left, right) that the reads need."""
-        o = self.overlap
-        return o, o + self.aligned_height - self.height, o, o + self.aligned_width - self.width
+        """Border padding (top, bottom, left, right) that the reads need: alignment only."""
+        return 0, self.aligned_height - self.height, 0, self.aligned_width - self.width
+
+    @property
+    def overhead(self) -> float:
+        """Pixels the model computes per pixel of the image (1.0: no tiling overhead)."""
+        return sum(h * w for h, w in (t.read_shape for t in self.tiles)) / (self.height * self.width)
 
 
 def _round_up(n: int, a: int) -> int:
     return -(-n // a) * a
 
 
-def _bounds(size: int, tile: int | None, alignment: int) -> tuple[int, ...]:
-    """Tile count first, then equal cores on the alignment grid over the aligned extent."""
+def _count(size: int, tile: int | None, alignment: int) -> int:
     units = -(-size // alignment)
-    n = 1 if tile is None else max(1, min(units, -(-size // tile)))
-    return tuple(alignment * (i * units // n) for i in range(n + 1))
+    return 1 if tile is None else max(1, min(units, -(-size // tile)))
+
+
+def _max_overlap_units(size: int, n: int, alignment: int) -> int | None:
+    """Largest overlap (alignment units) that keeps every core at least two zones wide; None: no limit."""
+    if n < 2:
+        return None
+    units = -(-size // alignment)
+    return max(0, (units - n) // (2 * n + 2))
+
+
+def _bounds(size: int, n: int, alignment: int, ov_units: int) -> tuple[int, ...]:
+    """Core boundaries of ``n`` tiles whose read regions (``core +- overlap``, clipped at the
+    image edge) all have the same size, up to one unit, over the aligned extent."""
+    units = -(-size // alignment)
+    if n == 1:
+        return (0, units * alignment)
+    total = units + 2 * ov_units * (n - 1)  # read units over all tiles
+    reads = [(i + 1) * total // n - i * total // n for i in range(n)]
+    b = [0, reads[0] - ov_units]
+    for r in reads[1:-1]:
+        b.append(b[-1] + r - 2 * ov_units)
+    b.append(units)
+    return tuple(alignment * u for u in b)
 
 
 def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int, alignment: int = 1) -> TilePlan:
-    """Lay out tiles: count per axis first (``ceil(size / tile)``), then equal core sizes."""
+    """Lay out tiles: count per axis first (``ceil(size / tile)``), then equal read sizes."""
     if height < 1 or width < 1:
         raise ValueError(f"image must be at least 1x1, got {height}x{width}")
     if alignment < 1 or overlap < 0:
         raise ValueError(f"need alignment >= 1 and overlap >= 0, got {alignment} and {overlap}")
     if tile is not None and tile < 1:
         raise ValueError(f"tile must be >= 1 or None, got {tile}")
-    ov = _round_up(overlap, alignment)
-    ys, xs = _bounds(height, tile, alignment), _bounds(width, tile, alignment)
+    ny, nx = _count(height, tile, alignment), _count(width, tile, alignment)
+    ovu = -(-overlap // alignment)
+    for cap in (_max_overlap_units(height, ny, alignment), _max_overlap_units(width, nx, alignment)):
+        if cap is not None and cap < ovu:
+            ovu = cap
+    ov = ovu * alignment
+    ys, xs = _bounds(height, ny, alignment, ovu), _bounds(width, nx, alignment, ovu)
     tiles = []
-    for r in range(len(ys) - 1):
-        for c in range(len(xs) - 1):
-            last_r, last_c = r == len(ys) - 2, c == len(xs) - 2
+    for r in range(ny):
+        for c in range(nx):
+            last_r, last_c = r == ny - 1, c == nx - 1
             core = (ys[r], height if last_r else ys[r + 1], xs[c], width if last_c else xs[c + 1])
-            read = (ys[r] - ov, ys[r + 1] + ov, xs[c] - ov, xs[c + 1] + ov)
+            read = (
+                ys[r] - ov if r else 0,
+                ys[-1] if last_r else ys[r + 1] + ov,
+                xs[c] - ov if c else 0,
+                xs[-1] if last_c else xs[c + 1] + ov,
+            )
             tiles.append(Tile(r, c, core, read, r > 0, not last_r, c > 0, not last_c))
     return TilePlan(height, width, tile, ov, alignment, ys[-1], xs[-1], ys, xs, tuple(tiles))
 
@@ -212,23 +251,20 @@ def tile_weights(plan: TilePlan, tile: Tile, scale: int, blend: Blend | str) -> 
 # --------------------------------------------------------------------------- running
 
 
-def _pad(image: np.ndarray, plan: TilePlan, pad_mode: str) -> np.ndarray:
+def _pad(image: np.ndarray, plan: TilePlan, pad_mode: str, *, rows: bool = True) -> np.ndarray:
+    """The image padded to the aligned extent (``rows=False``: columns only)."""
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {sorted(PAD_MODES)}, got {pad_mode!r}")
-    top, bottom, left, right = plan.pad
-    if not (top or bottom or left or right):
+    _, bottom, _, right = plan.pad
+    bottom = bottom if rows else 0
+    if not (bottom or right):
         return image
-    return np.pad(image, ((0, 0), (top, bottom), (left, right)), mode=PAD_MODES[pad_mode])  # type: ignore[call-overload]
+    return np.pad(image, ((0, 0), (0, bottom), (0, right)), mode=PAD_MODES[pad_mode])  # type: ignore[call-overload]
 
 
 def _batches(plan: TilePlan, batch: int) -> Iterator[list[Tile]]:
     """Tiles grouped by read shape (so they stack), in plan order within a group, ``batch`` at a time."""
-    groups: dict[tuple[int, int], list[Tile]] = {}
-    for t in plan.tiles:
-        groups.setdefault(t.read_shape, []).append(t)
-    for group in groups.values():
-        for i in range(0, len(group), batch):
-            yield group[i : i + batch]
+    return _group_batches(list(plan.tiles), batch)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -238,6 +274,128 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     if not np.issubdtype(image.dtype, np.floating):
         raise ValueError(f"image must be floating point (0..1), got {image.dtype}")
     return np.ascontiguousarray(image, dtype=np.float32)
+
+
+Read = Callable[[int, int], np.ndarray]
+
+
+def _row_indices(height: int, aligned: int, pad_mode: str) -> np.ndarray:
+    """Source row of each row of the aligned extent (rows past the image: border padding)."""
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {sorted(PAD_MODES)}, got {pad_mode!r}")
+    return np.pad(np.arange(height), (0, aligned - height), mode=PAD_MODES[pad_mode])  # type: ignore[call-overload]
+
+
+def _axis_weight_sum(plan: TilePlan, scale: int, blend: Blend, axis: int) -> np.ndarray:
+    """Sum of all tiles' windows along one axis. Windows are separable and shared by a row (or
+    column) of tiles, so the accumulated 2-D weight is the outer product of the two sums."""
+    size = (plan.aligned_height if axis == 0 else plan.aligned_width) * scale
+    acc = np.zeros(size, dtype=np.float64)
+    seen = set()
+    for t in plan.tiles:
+        key = t.row if axis == 0 else t.col
+        if key in seen:
+            continue
+        seen.add(key)
+        w = tile_weights(plan, t, scale, blend)[axis]
+        start = (t.read[0] if axis == 0 else t.read[2]) * scale
+        acc[start : start + len(w)] += w
+    return acc
+
+
+def iter_tiled_rows(
+    read: Read,
+    infer: Infer,
+    *,
+    height: int,
+    width: int,
+    scale: int,
+    tile: int | None,
+    overlap: int = DEFAULT_OVERLAP,
+    alignment: int = 1,
+    blend: Blend | str = DEFAULT_BLEND,
+    batch: int = 1,
+    pad_mode: str = "reflect",
+    progress: Progress | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Run ``infer`` over an image one row of tiles at a time, yielding finished output rows.
+
+    ``read(y0, y1)`` returns the input rows ``[y0, y1)`` (``0 <= y0 < y1 <= height``) as CHW
+    floats, full width. Yields ``(out_y0, strip)``: float32 CHW strips, in order, covering
+    output rows ``[0, height * scale)`` exactly once. Memory: one band of tile rows.
+    """
+    blend = Blend(blend)
+    if scale < 1 or batch < 1:
+        raise ValueError(f"need scale >= 1 and batch >= 1, got {scale} and {batch}")
+    plan = plan_tiles(height, width, tile=tile, overlap=overlap, alignment=alignment)
+    s = scale
+    rows = _row_indices(height, plan.aligned_height, pad_mode)
+    wy_sum = _axis_weight_sum(plan, s, blend, 0)
+    wx_sum = _axis_weight_sum(plan, s, blend, 1)[: width * s].astype(np.float32)
+    total, done = len(plan.tiles), 0
+    channels: int | None = None
+    acc: np.ndarray | None = None  # output rows [acc_y0, acc_y0 + len) of the aligned extent
+    acc_y0 = 0
+    by_row: dict[int, list[Tile]] = {}
+    for t in plan.tiles:
+        by_row.setdefault(t.row, []).append(t)
+    for r in range(plan.rows):
+        tiles = by_row[r]
+        ry0, ry1 = tiles[0].read[0], tiles[0].read[1]
+        idx = rows[ry0:ry1]
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        block = _check_image(read(lo, hi))
+        if block.shape[1:] != (hi - lo, width):
+            raise ValueError(f"read({lo}, {hi}) returned {block.shape}; expected (C, {hi - lo}, {width})")
+        band = _pad(block[:, idx - lo], plan, pad_mode, rows=False)
+        new_acc: np.ndarray | None = None
+        for group in _group_batches(tiles, batch):
+            x = np.stack([band[:, :, t.read[2] : t.read[3]] for t in group])
+            y = infer(x)
+            rh, rw = group[0].read_shape
+            if (
+                not isinstance(y, np.ndarray)
+                or y.ndim != 4
+                or y.shape[0] != len(group)
+                or y.shape[2:] != (rh * s, rw * s)
+                or (channels is not None and y.shape[1] != channels)
+            ):
+                got = getattr(y, "shape", type(y).__name__)
+                want = f"({len(group)}, C, {rh * s}, {rw * s})"
+                raise TileShapeError(
+                    f"model returned {got} for input tile batch {x.shape} at scale {s}; expected {want}"
+                )
+            if new_acc is None:
+                channels = y.shape[1]
+                new_acc = np.zeros((channels, (ry1 - ry0) * s, plan.aligned_width * s), dtype=np.float32)
+                if acc is not None:  # rows the previous band still shares with this one
+                    keep = acc_y0 + acc.shape[1] - ry0 * s
+                    new_acc[:, :keep] = acc[:, acc.shape[1] - keep :]
+            for k, t in enumerate(group):
+                wy, wx = tile_weights(plan, t, s, blend)
+                w2 = (wy[:, None] * wx[None, :]).astype(np.float32)
+                new_acc[:, :, t.read[2] * s : t.read[3] * s] += y[k].astype(np.float32, copy=False) * w2
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            del x, y  # nothing from this call survives into the next one
+        assert new_acc is not None
+        acc, acc_y0 = new_acc, ry0 * s
+        end = plan.aligned_height * s if r == plan.rows - 1 else by_row[r + 1][0].read[0] * s
+        end_img = min(end, height * s)
+        if end_img > acc_y0:
+            strip = acc[:, : end_img - acc_y0, : width * s]
+            denom = (wy_sum[acc_y0:end_img, None].astype(np.float32) * wx_sum[None, :]).astype(np.float32)
+            yield acc_y0, np.ascontiguousarray(strip / denom)
+
+
+def _group_batches(tiles: list[Tile], batch: int) -> Iterator[list[Tile]]:
+    groups: dict[tuple[int, int], list[Tile]] = {}
+    for t in tiles:
+        groups.setdefault(t.read_shape, []).append(t)
+    for group in groups.values():
+        for i in range(0, len(group), batch):
+            yield group[i : i + batch]
 
 
 def run_tiled(
@@ -255,74 +413,32 @@ def run_tiled(
 ) -> np.ndarray:
     """Run ``infer`` (NCHW float32 -> NCHW float32, ``scale`` x larger) over ``image`` (CHW) in tiles.
 
-    Returns float32 ``(C_out, H*scale, W*scale)``. See the module docstring for geometry,
-    border padding and blending. Exceptions from ``infer`` propagate unchanged.
+    Returns float32 ``(C_out, H*scale, W*scale)``: the strips of :func:`iter_tiled_rows`. See
+    the module docstring for geometry, border padding and blending. Exceptions from
+    ``infer`` propagate unchanged.
     """
     image = _check_image(image)
-    blend = Blend(blend)
-    if scale < 1 or batch < 1:
-        raise ValueError(f"need scale >= 1 and batch >= 1, got {scale} and {batch}")
     _, height, width = image.shape
-    plan = plan_tiles(height, width, tile=tile, overlap=overlap, alignment=alignment)
-    padded = _pad(image, plan, pad_mode)
-    oy, ox = plan.pad[0], plan.pad[2]  # image origin inside ``padded``
-    s = scale
-    out_h, out_w = plan.aligned_height * s, plan.aligned_width * s
     out: np.ndarray | None = None
-    weight = None if blend == Blend.CROP else np.zeros((out_h, out_w), dtype=np.float32)
-    total, done = len(plan.tiles), 0
-
-    for group in _batches(plan, batch):
-        x = np.stack([padded[:, t.read[0] + oy : t.read[1] + oy, t.read[2] + ox : t.read[3] + ox] for t in group])
-        y = infer(x)
-        rh, rw = group[0].read_shape
-        if (
-            not isinstance(y, np.ndarray)
-            or y.ndim != 4
-            or y.shape[0] != len(group)
-            or y.shape[2:] != (rh * s, rw * s)
-            or (out is not None and y.shape[1] != out.shape[0])
-        ):
-            got = getattr(y, "shape", type(y).__name__)
-            want = f"({len(group)}, C, {rh * s}, {rw * s})"
-            raise TileShapeError(f"model returned {got} for input tile batch {x.shape} at scale {s}; expected {want}")
+    for y0, strip in iter_tiled_rows(
+        lambda a, b: image[:, a:b],
+        infer,
+        height=height,
+        width=width,
+        scale=scale,
+        tile=tile,
+        overlap=overlap,
+        alignment=alignment,
+        blend=blend,
+        batch=batch,
+        pad_mode=pad_mode,
+        progress=progress,
+    ):
         if out is None:
-            out = np.zeros((y.shape[1], out_h, out_w), dtype=np.float32)
-        for k, t in enumerate(group):
-            _accumulate(out, weight, y[k], t, plan, s, blend)
-            done += 1
-            if progress is not None:
-                progress(done, total)
-        del x, y  # nothing from this call survives into the next one
-
+            out = np.empty((strip.shape[0], height * scale, width * scale), dtype=np.float32)
+        out[:, y0 : y0 + strip.shape[1]] = strip
     assert out is not None
-    if weight is not None:
-        out /= weight
-    return np.ascontiguousarray(out[:, : height * s, : width * s])
-
-
-def _accumulate(
-    out: np.ndarray, weight: np.ndarray | None, y: np.ndarray, t: Tile, plan: TilePlan, s: int, blend: Blend
-) -> None:
-    """Add one tile's output into the aligned-extent buffers (border-padding part discarded)."""
-    ry0, ry1, rx0, rx1 = t.read
-    if weight is None:  # crop: copy the core, on the aligned extent (the last core reaches the aligned edge)
-        cy0, cx0 = plan.y_bounds[t.row], plan.x_bounds[t.col]
-        cy1, cx1 = plan.y_bounds[t.row + 1], plan.x_bounds[t.col + 1]
-        out[:, cy0 * s : cy1 * s, cx0 * s : cx1 * s] = y[
-            :, (cy0 - ry0) * s : (cy1 - ry0) * s, (cx0 - rx0) * s : (cx1 - rx0) * s
-        ]
-        return
-    wy, wx = tile_weights(plan, t, s, blend)
-    # Visible part of the read region: inside [0, aligned extent).
-    vy0, vy1 = max(ry0, 0), min(ry1, plan.aligned_height)
-    vx0, vx1 = max(rx0, 0), min(rx1, plan.aligned_width)
-    sy = slice((vy0 - ry0) * s, (vy1 - ry0) * s)
-    sx = slice((vx0 - rx0) * s, (vx1 - rx0) * s)
-    w2 = (wy[sy, None] * wx[None, sx]).astype(np.float32)
-    oy_, ox_ = slice(vy0 * s, vy1 * s), slice(vx0 * s, vx1 * s)
-    out[:, oy_, ox_] += y[:, sy, sx].astype(np.float32, copy=False) * w2
-    weight[oy_, ox_] += w2
+    return out
 
 
 def min_tile_for(alignment: int) -> int:
@@ -436,7 +552,7 @@ def choose_tile(
 
     ``bytes_per_input_pixel`` is the model's peak memory per input pixel of one call
     (batch 1). The budget is ``budget_fraction * available_bytes``. The whole image fits
-    when its padded extent does. Otherwise the largest multiple of ``alignment`` in
+    when its aligned extent does. Otherwise the largest multiple of ``alignment`` in
     ``[min_tile, max_tile]`` whose read square ``(tile + 2 * overlap)^2`` fits; if none
     fits, ``min_tile`` (rounded up to alignment) and the OOM retry takes it from there.
     """
@@ -444,7 +560,7 @@ def choose_tile(
         raise ValueError("bytes_per_input_pixel must be > 0")
     budget = budget_fraction * available_bytes
     ov = 2 * _round_up(overlap, alignment)
-    whole = (_round_up(height, alignment) + ov) * (_round_up(width, alignment) + ov)
+    whole = _round_up(height, alignment) * _round_up(width, alignment)
     if whole * bytes_per_input_pixel <= budget:
         return None
     side = math.isqrt(int(budget / bytes_per_input_pixel)) - ov
@@ -512,6 +628,7 @@ __all__ = [
     "TilePlan",
     "available_memory_bytes",
     "choose_tile",
+    "iter_tiled_rows",
     "min_tile_for",
     "plan_tiles",
     "retry_smaller_tiles",
