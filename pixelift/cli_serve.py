@@ -1,0 +1,245 @@
+"""``pixelift serve`` and the client side of ``pixelift enhance --server``.
+
+The service itself is :mod:`pixelift.service` (HTTP on the ``serve`` extra); this module holds
+the click command, starting a detached service, and routing an ``enhance`` run through a running
+service (falling back to running in-process, out loud, when none is up).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pixelift.errors import MissingExtraError, UsageError
+from pixelift.service import state
+from pixelift.service.client import ServiceClient, ServiceError
+
+log = logging.getLogger("pixelift.serve")
+
+ENV_SERVER = "PIXELIFT_SERVER"  # "auto": `enhance` uses a running service without --server
+DETACH_WAIT_S = 60.0
+
+
+def _options_args(host: str, port: int, allow_remote: bool, concurrency: int, idle_minutes: float, max_warm: int, min_free_mb: int) -> list[str]:
+    args = ["--host", host, "--port", str(port), "--concurrency", str(concurrency), "--idle-minutes", f"{idle_minutes:g}",
+            "--max-warm", str(max_warm), "--min-free-mb", str(min_free_mb)]
+    return [*args, "--allow-remote"] if allow_remote else args
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind. Not loopback only with --allow-remote.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0: a free port (clients read it from service.json).")
+@click.option("--allow-remote", is_flag=True, help="Allow binding a non-loopback interface (the token is still required).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True, help="Jobs run at once.")
+@click.option("--idle-minutes", type=click.FloatRange(0), default=30.0, show_default=True, help="Stop after this long without a request or job; 0: never.")
+@click.option("--max-warm", type=click.IntRange(1, 64), default=4, show_default=True, help="Warm model configurations kept (LRU).")
+@click.option("--min-free-mb", type=click.IntRange(0), default=1024, show_default=True, help="Evict warm models while free memory is under this.")
+@click.option("--detach", is_flag=True, help="Start in the background (log in the service folder), print the URL when it answers.")
+@click.option("--status", "show_status", is_flag=True, help="Print the running service's health as JSON (exit 1 if none).")
+@click.option("--stop", is_flag=True, help="Stop the running service (its jobs are cancelled; unfinished outputs are not written).")
+def serve_cmd(
+    host: str,
+    port: int,
+    allow_remote: bool,
+    concurrency: int,
+    idle_minutes: float,
+    max_warm: int,
+    min_free_mb: int,
+    detach: bool,
+    show_status: bool,
+    stop: bool,
+) -> None:
+    """A warm local service (HTTP + JSON on 127.0.0.1) for plug-ins and repeated runs.
+
+    \b
+    Every request needs the token in the service folder's `token` file (0600), sent as the
+    X-Pixelift-Token header; the Host header must be a loopback name. Endpoints under /v1:
+    health, models, providers, jobs (POST to submit), jobs/ID, jobs/ID/cancel, jobs/ID/events
+    (server-sent events), shutdown.
+    """
+    folder = state.service_dir()
+    if show_status or stop:
+        client = ServiceClient.discover(folder)
+        if client is None:
+            click.echo(f"no pixelift service is running (service folder {folder})", err=True)
+            sys.exit(1)
+        if show_status:
+            click.echo(json.dumps({"url": client.base_url, **client.health()}, indent=2))
+        else:
+            pid = int(client.health()["pid"])
+            client.shutdown()
+            _wait_gone(pid)
+            click.echo(f"stopped the pixelift service (pid {pid})")
+        return
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("`pixelift serve` needs the serve extra: pip install 'pixelift[serve]'") from None
+    from pixelift.service.app import ServeOptions, is_loopback
+
+    if not is_loopback(host) and not allow_remote:
+        raise UsageError(f"--host {host} is not a loopback address; pass --allow-remote to bind it (anyone who can reach it and has the token can run jobs)")
+    options = ServeOptions(host, port, allow_remote, concurrency, idle_minutes, max_warm, min_free_mb)
+    if detach:
+        _detach(folder, _options_args(host, port, allow_remote, concurrency, idle_minutes, max_warm, min_free_mb))
+        return
+    _run_foreground(folder, options)
+
+
+def _run_foreground(folder: Path, options: Any) -> None:
+    import asyncio
+
+    from filelock import FileLock, Timeout
+
+    from pixelift.service.app import serve
+
+    lock = FileLock(str(folder / state.LOCK_FILE), mode=0o600)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        info = state.read_info(folder)
+        where = f" at {info.url} (pid {info.pid})" if info else ""
+        raise click.ClickException(f"a pixelift service is already running{where}; `pixelift serve --stop` stops it") from None
+    try:
+        stale = state.read_info(folder)
+        if stale is not None:
+            log.info("replacing the stale service.json of pid %d (that service is gone)", stale.pid)
+
+        def ready(info: state.ServiceInfo) -> None:
+            click.echo(f"pixelift serve: listening on {info.url} (pid {info.pid}); token in {folder / state.TOKEN_FILE}", err=True)
+
+        asyncio.run(serve(options, folder, ready))
+    finally:
+        lock.release()
+
+
+def _wait_gone(pid: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while state.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _detach(folder: Path, args: list[str]) -> None:
+    running = ServiceClient.discover(folder)
+    if running is not None:
+        click.echo(running.base_url)
+        return
+    log_path = folder / state.LOG_FILE
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pixelift.cli", "serve", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + DETACH_WAIT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+            raise click.ClickException(f"the service did not start: {' / '.join(tail) or 'no message'} (log: {log_path})")
+        info = state.read_info(folder)
+        if info is not None and info.pid == proc.pid:
+            client = ServiceClient.discover(folder)
+            if client is not None:
+                click.echo(client.base_url)
+                return
+        time.sleep(0.1)
+    raise click.ClickException(f"the service did not answer within {DETACH_WAIT_S:g} s (log: {log_path})")
+
+
+# --- enhance --server ------------------------------------------------------------------------
+
+
+def enhance_via_server(
+    enh: Any,
+    destinations: dict[Path, Path],
+    *,
+    model_ids: tuple[str, ...],
+    auto: bool,
+    denoise: str | None,
+    fmt: str | None,
+    quality: int,
+    overwrite: bool,
+    skip_existing: bool,
+    as_json: bool,
+    quiet: bool,
+    required: bool,
+) -> int | None:
+    """Run the batch through a running service; the exit code, or None to run in-process (no
+    service up: with ``--server`` that fallback is logged as a warning)."""
+    if not required and os.environ.get(ENV_SERVER, "").lower() != "auto":
+        return None
+    client = ServiceClient.discover()
+    if client is None:
+        if required:
+            log.warning("no pixelift service is running (start one with `pixelift serve --detach`): "
+                        "falling back to running in-process")
+        return None
+    records: list[dict[str, Any]] = []
+    todo: dict[Path, Path] = {}
+    for src, dst in destinations.items():
+        if dst.exists() and skip_existing:
+            records.append(_record(str(src), "skipped", str(dst)))
+        else:
+            todo[src] = dst
+    failures = 0
+    if todo:
+        tiles = enh.tiles
+        job = {
+            "inputs": [str(p.absolute()) for p in todo],
+            "outputs": [str(p.absolute()) for p in todo.values()],
+            "model": "auto" if auto else list(model_ids),
+            "scale": enh.outscale,
+            "precision": enh.precision,
+            "provider": enh.request.provider,
+            "strict": enh.request.strict,
+            "fast": enh.fast,
+            "denoise": denoise,
+            "denoise_strength": enh.denoise_strength,
+            "tile": tiles.tile if tiles.tile is not None else "none",
+            "format": fmt,
+            "quality": quality,
+            "overwrite": overwrite,
+        }
+        try:
+            submitted = client.submit(job)
+            final = submitted
+            for _name, status in client.events(submitted["id"]):
+                final = status
+        except ServiceError as exc:
+            if exc.status in (400, 413):
+                raise UsageError(f"the service refused the job: {exc}") from None
+            click.echo(f"error: {exc}; files not finished were not written", err=True)
+            return 1
+        except KeyboardInterrupt:
+            client.cancel(submitted["id"])
+            raise
+        for f in final["files"]:
+            ok = f["status"] == "done"
+            failures += not ok
+            rec = _record(f["input"], "ok" if ok else "error", f["output"], f["error"] or (None if ok else f["status"]))
+            rec.update(model=f["models"], provider=f["providers"], seconds=f["seconds"], notes=f["notes"])
+            records.append(rec)
+    for rec in records:
+        if as_json:
+            click.echo(json.dumps(rec))
+        elif rec["status"] == "error":
+            click.echo(f"{rec['input']}: error: {rec['error']}", err=True)
+        elif not quiet:
+            click.echo(f"{rec['input']} -> {rec['output']} ({rec['status']}, {rec['seconds']} s, via the service)")
+    return 1 if failures or not destinations else 0
+
+
+def _record(src: str, status: str, output: str, error: str | None = None) -> dict[str, Any]:
+    return {"input": src, "status": status, "output": output, "model": None, "provider": None, "seconds": None,
+            "error": error, "via": "service"}
