@@ -639,6 +639,12 @@ def _check_output_suffix(output: Path, fmt: str | None) -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON line per file: status, output, model, provider, seconds, error."
 )
+@click.option(
+    "--server/--no-server",
+    default=None,
+    help="Run through a warm `pixelift serve` (falls back to in-process, with a warning, when none is up). "
+    "Default: in-process, or the service when PIXELIFT_SERVER=auto and one is up.",
+)
 def enhance_cmd(
     inputs: tuple[str, ...],
     model_ids: tuple[str, ...],
@@ -665,6 +671,7 @@ def enhance_cmd(
     verbose: bool,
     quiet: bool,
     as_json: bool,
+    server: bool | None,
 ) -> None:
     """Upscale, denoise or de-JPEG images and folders of images.
 
@@ -720,6 +727,15 @@ def enhance_cmd(
     destinations = _plan_outputs(
         files, output if (many or into_folder) else None, fmt, single=None if (many or into_folder) else output
     )
+    if server is not False:  # through a running `pixelift serve` (None: falls back to in-process)
+        from pixelift.cli_serve import enhance_via_server
+
+        code = enhance_via_server(
+            enh, destinations, model_ids=model_ids, auto=auto, denoise=denoise, fmt=fmt, quality=quality,
+            overwrite=overwrite, skip_existing=skip_existing, as_json=as_json, quiet=quiet, required=bool(server),
+        )  # fmt: skip
+        if code is not None:
+            sys.exit(code)
     show = not (quiet or as_json) and sys.stderr.isatty()  # a bar in a log file is noise
     failures = 0
     for src, _ in files:
@@ -789,8 +805,9 @@ def _register_commands() -> None:
     # click commands only: the bench and the bundle code are imported when they run
     from pixelift.bench.cli import bench_cmd, compare_cmd
     from pixelift.cli_artifacts import artifacts_cmd
+    from pixelift.cli_serve import serve_cmd
 
-    for cmd in (bench_cmd, compare_cmd, artifacts_cmd):
+    for cmd in (bench_cmd, compare_cmd, artifacts_cmd, serve_cmd):
         main.add_command(cmd)
 
 
