@@ -114,6 +114,17 @@ def _from_float(f: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.clip(f, 0.0, 1.0).astype(dtype, copy=False)
 
 
+def model_alpha(a_chw: np.ndarray) -> np.ndarray:
+    """Alpha as the model returned it (3 equal channels in, 3 slightly different out): their mean, (1, H, W)."""
+    return np.clip(a_chw.mean(axis=0, keepdims=True), 0.0, 1.0)
+
+
+def unpremultiply(out: np.ndarray, out_alpha: np.ndarray) -> np.ndarray:
+    """Colour (HWC, premultiplied before the model) divided by alpha (HW); 0 where alpha is about 0."""
+    safe = np.maximum(out_alpha, ALPHA_EPS)[..., None]
+    return np.where(out_alpha[..., None] > ALPHA_EPS, np.clip(out / safe, 0.0, 1.0), 0.0).astype(np.float32)
+
+
 def resize_hwc(f: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize float HWC with area averaging when shrinking and Lanczos when enlarging."""
     h, w = f.shape[:2]
@@ -239,16 +250,7 @@ class Enhancer:
     def _run_model(self, lm: LoadedModel, chw: np.ndarray, notes: list[str]) -> np.ndarray:
         spec = lm.spec
         h, w = chw.shape[1:]
-        tile = self.tiles.tile
-        if isinstance(tile, str):  # "auto": TileOptions admits no other string
-            tile = tiling.choose_tile(
-                h,
-                w,
-                bytes_per_input_pixel=footprint.bytes_per_input_pixel(spec.architecture),
-                available_bytes=min(tiling.available_memory_bytes() or FALLBACK_MEMORY, TILE_MEMORY_BUDGET),
-                alignment=spec.alignment,
-                max_tile=MAX_AUTO_TILE,
-            )
+        tile = self.tile_for(lm, h, w)
         chw = np.ascontiguousarray(chw, dtype=np.float32)
         if architecture(spec.architecture).extra_inputs:  # the noise map travels with the image
             chw = pack(spec.architecture, chw[None], [self._noise_map(chw, notes)])[0]
@@ -276,6 +278,20 @@ class Enhancer:
             return tiling.run_tiled(chw, run, tile=t, **kw)
 
         return tiling.retry_smaller_tiles(attempt, tile=tile, height=h, width=w, alignment=spec.alignment)
+
+    def tile_for(self, lm: LoadedModel, h: int, w: int) -> int | None:
+        """The tile size for an ``h`` x ``w`` input of ``lm``: the one asked for, or "auto" from free memory."""
+        tile = self.tiles.tile
+        if isinstance(tile, str):  # "auto": TileOptions admits no other string
+            tile = tiling.choose_tile(
+                h,
+                w,
+                bytes_per_input_pixel=footprint.bytes_per_input_pixel(lm.spec.architecture),
+                available_bytes=min(tiling.available_memory_bytes() or FALLBACK_MEMORY, TILE_MEMORY_BUDGET),
+                alignment=lm.spec.alignment,
+                max_tile=MAX_AUTO_TILE,
+            )
+        return tile
 
     def _noise_map(self, chw: np.ndarray, notes: list[str]) -> np.ndarray:
         """CHW sigma map (0..1 units) for a noise-conditioned model: the level asked for, or the
@@ -355,16 +371,14 @@ class Enhancer:
                 continue
             chw = self._run_model(lm, chw, res.notes)
             if a_chw is not None:
-                a_chw = self._run_model(lm, a_chw, res.notes)
-                a_chw = np.repeat(np.clip(a_chw.mean(axis=0, keepdims=True), 0.0, 1.0), 3, axis=0)
+                a_chw = np.repeat(model_alpha(self._run_model(lm, a_chw, res.notes)), 3, axis=0)
         out = np.clip(chw, 0.0, 1.0, out=chw).transpose(1, 2, 0)
         hh, ww = self.output_size(h0, w0)
         out = resize_hwc(out, hh, ww)
         out_alpha = None
         if a_chw is not None:
             out_alpha = np.clip(resize_hwc(a_chw[:1].transpose(1, 2, 0), hh, ww)[..., 0], 0.0, 1.0)
-            safe = np.maximum(out_alpha, ALPHA_EPS)[..., None]
-            out = np.where(out_alpha[..., None] > ALPHA_EPS, np.clip(out / safe, 0.0, 1.0), 0.0).astype(np.float32)
+            out = unpremultiply(out, out_alpha)
         elif const_alpha is not None:
             out_alpha = np.full((hh, ww), const_alpha, np.float32)
         if gray:
