@@ -123,3 +123,18 @@ class InvalidImageError(PixeliftError, ValueError):
 
 
 __all__ += ["ArtifactBusyError", "ArtifactMissingError", "DamagedArtifactError", "InvalidIdError", "InvalidImageError", "UsageError"]
+
+
+class OutputTooLargeForFormatError(ImageWriteError):
+    """The output is larger than its format can hold (JPEG 65,535 px a side, WebP 16,383); TIFF can."""
+
+
+class StreamingUnsupportedError(UsageError):
+    """Streamed output was asked for a job that cannot stream (a model chain, whole-image statistics, a resize)."""
+
+
+class EngineError(PixeliftError):
+    """A distributed engine (Ray) cannot start or connect, or lost a file past its retries."""
+
+
+__all__ += ["EngineError", "OutputTooLargeForFormatError", "StreamingUnsupportedError"]
