@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -680,7 +679,7 @@ def enhance_cmd(
     (the others were still processed); 2 usage error (bad option, unknown model).
     """
     from pixelift.runtime import tiling
-    from pixelift.runtime.enhancer import INFO_NOTES, AutoEnhancer, Enhancer, TileOptions
+    from pixelift.runtime.enhancer import AutoEnhancer, Enhancer, TileOptions
 
     if verbose:
         logging.getLogger("pixelift").setLevel(logging.INFO)
@@ -738,62 +737,112 @@ def enhance_cmd(
             sys.exit(code)
     show = not (quiet or as_json) and sys.stderr.isatty()  # a bar in a log file is noise
     failures = 0
+    todo: list[tuple[Path, Path]] = []
+    early: dict[Path, dict[str, Any]] = {}  # skipped, or refused before reading
     for src, _ in files:
-        t0 = time.perf_counter()
-        rec: dict[str, Any] = {
-            "input": str(src),
-            "status": "ok",
-            "output": None,
-            "model": enh.model_ids,
-            "provider": None,
-            "seconds": None,
-            "error": None,
-        }
+        dst = destinations[src]
         try:
-            out_fmt = (fmt or "").upper() or None
-            dst = destinations[src]
-            rec["output"] = str(dst)
             if dst.exists() and skip_existing:
-                rec["status"] = "skipped"
+                early[src] = _record(src, enh.model_ids, output=str(dst), status="skipped", seconds=0.0)
+            elif dst.exists() and not overwrite:
+                raise OutputExistsError(f"{dst} exists; use --overwrite or --skip-existing")
             else:
-                if dst.exists() and not overwrite:
-                    raise OutputExistsError(f"{dst} exists; use --overwrite or --skip-existing")
-                if show:
-                    with click.progressbar(length=1, label=src.name, file=sys.stderr) as bar:
-                        enh.progress = lambda done, total: _advance(bar, done, total)
-                        path, res = enh.enhance_file(src, dst, format=out_fmt, quality=quality, overwrite=overwrite)
-                else:
-                    path, res = enh.enhance_file(src, dst, format=out_fmt, quality=quality, overwrite=overwrite)
-                rec.update(output=str(path), provider=res.providers, provider_rejected=res.rejected, notes=res.notes)
-                if res.autopilot is not None:
-                    rec.update(model=res.models, autopilot=res.autopilot)
-        except (PixeliftError, OSError, ValueError, RuntimeError) as exc:
-            # OSError/ValueError/RuntimeError: what the OS says of a path (too long, NUL byte, loop)
-            failures += 1
-            rec.update(status="error", error=str(exc))
-        except Exception as exc:  # a bug on one file must not stop the batch or show a traceback
-            if os.environ.get(ENV_DEBUG):
-                raise
-            failures += 1
-            rec.update(status="error", error=f"internal error: {type(exc).__name__}: {exc}")
-        rec["seconds"] = round(time.perf_counter() - t0, 3)
-        if as_json:
-            click.echo(json.dumps(rec))
-        elif rec["status"] == "error":
-            click.echo(f"{src}: error: {rec['error']}", err=True)
-        else:
-            for note in rec.get("notes") or ():
-                if not note.startswith(INFO_NOTES):
-                    click.echo(f"WARNING: {src.name}: {note}", err=True)
-                elif logging.getLogger("pixelift").isEnabledFor(logging.INFO):  # -v here or before the command
-                    click.echo(f"INFO: {src.name}: {note}", err=True)
-            if not quiet:
-                click.echo(f"{src} -> {rec['output']} ({rec['status']}, {rec['seconds']} s)")
+                todo.append((src, dst))
+        except (PixeliftError, OSError, ValueError) as exc:  # what the OS says of a path (too long, NUL byte)
+            early[src] = _record(src, enh.model_ids, output=str(dst), status="error", error=str(exc), seconds=0.0)
+    bar = _FileBars(enabled=show)
+    if show:
+        enh.progress = bar.advance
+    outcomes = enh.enhance_files(
+        todo, format=(fmt or "").upper() or None, quality=quality, overwrite=overwrite, on_start=bar.start
+    )
+    try:
+        for src, _ in files:
+            rec = early.get(src) or _outcome_record(next(outcomes), enh.model_ids)
+            failures += rec["status"] == "error"
+            bar.close()
+            _report(rec, src, as_json=as_json, quiet=quiet)
+    finally:
+        outcomes.close()
+        bar.close()
     if not files:
         click.echo("no input images found", err=True)
         sys.exit(EXIT_FAILED)
     if failures:
         sys.exit(EXIT_FAILED)
+
+
+def _record(src: Path, model: list[str], **fields: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "input": str(src),
+        "status": "ok",
+        "output": None,
+        "model": model,
+        "provider": None,
+        "seconds": None,
+        "error": None,
+    }
+    rec.update(fields)
+    return rec
+
+
+def _outcome_record(o: Any, model: list[str]) -> dict[str, Any]:
+    """The JSON record of one :class:`~pixelift.runtime.enhancer.FileOutcome`."""
+    rec = _record(o.src, model, output=None if o.output is None else str(o.output), seconds=round(o.seconds, 3))
+    if o.error is not None:
+        exc = o.error
+        if not isinstance(exc, PixeliftError | OSError | ValueError | RuntimeError):
+            # a bug on one file must not stop the batch or show a traceback
+            if os.environ.get(ENV_DEBUG):
+                raise exc
+            return rec | {"status": "error", "error": f"internal error: {type(exc).__name__}: {exc}"}
+        # OSError/ValueError/RuntimeError: what the OS says of a path (too long, NUL byte, loop)
+        return rec | {"status": "error", "error": str(exc)}
+    res = o.result
+    rec.update(provider=res.providers, provider_rejected=res.rejected, notes=res.notes)
+    if res.autopilot is not None:
+        rec.update(model=res.models, autopilot=res.autopilot)
+    return rec
+
+
+def _report(rec: dict[str, Any], src: Path, *, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rec))
+    elif rec["status"] == "error":
+        click.echo(f"{src}: error: {rec['error']}", err=True)
+    else:
+        from pixelift.runtime.enhancer import INFO_NOTES
+
+        for note in rec.get("notes") or ():
+            if not note.startswith(INFO_NOTES):
+                click.echo(f"WARNING: {src.name}: {note}", err=True)
+            elif logging.getLogger("pixelift").isEnabledFor(logging.INFO):  # -v here or before the command
+                click.echo(f"INFO: {src.name}: {note}", err=True)
+        if not quiet:
+            click.echo(f"{src} -> {rec['output']} ({rec['status']}, {rec['seconds']} s)")
+
+
+class _FileBars:
+    """A tile progress bar per file on stderr, opened when the file's models start."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def start(self, src: Path) -> None:
+        self.close()
+        if self.enabled:
+            self.bar = click.progressbar(length=1, label=src.name, file=sys.stderr)
+            self.bar.__enter__()
+
+    def advance(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            _advance(self.bar, done, total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 def _advance(bar: Any, done: int, total: int) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -200,7 +202,9 @@ class Enhancer:
         self.builder = builder
         self.progress = progress
         # decompression-bomb guard for enhance_file, and the output-size guard; None = no limit
-        self.max_pixels = limits.resolve_limit(max_pixels, limits.DEFAULT_MAX_PIXELS, limits.ENV_MAX_PIXELS, "max_pixels")
+        self.max_pixels = limits.resolve_limit(
+            max_pixels, limits.DEFAULT_MAX_PIXELS, limits.ENV_MAX_PIXELS, "max_pixels"
+        )
         self.max_output_pixels = limits.resolve_limit(
             max_output_pixels, limits.DEFAULT_MAX_OUTPUT_PIXELS, limits.ENV_MAX_OUTPUT_PIXELS, "max_output_pixels"
         )
@@ -297,7 +301,9 @@ class Enhancer:
         """CHW sigma map (0..1 units) for a noise-conditioned model: the level asked for, or the
         noise-level function estimated from the image; times the strength."""
         if isinstance(self.denoise, float):
-            return noise.constant_map((chw.shape[1], chw.shape[2], chw.shape[0]), self.denoise / 255 * self.denoise_strength).transpose(2, 0, 1)
+            return noise.constant_map(
+                (chw.shape[1], chw.shape[2], chw.shape[0]), self.denoise / 255 * self.denoise_strength
+            ).transpose(2, 0, 1)
         image = chw.transpose(1, 2, 0)
         est = noise.estimate_noise(image)
         note = f"estimated noise sigma {est.sigma * 255:.1f} (8-bit levels), strength {self.denoise_strength:g}"
@@ -439,23 +445,131 @@ class Enhancer:
         overwrite: bool = False,
     ) -> tuple[Path, Result]:
         """Read, enhance and write one file, carrying metadata; returns the output path."""
-        src = Path(src)
+        job = self._prepare(Path(src), None if dst is None else Path(dst), format, overwrite)
+        out, res = self._compute(job)
+        return self._write(job, out, quality, overwrite), res
+
+    def enhance_files(
+        self,
+        jobs: Iterable[tuple[str | Path, str | Path | None]],
+        *,
+        format: str | None = None,
+        quality: int = 95,
+        overwrite: bool = False,
+        prefetch: int = 1,
+        on_start: Callable[[Path], None] | None = None,
+    ) -> Iterator[FileOutcome]:
+        """Enhance many files; decoding and encoding overlap with the models.
+
+        ``jobs`` are ``(src, dst)`` pairs (``dst=None``: beside the input). The next
+        ``prefetch`` inputs are decoded, and the previous output encoded, on two worker
+        threads while the models run on the caller's thread (the models already use every
+        core for large tiles; the decode, blend and encode steps are single-threaded).
+        ``prefetch=0`` runs the files one at a time. One :class:`FileOutcome` per job, in
+        order; a file that fails is reported there and the others go on. ``on_start(src)`` is
+        called on the caller's thread as each file's models start.
+        """
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or not 0 <= prefetch <= 8:
+            raise UsageError(f"prefetch must be a whole number from 0 to 8, not {prefetch!r}")
+        pending = [(Path(a), None if b is None else Path(b)) for a, b in jobs]
+        if prefetch == 0:
+            for src, dst in pending:
+                t0 = time.perf_counter()
+                try:
+                    if on_start is not None:
+                        on_start(src)
+                    path, res = self.enhance_file(src, dst, format=format, quality=quality, overwrite=overwrite)
+                    yield FileOutcome(src, path, res, None, time.perf_counter() - t0)
+                except Exception as exc:  # reported per file: a batch goes on past a bad file
+                    yield FileOutcome(src, dst, None, exc, time.perf_counter() - t0)
+            return
+        with ThreadPoolExecutor(1, "pixelift-read") as reader, ThreadPoolExecutor(1, "pixelift-write") as writer:
+            reads: deque[tuple[Path, float, Future[_FileJob]]] = deque()
+            writes: deque[tuple[Path, Path | None, float, Future[Path], Result | None]] = deque()
+            queue = iter(pending)
+
+            def read_next() -> None:
+                nxt = next(queue, None)
+                if nxt is not None:
+                    fut = reader.submit(self._prepare, nxt[0], nxt[1], format, overwrite)
+                    reads.append((nxt[0], time.perf_counter(), fut))
+
+            def done(item: tuple[Path, Path | None, float, Future[Path], Result | None]) -> FileOutcome:
+                src, dst, t0, fut, res = item
+                try:
+                    return FileOutcome(src, fut.result(), res, None, time.perf_counter() - t0)
+                except Exception as exc:
+                    return FileOutcome(src, dst, None, exc, time.perf_counter() - t0)
+
+            for _ in range(prefetch):
+                read_next()
+            while reads:
+                src, t0, fut = reads.popleft()
+                read_next()
+                try:
+                    job = fut.result()
+                    if on_start is not None:
+                        on_start(src)
+                    out, res = self._compute(job)
+                    writes.append((src, job.dst, t0, writer.submit(self._write, job, out, quality, overwrite), res))
+                    del out
+                except Exception as exc:
+                    failed: Future[Path] = Future()
+                    failed.set_exception(exc)
+                    writes.append((src, None, t0, failed, None))
+                while writes and (writes[0][3].done() or len(writes) > 1):
+                    yield done(writes.popleft())
+            while writes:
+                yield done(writes.popleft())
+
+    # --- one file in three steps (enhance_files runs them on different threads) -----------
+
+    def _prepare(self, src: Path, dst: Path | None, format: str | None, overwrite: bool) -> _FileJob:
         data = imageio.read_image(src, max_pixels=self.max_pixels)
         fmt = (
             format
-            or (imageio.format_for_path(Path(dst)) if dst else None)
+            or (imageio.format_for_path(dst) if dst else None)
             or imageio.default_output_format(data.source_format)
         ).upper()
-        dst = Path(dst) if dst is not None else default_output_path(src, fmt)
+        dst = dst if dst is not None else default_output_path(src, fmt)
         try:
             same = dst.resolve() == src.resolve()
         except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte, a name too long
             raise ImageWriteError(f"{dst}: not a usable output path ({exc})") from None
         if same and not overwrite:
             raise OutputExistsError(f"{dst} is the input; pass overwrite=True (--overwrite) to replace it")
-        out, res = self.enhance_data(data)
-        path = imageio.write_image(out, dst, format=fmt, quality=quality, overwrite=overwrite, scale_dpi=self.scale)
-        return path, res
+        return _FileJob(src, dst, fmt, data)
+
+    def _compute(self, job: _FileJob) -> tuple[imageio.ImageData, Result]:
+        return self.enhance_data(job.data)
+
+    def _write(self, job: _FileJob, out: imageio.ImageData, quality: int, overwrite: bool) -> Path:
+        return imageio.write_image(
+            out, job.dst, format=job.fmt, quality=quality, overwrite=overwrite, scale_dpi=self.scale
+        )
+
+
+@dataclass(frozen=True)
+class _FileJob:
+    """One decoded input and where its output goes."""
+
+    src: Path
+    dst: Path
+    fmt: str
+    data: imageio.ImageData
+    #: the source file's bytes when it is a JPEG (the autopilot reads its quantisation tables)
+    jpeg: bytes | None = None
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What became of one file of :meth:`Enhancer.enhance_files`: its output, or its error."""
+
+    src: Path
+    output: Path | None
+    result: Result | None
+    error: Exception | None
+    seconds: float
 
 
 class AutoEnhancer(Enhancer):
@@ -509,23 +623,19 @@ class AutoEnhancer(Enhancer):
         res.autopilot = info
         return replace(out, notes=res.notes), res
 
-    def enhance_file(
-        self,
-        src: str | Path,
-        dst: str | Path | None = None,
-        *,
-        format: str | None = None,
-        quality: int = 95,
-        overwrite: bool = False,
-    ) -> tuple[Path, Result]:
+    def _prepare(self, src: Path, dst: Path | None, format: str | None, overwrite: bool) -> _FileJob:
+        job = super()._prepare(src, dst, format, overwrite)
+        if job.data.source_format != "JPEG":
+            return job
         try:  # a JPEG's quantisation tables tell its quality exactly
-            with Path(src).open("rb") as f:
-                head = f.read(2)
-                self._local.jpeg = head + f.read() if head == b"\xff\xd8" else None
-        except (OSError, ValueError):
-            self._local.jpeg = None  # read_image reports the problem
+            return replace(job, jpeg=src.read_bytes())
+        except OSError:
+            return job
+
+    def _compute(self, job: _FileJob) -> tuple[imageio.ImageData, Result]:
+        self._local.jpeg = job.jpeg
         try:
-            return super().enhance_file(src, dst, format=format, quality=quality, overwrite=overwrite)
+            return self.enhance_data(job.data)
         finally:
             self._local.jpeg = None
 
