@@ -1,0 +1,368 @@
+"""Streamed enhance of one file: output rows go to disk as each row of tiles completes.
+
+Memory is one band of tile rows (:func:`pixelift.runtime.tiling.iter_tiled_rows`) plus the writer's row of TIFF
+tiles, whatever the output size; a tiled or striped TIFF input is read by region too
+(:mod:`pixelift.runtime.imageio.stream_read`). The output is the in-memory path's, bit for bit, for the same
+tile size: the strips are the in-memory float result cut in rows (``run_tiled`` is their concatenation), and
+each goes through the same conversions (``enhancer._to_float``, ``model_alpha``, ``unpremultiply``,
+``_from_float``).
+
+When (:func:`enhance_file`, ``stream=``)
+    ``"auto"`` (the default) streams a TIFF or PNG output of :data:`STREAM_FROM_PIXELS` or more when the job can
+    stream; ``"on"`` streams whatever the size, or refuses with :class:`StreamingUnsupportedError`; ``"off"``
+    never streams. What cannot stream (:func:`cannot_stream`): the autopilot and model chains (a second model
+    would need the first one's whole output), noise-conditioned models (the noise map is estimated over the
+    whole image), SE models while ``sync_se`` is on (their statistics are the whole image's), and an
+    ``outscale`` other than the model's scale (the resize filters across strip borders).
+
+Tile size
+    An explicit ``tile`` is used as given. ``"auto"`` is the in-memory choice, lowered where needed so that one
+    band of float output rows stays under :data:`BAND_BYTES`: that bound is what makes memory independent of
+    the output size (a x4 band of 512 px tiles over a 40,000 px wide output alone would be 1 GB).
+
+Size guard
+    Streaming lifts the in-memory output limit (``max_output_pixels``, there because the in-memory path holds
+    about 40 bytes per output pixel): a streamed output is held to :data:`DEFAULT_MAX_STREAM_PIXELS`
+    (``$PIXELIFT_MAX_STREAM_PIXELS``), against typing mistakes that would fill a disk. A ``max_output_pixels``
+    set below its default still applies, and ``None`` turns both off. The free space on the output's disk is
+    checked before any work against :data:`MIN_COMPRESSION` of the raw size; running out later removes the part
+    file and is reported for that file alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pixelift import limits
+from pixelift.errors import (
+    ImageTooLargeError,
+    ImageWriteError,
+    InvalidImageError,
+    OutputExistsError,
+    StreamingUnsupportedError,
+    UsageError,
+)
+from pixelift.models.architectures import architecture
+from pixelift.runtime import imageio, tiling
+from pixelift.runtime.enhancer import (
+    AutoEnhancer,
+    Enhancer,
+    Result,
+    _from_float,
+    _to_float,
+    default_output_path,
+    model_alpha,
+    unpremultiply,
+)
+from pixelift.runtime.imageio.stream_read import RowSource, open_rows, read_rows_checked
+from pixelift.runtime.imageio.stream_write import (
+    STREAM_FORMATS,
+    StreamShape,
+    check_format_limits,
+    write_streamed,
+)
+from pixelift.runtime.session import LoadedModel
+
+STREAM_MODES = ("auto", "on", "off")
+#: ``stream="auto"`` streams outputs from this size on (in memory they would need about 4 GB)
+STREAM_FROM_PIXELS = 100_000_000
+#: the guard on streamed outputs (16-bit RGBA at this size is 80 GB uncompressed)
+DEFAULT_MAX_STREAM_PIXELS = 10_000_000_000
+ENV_MAX_STREAM_PIXELS = "PIXELIFT_MAX_STREAM_PIXELS"
+#: one band of float32 output rows (the tile accumulator) is kept under this
+BAND_BYTES = 192 << 20
+#: refuse up front when the output disk cannot hold the raw size divided by this (Deflate on photos: 1.5-3x)
+MIN_COMPRESSION = 8
+_ALPHA_SCAN_ROWS = 256
+
+
+@dataclass
+class StreamedResult(Result):
+    """A :class:`Result` of a streamed run: the tile size used."""
+
+    tile: int | None = None
+
+
+def cannot_stream(enh: Enhancer) -> str | None:
+    """Why ``enh``'s pipeline cannot be streamed, or None when it can."""
+    if isinstance(enh, AutoEnhancer):
+        return "the autopilot chooses its models per image, after analysing the whole image"
+    if len(enh.specs) != 1:
+        return f"a chain of {len(enh.specs)} models needs each model's whole output before the next one runs"
+    spec = enh.specs[0]
+    if architecture(spec.architecture).extra_inputs:
+        return f"{spec.id} takes a noise map estimated over the whole image"
+    if not spec.tile_safe and enh.tiles.sync_se:
+        return (
+            f"{spec.id} uses whole-image statistics (SE blocks), computed over the whole image before tiling; "
+            "TileOptions(sync_se=False) streams it without them (tiled output then differs slightly from untiled)"
+        )
+    if enh.outscale is not None and enh.outscale != spec.scale:
+        return (
+            f"--outscale {enh.outscale:g} differs from the model's scale x{spec.scale}: the final resize filters "
+            "across rows"
+        )
+    return None
+
+
+def stream_limit(enh: Enhancer) -> int | None:
+    """The output-size guard for a streamed output (see the module docstring)."""
+    own = enh.max_output_pixels
+    if own is None:
+        return None
+    if own < limits.DEFAULT_MAX_OUTPUT_PIXELS:
+        return own
+    streamed = limits.resolve_limit(
+        DEFAULT_MAX_STREAM_PIXELS, DEFAULT_MAX_STREAM_PIXELS, ENV_MAX_STREAM_PIXELS, ENV_MAX_STREAM_PIXELS
+    )
+    return None if streamed is None else max(own, streamed)
+
+
+def probe(src: Path) -> tuple[str, int, int] | None:
+    """(format, height, width) from the file's header, without decoding pixels; None if it cannot be read
+    (the full reader then reports why)."""
+    from pixelift.runtime.imageio.guards import _pil_open
+    from pixelift.runtime.imageio.read import _sniff
+
+    try:
+        with src.open("rb") as f:
+            fmt = _sniff(f.read(32))
+        if fmt == "TIFF":
+            import tifffile
+
+            with tifffile.TiffFile(src) as tif:
+                page = tif.pages[0]
+                return "TIFF", int(page.shape[0]), int(page.shape[1])
+        if fmt is None:
+            return None
+        with _pil_open(src, fmt) as im:
+            return fmt, int(im.height), int(im.width)
+    except Exception:
+        return None
+
+
+def enhance_file(
+    enh: Enhancer,
+    src: str | Path,
+    dst: str | Path | None = None,
+    *,
+    format: str | None = None,
+    quality: int = 95,
+    overwrite: bool = False,
+    stream: str = "auto",
+) -> tuple[Path, Result]:
+    """``enh.enhance_file``, streamed when ``stream`` says so (see the module docstring)."""
+    if stream not in STREAM_MODES:
+        raise UsageError(f"stream must be one of {', '.join(STREAM_MODES)}, not {stream!r}")
+    src = Path(src)
+    head = probe(src)
+    if stream == "off" or head is None:
+        return enh.enhance_file(src, dst, format=format, quality=quality, overwrite=overwrite)
+    src_fmt, h, w = head
+    fmt = (format or (imageio.format_for_path(dst) if dst else None) or imageio.default_output_format(src_fmt)).upper()
+    fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
+    out_h, out_w = enh.output_size(h, w)
+    where = str(dst or src)
+    check_format_limits(fmt, out_h, out_w, where)
+    why = cannot_stream(enh) or (None if fmt in STREAM_FORMATS else f"{fmt} cannot be written by rows")
+    if stream == "on" and why:
+        raise StreamingUnsupportedError(f"{where}: cannot stream: {why}")
+    if stream == "auto" and (why or out_h * out_w < STREAM_FROM_PIXELS):
+        try:
+            return enh.enhance_file(src, dst, format=format, quality=quality, overwrite=overwrite)
+        except ImageTooLargeError as e:
+            if why is None:
+                raise
+            raise ImageTooLargeError(f"{e} (streaming, which lifts this limit, is not possible here: {why})") from e
+    target = Path(dst) if dst is not None else default_output_path(src, fmt)
+    try:
+        same = target.resolve() == src.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ImageWriteError(f"{target}: not a usable output path ({exc})") from None
+    if same and not overwrite:
+        raise OutputExistsError(f"{target} is the input; pass overwrite=True (--overwrite) to replace it")
+    return stream_file(enh, src, target, format=fmt, overwrite=overwrite)
+
+
+def stream_file(enh: Enhancer, src: Path, dst: Path, *, format: str, overwrite: bool = False) -> tuple[Path, Result]:
+    """Enhance ``src`` into ``dst`` (TIFF or PNG) by rows; memory does not depend on the output size."""
+    why = cannot_stream(enh)
+    if why:
+        raise StreamingUnsupportedError(f"{src}: cannot stream: {why}")
+    t0 = time.perf_counter()
+    with open_rows(src, max_pixels=enh.max_pixels) as rows:
+        h, w = rows.height, rows.width
+        if h < 1 or w < 1:
+            raise InvalidImageError(f"the image has no pixels ({w}x{h})")
+        out_h, out_w = enh.output_size(h, w)
+        _check_stream_size(enh, rows, out_h, out_w, dst)
+        lm = enh.loaded()[0]
+        res = StreamedResult(
+            [lm.spec.id],
+            [lm.provider if lm.precision == "fp32" else f"{lm.provider}/{lm.precision}"],
+            {lm.spec.id: list(lm.selection.rejected)},
+        )
+        res.notes = list(rows.notes)
+        tile = stream_tile(enh, lm, h, w)
+        if tile is not None and not lm.spec.tile_safe:
+            res.notes.append(f"{lm.spec.id} uses whole-image statistics; tiled output differs slightly from untiled")
+        const_alpha = _constant_alpha(rows) if rows.has_alpha else None
+        shape = StreamShape(out_h, out_w, rows.channels, rows.dtype, rows.has_alpha)
+        done: list[Path] = []
+
+        def attempt(t: int | None) -> np.ndarray:
+            res.tile = t
+            done.append(
+                write_streamed(
+                    _strips(enh, lm, rows, t, const_alpha, res.notes),
+                    dst,
+                    shape,
+                    rows.meta,
+                    format=format,
+                    overwrite=overwrite,
+                    scale_dpi=enh.scale,
+                )
+            )
+            return _DONE
+
+        tiling.retry_smaller_tiles(attempt, tile=tile, height=h, width=w, alignment=lm.spec.alignment)
+    res.seconds = time.perf_counter() - t0
+    return done[-1], res
+
+
+_DONE = np.empty(0, np.float32)
+
+
+def stream_tile(enh: Enhancer, lm: LoadedModel, h: int, w: int) -> int | None:
+    """The in-memory tile choice, lowered (for ``tile="auto"``) until a band of float output rows fits
+    :data:`BAND_BYTES`."""
+    tile = enh.tile_for(lm, h, w)
+    if enh.tiles.tile != "auto":
+        return tile
+    s, a = lm.spec.scale, lm.spec.alignment
+    overlap = -(-enh.tiles.overlap // a) * a
+    rows = BAND_BYTES // (3 * 4 * s * s * w)  # input rows whose float output band fits
+    band = max(tiling.min_tile_for(a), (rows - 2 * overlap) // a * a)
+    if band >= h and band >= w:
+        return tile
+    return band if tile is None or tile > band else tile
+
+
+def _check_stream_size(enh: Enhancer, rows: RowSource, out_h: int, out_w: int, dst: Path) -> None:
+    what = f"{rows.width}x{rows.height} input at x{enh.scale:g}"
+    limit = stream_limit(enh)
+    if limit is not None and out_h * out_w > limit:
+        raise ImageTooLargeError(
+            f"{what}: the output would be {out_w}x{out_h} = {out_w * out_h:,} pixels, over the streamed-output "
+            f"limit of {limit:,} (a guard against filling a disk by mistake). Lower --outscale, or raise it with "
+            f"{ENV_MAX_STREAM_PIXELS}=N|none (or --max-output-pixels none)"
+        )
+    raw = out_h * out_w * (rows.channels + int(rows.has_alpha)) * np.dtype(rows.dtype).itemsize
+    folder = dst.parent if str(dst.parent) else Path(".")
+    probe_dir = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    try:
+        free = shutil.disk_usage(probe_dir).free
+    except OSError:
+        return
+    if free * MIN_COMPRESSION < raw:
+        raise ImageWriteError(
+            f"{dst}: out of disk space before starting: the output holds {raw / 1e9:.1f} GB of raw pixels and "
+            f"{free / 1e9:.1f} GB are free on {probe_dir} (at best about 1/{MIN_COMPRESSION} of the raw size after "
+            "compression); free some space or write elsewhere"
+        )
+
+
+def _constant_alpha(rows: RowSource) -> float | None:
+    """The alpha value when every pixel has the same one (it is then resized, not run through the model), as
+    ``Enhancer.enhance_float`` decides it; one pass over the alpha rows."""
+    lo, hi = np.inf, -np.inf
+    for y in range(0, rows.height, _ALPHA_SCAN_ROWS):
+        _, alpha = read_rows_checked(rows, y, min(y + _ALPHA_SCAN_ROWS, rows.height))
+        assert alpha is not None
+        a = _to_float(alpha)[0]
+        lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
+        if lo != hi:
+            return None
+    return lo
+
+
+def _strips(
+    enh: Enhancer, lm: LoadedModel, rows: RowSource, tile: int | None, const_alpha: float | None, notes: list[str]
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Output strips in the output dtype: the steps of ``Enhancer.enhance_float`` and ``enhance_data``, by rows."""
+    spec = lm.spec
+    gray = rows.channels == 1
+    modelled = rows.has_alpha and const_alpha is None
+    clipped = False
+
+    def read_color(y0: int, y1: int) -> np.ndarray:
+        nonlocal clipped
+        color, alpha = read_rows_checked(rows, y0, y1)
+        rgb, clip = _to_float(color)
+        clipped = clipped or clip
+        if gray:
+            rgb = np.repeat(rgb, 3, axis=2)
+        if modelled:
+            assert alpha is not None
+            rgb = rgb * _to_float(alpha)[0][..., None]
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
+
+    def read_alpha(y0: int, y1: int) -> np.ndarray:
+        _, alpha = read_rows_checked(rows, y0, y1)
+        assert alpha is not None
+        return np.ascontiguousarray(np.repeat(_to_float(alpha)[0][None], 3, axis=0), dtype=np.float32)
+
+    run = lm.selection.session.run
+    kw: dict[str, Any] = dict(
+        height=rows.height,
+        width=rows.width,
+        scale=spec.scale,
+        tile=tile,
+        overlap=enh.tiles.overlap,
+        alignment=spec.alignment,
+        blend=enh.tiles.blend,
+        batch=enh.tiles.batch,
+        progress=enh.progress,
+    )
+    colors = tiling.iter_tiled_rows(read_color, run, **kw)
+    alphas: Iterator[Any] = tiling.iter_tiled_rows(read_alpha, run, **kw) if modelled else itertools.repeat(None)
+    dtype = np.dtype(rows.dtype)
+    for (y0, c), a in zip(colors, alphas, strict=False):
+        out = np.clip(c, 0.0, 1.0, out=c).transpose(1, 2, 0)
+        out_alpha = None
+        if a is not None:
+            a_y0, a_strip = a
+            if a_y0 != y0 or a_strip.shape[1] != c.shape[1]:  # pragma: no cover - one plan for both
+                raise RuntimeError("colour and alpha strips out of step")
+            out_alpha = np.clip(model_alpha(a_strip)[0], 0.0, 1.0)
+            out = unpremultiply(out, out_alpha)
+        elif const_alpha is not None:
+            out_alpha = np.full(out.shape[:2], const_alpha, np.float32)
+        if gray:
+            out = out.mean(axis=2, keepdims=True)
+        yield _from_float(out, dtype), None if out_alpha is None else _from_float(out_alpha, dtype)
+    if clipped and "float input outside 0..1 was clipped" not in notes:
+        notes.append("float input outside 0..1 was clipped")
+
+
+__all__ = [
+    "DEFAULT_MAX_STREAM_PIXELS",
+    "ENV_MAX_STREAM_PIXELS",
+    "STREAM_FROM_PIXELS",
+    "STREAM_MODES",
+    "StreamedResult",
+    "cannot_stream",
+    "enhance_file",
+    "probe",
+    "stream_file",
+    "stream_limit",
+    "stream_tile",
+]
