@@ -1,0 +1,335 @@
+"""`pixelift serve` for real: a service subprocess on 127.0.0.1 (a free port), spoken to over HTTP.
+
+Protocol refusals (token, Host, Origin, JSON, size, paths), jobs (progress, events, missing
+input, cancel mid-job), `enhance --server` and its fallback, a killed service (no partial output,
+a clean restart), idle shutdown, and load (4 clients x 25 jobs, memory bounded).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from pixelift.service import state
+from pixelift.service.client import ServiceClient, ServiceError
+from tests.images import photo_crop
+
+pytest.importorskip("aiohttp")
+
+MODEL = "span-x2-ch48"
+START_WAIT_S = 120.0
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    folder: Path
+    client: ServiceClient
+
+    @property
+    def port(self) -> int:
+        info = state.read_info(self.folder)
+        assert info is not None
+        return info.port
+
+    def raw(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """A request with exactly these headers (http.client adds Host unless given)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            hdrs = {"Host": f"127.0.0.1:{self.port}", state.TOKEN_HEADER: self.client.token, **(headers or {})}
+            hdrs = {k: v for k, v in hdrs.items() if v is not None}
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            for k, v in hdrs.items():
+                conn.putheader(k, v)
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            data = resp.read()
+            assert not any(h.lower().startswith("access-control") for h in resp.headers)  # no CORS, ever
+            return resp.status, json.loads(data) if data else None
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def serve_env(folder: Path) -> dict[str, str]:
+    return {**os.environ, state.ENV_SERVICE_DIR: str(folder)}
+
+
+def start_server(folder: Path, *args: str) -> Server:
+    """`pixelift serve` in a subprocess on a free loopback port; waits until it answers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log = (folder / "test-serve.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pixelift.cli", "serve", "--idle-minutes", "20", *args],
+        env=serve_env(folder),
+        stdout=log,
+        stderr=log,
+    )
+    deadline = time.monotonic() + START_WAIT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited {proc.returncode}: {(folder / 'test-serve.log').read_text()}")
+        info = state.read_info(folder)
+        if info is not None and info.pid == proc.pid:
+            client = ServiceClient.discover(folder, timeout=120)
+            if client is not None:
+                return Server(proc, folder, client)
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("serve did not answer")
+
+
+def warm_model() -> None:
+    """Export the test model once in this process (the service itself is torch-free)."""
+    from pixelift import Enhancer
+
+    Enhancer(MODEL, provider="cpu").enhance(photo_crop("astronaut", 16))
+
+
+def save(path: Path, name: str = "astronaut", size: int = 48) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(photo_crop(name, size)).save(path)
+    return path
+
+
+def wait_done(client: ServiceClient, job_id: str) -> dict[str, Any]:
+    while True:
+        status = client.job(job_id, wait=30)
+        if status["status"] in ("done", "failed", "cancelled"):
+            return status
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    warm_model()
+    srv = start_server(tmp_path_factory.mktemp("service"))
+    yield srv
+    srv.stop()
+
+
+def test_token_file_is_private_and_every_request_needs_it(server: Server) -> None:
+    assert (server.folder / state.TOKEN_FILE).stat().st_mode & 0o777 == 0o600
+    assert server.folder.stat().st_mode & 0o777 == 0o700
+    status, body = server.raw("GET", "/v1/health", headers={state.TOKEN_HEADER: None})  # type: ignore[dict-item]
+    assert status == 401 and "token" in body["error"]["message"]
+    status, body = server.raw("GET", "/v1/health", headers={state.TOKEN_HEADER: "wrong"})
+    assert status == 401
+    status, body = server.raw("GET", "/v1/jobs/abc", headers={state.TOKEN_HEADER: None})  # type: ignore[dict-item]
+    assert status == 401  # unknown paths too: nothing answers without the token
+    status, body = server.raw("GET", "/v1/health", headers={state.TOKEN_HEADER: None, "Authorization": f"Bearer {server.client.token}"})  # type: ignore[dict-item]
+    assert status == 200 and body["service"] == "pixelift"
+
+
+def test_non_loopback_host_and_browser_origin_are_refused(server: Server) -> None:
+    for host in ("evil.example.com", f"evil.example.com:{server.port}", "192.168.1.5", ""):
+        status, body = server.raw("GET", "/v1/health", headers={"Host": host})
+        assert status == 403 and "loopback" in body["error"]["message"], host
+    for host in (f"localhost:{server.port}", "localhost", f"[::1]:{server.port}"):
+        assert server.raw("GET", "/v1/health", headers={"Host": host})[0] == 200, host
+    status, body = server.raw("GET", "/v1/health", headers={"Origin": "http://evil.example.com"})
+    assert status == 403 and "Origin" in body["error"]["message"]
+
+
+def test_bad_bodies_get_400_or_413_with_a_message(server: Server, tmp_path: Path) -> None:
+    src = save(tmp_path / "a.png")
+    cases: list[tuple[bytes, str]] = [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (json.dumps({"inputs": ["relative/a.png"]}).encode(), "absolute"),
+        (json.dumps({"inputs": [str(src)], "output": str(src)}).encode(), "never overwrites an input"),
+        (json.dumps({"inputs": [str(src)], "model": "no-such-model"}).encode(), "no-such-model"),
+        (json.dumps({"inputs": [str(src)], "scale": "big"}).encode(), "scale"),
+        (json.dumps({"inputs": [str(src)], "colour": 1}).encode(), "unknown field"),
+        (json.dumps({"inputs": [str(src)], "precision": "fp8"}).encode(), "precision"),
+        (json.dumps({"inputs": [str(src), str(src)], "output": str(tmp_path / "x.png")}).encode(), "folder"),
+    ]
+    for body, words in cases:
+        status, reply = server.raw("POST", "/v1/jobs", body, {"Content-Type": "application/json"})
+        assert status == 400, (body, reply)
+        assert words in reply["error"]["message"], (words, reply)
+    status, reply = server.raw("POST", "/v1/jobs", b" " * (2 << 20), {"Content-Type": "application/json"})
+    assert status == 413 and "bytes" in reply["error"]["message"]
+    status, reply = server.raw("GET", "/v1/nothing-here")
+    assert status == 404 and "no endpoint" in reply["error"]["message"]
+    assert server.raw("DELETE", "/v1/health")[0] in (404, 405)
+
+
+def test_models_and_providers_come_from_the_registries(server: Server) -> None:
+    models = server.client.request("GET", "/models")["models"]
+    assert MODEL in {m["id"] for m in models}
+    assert any(m["default"] for m in models)
+    providers = server.client.request("GET", "/providers")
+    assert providers["providers"]["cpu"]["available"]
+    assert "auto" in providers["choices"] and "fp32" in providers["precisions"]
+
+
+def test_a_job_runs_with_progress_and_events_and_a_missing_input_is_a_file_error(server: Server, tmp_path: Path) -> None:
+    a = save(tmp_path / "in" / "a.png", "chelsea", 96)
+    missing = tmp_path / "in" / "missing.png"
+    job = server.client.submit({"inputs": [str(a), str(missing)], "output": f"{tmp_path / 'out'}/", "model": MODEL, "tile": 32})
+    events = list(server.client.events(job["id"]))
+    assert events[-1][0] == "end"
+    final = events[-1][1]
+    assert final["status"] == "failed" and final["files_done"] == final["files_total"] == 2
+    ok, bad = final["files"]
+    assert ok["status"] == "done" and ok["tiles_total"] >= 4 and ok["tiles_done"] == ok["tiles_total"]
+    assert ok["models"] == [MODEL] and ok["providers"]
+    assert Image.open(ok["output"]).size == (192, 192)
+    assert bad["status"] == "error" and "not found" in bad["error"]
+    assert not (tmp_path / "out" / "missing.png").exists()
+    assert any(name == "progress" and s["files"][0]["tiles_done"] for name, s in events)  # tile progress was streamed
+    # an existing output is refused, not overwritten
+    again = wait_done(server.client, server.client.submit({"inputs": [str(a)], "output": ok["output"], "model": MODEL})["id"])
+    assert again["files"][0]["status"] == "error" and "exists" in again["files"][0]["error"]
+
+
+def test_cancel_mid_job_leaves_no_output(server: Server, tmp_path: Path) -> None:
+    inputs = [save(tmp_path / "in" / f"{i}.png", "coffee", 256) for i in range(3)]
+    out = tmp_path / "out"
+    job = server.client.submit({"inputs": [str(p) for p in inputs], "output": f"{out}/", "model": MODEL, "tile": 16})
+    for name, status in server.client.events(job["id"]):
+        if name == "progress" and status["files"][0]["tiles_done"] >= 1:
+            server.client.cancel(job["id"])
+            break
+    final = wait_done(server.client, job["id"])
+    assert final["status"] == "cancelled"
+    assert [f["status"] for f in final["files"]] == ["cancelled"] * 3
+    assert not out.exists() or not any(out.iterdir())  # neither outputs nor part files
+    status, reply = server.raw("POST", "/v1/jobs/nope/cancel", b"{}")
+    assert status == 404 and "no job" in reply["error"]["message"]
+
+
+def _cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pixelift.cli", *args], env=serve_env(folder), capture_output=True, text=True, timeout=300
+    )
+
+
+def test_enhance_server_goes_through_the_service(server: Server, tmp_path: Path) -> None:
+    a = save(tmp_path / "a.png")
+    r = _cli(server.folder, "enhance", "--server", str(a), "-o", str(tmp_path / "a_x2.png"), "-m", MODEL, "--json")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["via"] == "service" and rec["status"] == "ok" and rec["model"] == [MODEL]
+    assert Image.open(tmp_path / "a_x2.png").size == (96, 96)
+    r = _cli(server.folder, "enhance", "--server", str(a), "-o", str(tmp_path / "a_x2.png"), "-m", MODEL)
+    assert r.returncode == 1 and "exists" in r.stderr  # the per-file error comes back, no traceback
+    assert "Traceback" not in r.stderr
+
+
+def test_enhance_server_falls_back_in_process_when_no_service_is_up(tmp_path: Path) -> None:
+    warm_model()
+    a = save(tmp_path / "a.png")
+    folder = tmp_path / "no-service"
+    folder.mkdir()
+    # a stale service.json (its process is gone) counts as no service
+    state.publish(folder, state.ServiceInfo(2**22 + 12345, "127.0.0.1", 9, "0", 0.0), "stale")
+    r = _cli(folder, "enhance", "--server", str(a), "-o", str(tmp_path / "a_x2.png"), "-m", MODEL)
+    assert r.returncode == 0, r.stderr
+    assert "falling back to running in-process" in r.stderr
+    assert "via the service" not in r.stdout and (tmp_path / "a_x2.png").exists()
+
+
+def test_a_second_service_and_a_remote_bind_are_refused(server: Server) -> None:
+    r = _cli(server.folder, "serve")
+    assert r.returncode == 1 and "already running" in r.stderr
+    r = _cli(server.folder, "serve", "--host", "0.0.0.0")
+    assert r.returncode == 2 and "--allow-remote" in r.stderr
+
+
+@pytest.mark.slow
+def test_killed_mid_job_leaves_no_output_and_a_restart_is_clean(tmp_path: Path) -> None:
+    warm_model()
+    folder = tmp_path / "svc"
+    srv = start_server(folder)
+    src = save(tmp_path / "in" / "big.png", "coffee", 384)
+    out = tmp_path / "out" / "big.png"
+    job = srv.client.submit({"inputs": [str(src)], "output": str(out), "model": MODEL, "tile": 16})
+    events = srv.client.events(job["id"])
+    for name, status in events:
+        if name == "progress" and status["files"][0]["tiles_done"] >= 1:
+            break
+    srv.proc.kill()
+    srv.proc.wait()
+    with pytest.raises(ServiceError, match="stopped during the job"):
+        for _ in events:
+            pass
+    assert not out.exists()
+    assert ServiceClient.discover(folder) is None  # the stale service.json is recognised
+    # a part file as a writer killed mid-write leaves it (pid of the dead service)
+    part = out.parent / f".big.png.{srv.proc.pid}-pxl-abc.part"
+    out.parent.mkdir(exist_ok=True)
+    part.write_bytes(b"half a file")
+    again = start_server(folder)
+    try:
+        assert not part.exists()  # the journal led the new service to the dead one's part files
+        assert state.read_info(folder).pid == again.proc.pid  # type: ignore[union-attr]
+        final = wait_done(again.client, again.client.submit({"inputs": [str(src)], "output": str(out), "model": MODEL})["id"])
+        assert final["status"] == "done" and out.exists()
+    finally:
+        again.stop()
+    assert not (folder / state.TOKEN_FILE).exists() and not (folder / state.INFO_FILE).exists()
+
+
+@pytest.mark.slow
+def test_idle_service_stops_by_itself(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "svc", "--idle-minutes", "0.02")
+    assert srv.proc.wait(120) == 0
+    assert ServiceClient.discover(srv.folder) is None
+
+
+@pytest.mark.slow
+def test_load_4_clients_x_25_jobs_all_complete_and_memory_is_bounded(server: Server, tmp_path: Path) -> None:
+    photos = [save(tmp_path / "in" / f"{n}.png", n, 48) for n in ("astronaut", "chelsea", "coffee", "rocket")]
+    wait_done(server.client, server.client.submit({"inputs": [str(photos[0])], "output": str(tmp_path / "warm.png"), "model": MODEL})["id"])
+    rss_before = server.client.health()["rss_bytes"]
+    results: dict[int, list[dict[str, Any]]] = {}
+    errors: list[BaseException] = []
+
+    def client_run(c: int) -> None:
+        client = ServiceClient(server.client.base_url, server.client.token, timeout=120)
+        try:
+            ids = [
+                client.submit({"inputs": [str(photos[c])], "output": str(tmp_path / "out" / f"{c}-{j}.png"), "model": MODEL})["id"]
+                for j in range(25)
+            ]
+            results[c] = [wait_done(client, i) for i in ids]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client_run, args=(c,)) for c in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    finals = [s for c in range(4) for s in results[c]]
+    assert len(finals) == 100 and len({s["id"] for s in finals}) == 100
+    assert all(s["status"] == "done" for s in finals), [s for s in finals if s["status"] != "done"][:2]
+    assert len(list((tmp_path / "out").glob("*.png"))) == 100
+    rss_after = server.client.health()["rss_bytes"]
+    print(f"service RSS before {rss_before / 2**20:.0f} MiB, after 100 jobs {rss_after / 2**20:.0f} MiB")
+    assert rss_after - rss_before < 200 << 20
