@@ -74,7 +74,7 @@ def time_rows(
 ) -> dict[str, dict[str, object]]:
     """Seconds per run of every measured row on ``x`` (the rows' fidelity comes from the manifests)."""
     from pixelift.artifacts import find
-    from pixelift.providers import get_provider
+    from pixelift.providers import get_provider, provider_options
 
     out: dict[str, dict[str, object]] = {}
     for m in sorted(rows, key=lambda m: (m.capability.provider, m.capability.precision, m.capability.target)):
@@ -82,7 +82,7 @@ def time_rows(
         if cap.key in skip:
             continue
         art = find(model_id, cap.target)
-        sess = get_provider(cap.provider).open(art.path, **cap.options)
+        sess = get_provider(cap.provider).open(art.path, provider_options(cap.provider, cap.options))
         out[f"{cap.key}@{cap.target}"] = {
             "psnr_db": m.psnr_db,
             "finite": m.finite,

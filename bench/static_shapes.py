@@ -32,7 +32,7 @@ def median_seconds(run: object, x: np.ndarray, runs: int = RUNS) -> float:
 
 
 def main() -> None:
-    from pixelift.providers import get_provider
+    from pixelift.providers import get_provider, provider_options
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="realesrgan-animevideov3-x4,span-x2-ch48")
@@ -46,8 +46,10 @@ def main() -> None:
             art = find(model_id, cap.target)
             if art is None:
                 continue
-            dyn = median_seconds(ov.open(art.path, static_shapes=0, **cap.options).run, x)
-            st = median_seconds(ov.open(art.path, **cap.options).run, x)
+            dyn = median_seconds(
+                ov.open(art.path, provider_options("openvino", {**cap.options, "static_shapes": 0})).run, x
+            )
+            st = median_seconds(ov.open(art.path, provider_options("openvino", cap.options)).run, x)
             print(f"| {model_id} | {cap.key}@{cap.target} | {dyn * 1000:.1f} | {st * 1000:.1f} | {dyn / st:.2f}x |")
 
 

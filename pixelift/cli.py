@@ -13,7 +13,7 @@ import os
 import sys
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,9 @@ from pixelift import limits, models
 from pixelift.errors import MissingExtraError, OutputExistsError, PixeliftError, UsageError
 from pixelift.ids import validate_id
 from pixelift.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from pixelift.artifacts import FidelityRecord
 
 EXIT_FAILED = 1
 
@@ -164,13 +167,13 @@ def models_show(model_id: str, as_json: bool) -> None:
         if art is None:
             continue
         click.echo(f"{'artifact':>14}: {target} {art.path}")
-        for c in art.manifest["parity"]["checks"]:
-            mark = "ok" if c["passed"] else "FAIL"
+        for c in art.manifest.parity.checks:
+            mark = "ok" if c.passed else "FAIL"
             click.echo(
-                f"{'parity':>14}: {c['candidate']} vs {c['reference']}: {c['psnr_db']} dB "
-                f"(max abs {c['max_abs']:.2e}, >= {c['threshold_db']} dB) {mark}"
+                f"{'parity':>14}: {c.candidate} vs {c.reference}: {c.psnr_db} dB "
+                f"(max abs {c.max_abs:.2e}, >= {c.threshold_db} dB) {mark}"
             )
-        for key, rec in sorted(art.manifest.get("fidelity", {}).items()):
+        for key, rec in sorted(art.manifest.fidelity.items()):
             click.echo(f"{'fidelity':>14}: {_fidelity_line(key, rec)}")
         for step in art.manifest.get("int8_study", []):
             click.echo(f"{'int8 study':>14}: {step['technique']}: {step['psnr_db_calib_select']} dB")
@@ -178,16 +181,16 @@ def models_show(model_id: str, as_json: bool) -> None:
             click.echo(f"{'fp16':>14}: overflows (NaN/Inf on real images): never chosen")
 
 
-def _fidelity_line(key: str, rec: dict[str, Any]) -> str:
+def _fidelity_line(key: str, rec: FidelityRecord) -> str:
     from pixelift.precision import FAST_DB, HIGH_FIDELITY_DB
 
-    if rec.get("error"):
-        return f"{key}: failed: {rec['error']}"
-    db = rec.get("psnr_db")
-    if not rec.get("finite", True) or db is None:
+    if rec.error:
+        return f"{key}: failed: {rec.error}"
+    db = rec.psnr_db
+    if not rec.finite or db is None or rec.seconds is None:
         return f"{key}: NaN/Inf on held-out images (never chosen)"
     gates = "high+fast" if db >= HIGH_FIDELITY_DB else ("fast" if db >= FAST_DB else "none")
-    return f"{key}: {db} dB vs fp32 (worst held-out crop), {rec['seconds'] * 1000:.1f} ms/crop, gates met: {gates}"
+    return f"{key}: {db} dB vs fp32 (worst held-out crop), {rec.seconds * 1000:.1f} ms/crop, gates met: {gates}"
 
 
 def _is_url(text: str) -> bool:
@@ -361,7 +364,7 @@ def _export_precisions(
     if not as_json:
         for key, rec in sorted(records.items()):
             click.echo(f"  {_fidelity_line(key, rec)}")
-    return records
+    return {key: rec.to_json() for key, rec in records.items()}
 
 
 DOCTOR_PACKAGES = (

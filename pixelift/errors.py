@@ -125,6 +125,13 @@ class InvalidImageError(PixeliftError, ValueError):
 __all__ += ["ArtifactBusyError", "ArtifactMissingError", "DamagedArtifactError", "InvalidIdError", "InvalidImageError", "UsageError"]
 
 
+class ProviderOptionError(UsageError):
+    """A provider was given an option it does not have, or a value it does not accept."""
+
+
+__all__ += ["ProviderOptionError"]
+
+
 class OutputTooLargeForFormatError(ImageWriteError):
     """The output is larger than its format can hold (JPEG 65,535 px a side, WebP 16,383); TIFF can."""
 

@@ -19,21 +19,22 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pixelift.artifacts import ONNX_FP32, Artifact, find, update_manifest
+from pixelift.artifacts import ONNX_FP32, Artifact, FidelityRecord, find, update_manifest
 from pixelift.artifacts import TARGETS as ALL_TARGETS
+from pixelift.artifacts.manifest import fidelity_records
 from pixelift.artifacts.targets import Target
 from pixelift.errors import PixeliftError
 from pixelift.metrics import psnr
 from pixelift.paths import atomic_write_bytes, writable
 from pixelift.providers.microbench import time_session
-from pixelift.providers.table import cpu_backends
+from pixelift.providers.table import cpu_backends, provider_options
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,12 @@ class Capability:
     provider: str
     precision: str
     target: str
+    #: option names and values over the provider's defaults (recorded as such with fidelity)
     options: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+
+    def __post_init__(self) -> None:
+        provider_options(self.provider, self.options)  # a row with a bad option fails at import
 
     @property
     def key(self) -> str:
@@ -164,11 +169,11 @@ def measure(
     images: Sequence[tuple[str, np.ndarray]],
     *,
     timing_input: np.ndarray | None = None,
-) -> dict[str, Any]:
+) -> FidelityRecord:
     """Fidelity record of one capability row: worst PSNR vs ``reference`` outputs, finiteness, seconds."""
     from pixelift.providers import get_provider
 
-    sess = get_provider(cap.provider).open(target_path, **cap.options)
+    sess = get_provider(cap.provider).open(target_path, provider_options(cap.provider, cap.options))
     per_image: dict[str, float] = {}
     finite = True
     for name, x in images:
@@ -181,22 +186,22 @@ def measure(
         per_image[name] = round(float(min(psnr(np.clip(reference[name], 0, 1), np.clip(y, 0, 1)), 200.0)), 2)
     vals = [v for v in per_image.values() if not math.isnan(v)]
     t_in = timing_input if timing_input is not None else images[0][1][None]
-    return {
-        "provider": cap.provider,
-        "precision": cap.precision,
-        "target": cap.target,
-        "options": cap.options,
-        "psnr_db": min(vals) if vals and finite else None,
-        "per_image_db": per_image,
-        "finite": finite,
-        "seconds": round(time_session(sess, t_in), 5),
-        "timing_input": list(t_in.shape),
-        "reference": REFERENCE,
-        "images": "held-out crops (not used for calibration)",
+    return FidelityRecord(
+        provider=cap.provider,
+        precision=cap.precision,
+        target=cap.target,
+        options=cap.options,
         # bf16/fp16 fidelity and every timing depend on the CPU: a cache copied to another
         # machine measures again there
-        "machine": _fingerprint(),
-    }
+        machine=_fingerprint(),
+        psnr_db=min(vals) if vals and finite else None,
+        per_image_db=per_image,
+        finite=finite,
+        seconds=round(time_session(sess, t_in), 5),
+        timing_input=tuple(t_in.shape),
+        reference=REFERENCE,
+        images="held-out crops (not used for calibration)",
+    )
 
 
 def _fingerprint() -> str:
@@ -216,17 +221,17 @@ def _side_file(art: Artifact) -> Path:
     return writable("measurements") / f"{art.sha256}.json"
 
 
-def _side_records(art: Artifact) -> dict[str, dict[str, Any]]:
-    """Fidelity records of an artifact in a read-only cache, kept in the state folder."""
+def _side_records(art: Artifact) -> dict[str, FidelityRecord]:
+    """Fidelity records of an artifact in a read-only cache, kept in the state folder
+    (a damaged file is as good as none: the rows are measured again)."""
     try:
-        data = json.loads(_side_file(art).read_text())
+        return fidelity_records(json.loads(_side_file(art).read_text()))
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
 
 
-def _store_side_record(art: Artifact, key: str, rec: dict[str, Any]) -> None:
-    records = {**_side_records(art), key: rec}
+def _store_side_record(art: Artifact, key: str, rec: FidelityRecord) -> None:
+    records = {k: r.to_json() for k, r in {**_side_records(art), key: rec}.items()}
     try:
         atomic_write_bytes(_side_file(art), json.dumps(records, indent=1, sort_keys=True).encode())
     except OSError as exc:
@@ -263,7 +268,7 @@ def measure_model(
     precisions: Sequence[str] = PRECISIONS,
     force: bool = False,
     folder: Path | None = None,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, FidelityRecord]:
     """Measure (and store in each target's manifest) every runnable row of the capability
     table for the model's existing artifacts. Returns ``{"provider:precision@target": record}``."""
     fp32 = find(model_id, ONNX_FP32)
@@ -272,7 +277,7 @@ def measure_model(
     alignment = fp32.manifest.alignment
     images = heldout_images(alignment, folder, str(fp32.manifest.spec["architecture"]))
     ref: dict[str, np.ndarray] | None = None
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, FidelityRecord] = {}
     for cap in CAPABILITIES:
         if cap.provider not in providers or cap.precision not in precisions or not probe_available(cap.provider):
             continue
@@ -281,13 +286,8 @@ def measure_model(
             continue
         have = art.manifest.fidelity.get(cap.key) or _side_records(art).get(cap.key)
         # a record is reused only for this machine and the row's current options
-        if (
-            have is not None
-            and have.get("machine") == _fingerprint()
-            and have.get("options") == cap.options
-            and not force
-        ):
-            out[f"{cap.key}@{cap.target}"] = dict(have)
+        if have is not None and have.machine == _fingerprint() and have.options == cap.options and not force:
+            out[f"{cap.key}@{cap.target}"] = have
             continue
         if ref is None:
             ref = reference_outputs(fp32.path, images)
@@ -295,11 +295,11 @@ def measure_model(
             rec = measure(cap, art.path, ref, images)
         except Exception as exc:  # a row that cannot run is recorded as such, never chosen
             log.warning("%s: %s on %s failed: %s", model_id, cap.key, cap.target, exc)
-            rec = {"provider": cap.provider, "precision": cap.precision, "target": cap.target, "error": str(exc)}
-            rec.update(options=cap.options, machine=_fingerprint())
-            rec.update(psnr_db=None, finite=False, seconds=None)
+            rec = FidelityRecord(
+                cap.provider, cap.precision, cap.target, cap.options, _fingerprint(), None, False, None, error=str(exc)
+            )
         try:
-            update_manifest(art, "fidelity", {cap.key: rec})
+            update_manifest(art, "fidelity", {cap.key: rec.to_json()})
         except OSError as exc:  # a read-only cache: the record goes to the state folder instead
             log.info("%s: fidelity recorded beside the read-only cache (%s)", model_id, exc)
             _store_side_record(art, cap.key, rec)
@@ -307,16 +307,14 @@ def measure_model(
     return out
 
 
-def measured_rows(records: dict[str, dict[str, Any]]) -> list[Measured]:
+def measured_rows(records: Mapping[str, FidelityRecord]) -> list[Measured]:
     out = []
     for rec in records.values():
-        if rec.get("seconds") is None or rec.get("error"):
+        if rec.seconds is None or rec.error:
             continue
         cap = next(
-            c
-            for c in CAPABILITIES
-            if (c.provider, c.precision, c.target) == (rec["provider"], rec["precision"], rec["target"])
+            c for c in CAPABILITIES if (c.provider, c.precision, c.target) == (rec.provider, rec.precision, rec.target)
         )
-        db = rec["psnr_db"] if rec["psnr_db"] is not None else float("-inf")
-        out.append(Measured(cap, db, rec["seconds"], bool(rec["finite"])))
+        db = rec.psnr_db if rec.psnr_db is not None else float("-inf")
+        out.append(Measured(cap, db, rec.seconds, rec.finite))
     return out

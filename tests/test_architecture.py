@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import ast
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
-from pixelift.providers import ProbeResult, Role
+from pixelift.errors import ProviderOptionError
+from pixelift.providers import ProbeResult, ProviderOptions, Role
+from pixelift.providers.options import choice, parse
 
 ROOT = Path(__file__).resolve().parents[1] / "pixelift"
 TORCH_FREE = ("pixelift.artifacts", "pixelift.runtime", "pixelift.providers", "pixelift.ids", "pixelift.limits")
@@ -93,9 +97,10 @@ def _cycles() -> list[list[str]]:
 
 def test_the_graph_is_read() -> None:
     # the walk must see the edges it is meant to police, or every check below passes vacuously
-    assert "pixelift.artifacts.store" in GRAPH["pixelift.runtime.session"] or "pixelift.artifacts" in GRAPH[
-        "pixelift.runtime.session"
-    ]
+    assert (
+        "pixelift.artifacts.store" in GRAPH["pixelift.runtime.session"]
+        or "pixelift.artifacts" in GRAPH["pixelift.runtime.session"]
+    )
     assert "pixelift.export.onnx_fp32" in GRAPH["pixelift.export"]
     assert len(MODULES) > 50
 
@@ -142,16 +147,27 @@ class _FakeSession:
         return [self.run(feeds["input"])]
 
 
+@dataclass(frozen=True)
+class _FakeOptions(ProviderOptions):
+    provider: ClassVar[str] = "fake-npu"
+    device: str = choice("NPU0", ("NPU0",))  # a provider with devices takes a device option
+
+
 class _FakeProvider:
     name = "fake-npu"
     role = Role.ACCELERATOR
     devices: tuple[str, ...] = ("NPU0",)
     accelerator_devices: tuple[str, ...] = ()
+    options_type: type[ProviderOptions] = _FakeOptions
+
+    def __init__(self) -> None:
+        self.opened_with: list[_FakeOptions] = []
 
     def probe(self, facts: object) -> ProbeResult:
         return ProbeResult(True, "a fake accelerator for the tests", ("NPU0",))
 
-    def open(self, model_path: Path, **options: object) -> _FakeSession:
+    def open(self, model_path: Path, options: ProviderOptions | None = None) -> _FakeSession:
+        self.opened_with.append(parse(_FakeOptions, options))
         return _FakeSession(2)
 
 
@@ -163,7 +179,7 @@ def test_a_provider_added_to_the_table_alone_is_everywhere(monkeypatch: pytest.M
     from pixelift import Enhancer
     from pixelift.cli import main
     from pixelift.export import to_onnx
-    from pixelift.providers import PROVIDERS, provider_choices
+    from pixelift.providers import PROVIDERS, Request, plan, probe_all, provider_choices, provider_options
     from pixelift.runtime.session import clear_cache
     from pixelift.samples import sample_photo
 
@@ -178,9 +194,17 @@ def test_a_provider_added_to_the_table_alone_is_everywhere(monkeypatch: pytest.M
         enh = Enhancer("span-x2-ch48")  # auto: an available accelerator ranks first
         enh.enhance(sample_photo()[:16, :16])
         assert enh.loaded()[0].provider == "fake-npu"
+        # its declared options reach it, typed, and nothing else does
+        assert enh.loaded()[0].selection.options == _FakeOptions() and fake.opened_with[-1] == _FakeOptions()
+        named = plan(Request("fake-npu:NPU0", strict=True), probe_all()).candidates
+        assert [(c.label, c.options) for c in named] == [("fake-npu:NPU0", _FakeOptions("NPU0"))]
+        with pytest.raises(ProviderOptionError, match=r"fake-npu has no option threads; it accepts: device"):
+            provider_options("fake-npu", {"threads": 2})
         src = tmp_path / "a.png"
         Image.fromarray(sample_photo()[:16, :16]).save(src)
-        res = CliRunner().invoke(main, ["enhance", str(src), "--provider", "fake-npu", "--json", "-o", str(tmp_path / "o.png")])
+        res = CliRunner().invoke(
+            main, ["enhance", str(src), "--provider", "fake-npu", "--json", "-o", str(tmp_path / "o.png")]
+        )
         assert res.exit_code == 0, res.output
         assert json.loads(res.stdout.splitlines()[-1])["provider"] == ["fake-npu"]
     finally:

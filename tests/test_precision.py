@@ -70,30 +70,45 @@ def test_fp16_never_nan_and_fidelity_recorded() -> None:
             y = sess.run(to_chw(img)[None])
             assert y.dtype == np.float32  # fp32 I/O kept
             assert np.all(np.isfinite(y)), model_id
-        rec = art.manifest["fidelity"]["cpu:fp16"]
-        assert rec["finite"] and rec["psnr_db"] >= P.HIGH_FIDELITY_DB, rec
-        assert set(rec["per_image_db"]) == {n for n, _ in P.heldout_images()}
+        rec = art.manifest.fidelity["cpu:fp16"]
+        assert rec.finite and rec.psnr_db is not None and rec.psnr_db >= P.HIGH_FIDELITY_DB, rec
+        assert rec.per_image_db is not None and set(rec.per_image_db) == {n for n, _ in P.heldout_images()}
 
 
-def test_bf16_openvino_fidelity_and_gate(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.skipif(not HAS_OV, reason="needs openvino (the openvino extra)")
+def test_bf16_openvino_fidelity_and_gate() -> None:
     from pixelift import Enhancer
     from pixelift.export import find
+    from pixelift.models import get
 
     e = Enhancer("waifu2x-photo-x2", precision="bf16", provider="openvino")
     out = e.enhance(sample_photo()[:48, :40])
     assert out.shape == (96, 80, 3)
     lm = e.loaded()[0]
     assert lm.precision == "bf16" and lm.provider == "openvino"
-    rec = find("waifu2x-photo-x2", "onnx-fp32").manifest["fidelity"]["openvino:bf16"]
-    assert rec["finite"] and rec["psnr_db"] > P.FAST_DB  # measured 5x dB; the gate decides, not the test
-    # auto never picks a precision that fails its gate
+    rec = find("waifu2x-photo-x2", "onnx-fp32").manifest.fidelity["openvino:bf16"]
+    assert rec.finite and rec.psnr_db is not None and rec.psnr_db > P.FAST_DB  # measured 5x dB
+    # auto runs exactly the row the gate and the stored measurements pick
     e = Enhancer("waifu2x-photo-x2", precision="auto")
     lm = e.loaded()[0]
-    got = find("waifu2x-photo-x2", lm.artifact.target).manifest["fidelity"][f"{lm.provider}:{lm.precision}"]
-    assert lm.precision == "fp32" or got["psnr_db"] >= P.HIGH_FIDELITY_DB
+    records = P.measure_model("waifu2x-photo-x2")  # the stored records: nothing is measured again
+    rows = [
+        m
+        for m in P.measured_rows(records)
+        if get("waifu2x-photo-x2").half_safe is not False or m.capability.precision != "fp16"
+    ]
+    best, _ = P.choose_auto(rows, P.gate_db())
+    assert (lm.provider, lm.precision, lm.artifact.target) == (
+        best.capability.provider,
+        best.capability.precision,
+        best.capability.target,
+    )
+    assert best.capability.precision == "fp32" or best.psnr_db >= P.HIGH_FIDELITY_DB
 
 
-def test_int8_beats_naive_minmax_and_warns_below_gate(caplog: pytest.LogCaptureFixture) -> None:
+def test_int8_beats_naive_minmax_and_warns_below_gate(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pixelift import Enhancer
     from pixelift.cli import main
     from pixelift.export.precision import to_int8
@@ -104,14 +119,22 @@ def test_int8_beats_naive_minmax_and_warns_below_gate(caplog: pytest.LogCaptureF
     chosen = art.manifest["int8"]["chosen"]["psnr_db_calib_select"]
     # measured: naive 34.5 dB -> percentile 37.4 -> conv-only 37.5 -> first/last fp32 38.1 -> sensitive 44.3
     assert chosen >= naive + 3.0, study
-    rec = art.manifest["fidelity"]["cpu:int8"]
-    assert rec["finite"] and rec["psnr_db"] > naive - 3.0
-    if rec["psnr_db"] < P.HIGH_FIDELITY_DB:
-        with caplog.at_level(logging.WARNING, logger="pixelift"):
-            Enhancer("span-x2-ch48", precision="int8", provider="cpu").loaded()
-        assert any(
-            "below the 50.0 dB gate" in r.getMessage() and str(rec["psnr_db"]) in r.getMessage() for r in caplog.records
-        )
+    rec = art.manifest.fidelity["cpu:int8"]
+    assert rec.finite and rec.psnr_db is not None and rec.psnr_db > naive - 3.0
+    # a gate just above the measured fidelity: asking for int8 runs it and says so, every time
+    gate = round(rec.psnr_db + 1.0, 2)
+    monkeypatch.setattr(P, "HIGH_FIDELITY_DB", gate)
+    from pixelift.runtime.session import clear_cache
+
+    clear_cache()
+    with caplog.at_level(logging.WARNING, logger="pixelift"):
+        lm = Enhancer("span-x2-ch48", precision="int8", provider="cpu").loaded()[0]
+    clear_cache()
+    assert (lm.precision, lm.provider) == ("int8", "cpu")
+    assert any(
+        f"{rec.psnr_db} dB vs fp32" in r.getMessage() and f"below the {gate} dB gate" in r.getMessage()
+        for r in caplog.records
+    )
     res = CliRunner().invoke(main, ["models", "show", "span-x2-ch48"])
     assert res.exit_code == 0, res.output
     assert "fidelity: cpu:int8:" in res.output and "int8 study: naive MinMax" in res.output
@@ -174,12 +197,13 @@ def test_openvino_int8_nncf_beats_defaults_by_measured_sensitivity() -> None:
     assert all(s["psnr_db_calib_select"] < TARGET_DB for s in study[1:-1])
     ranked = [r["psnr_db_only_this_quantized"] for r in info["sensitivity"]]
     assert ranked == sorted(ranked)  # most sensitive first
-    rec = art.manifest["fidelity"]["openvino:int8"]
+    rec = art.manifest.fidelity["openvino:int8"]
     # held-out crops (never used to choose): 40.2 dB measured with the bf16 hint for the
     # unquantized ops; the gate decides whether auto may use it, the test checks the record
-    assert rec["finite"] and rec["psnr_db"] > defaults + 5.0, rec
+    assert rec.finite and rec.psnr_db is not None and rec.psnr_db > defaults + 5.0, rec
 
 
+@pytest.mark.skipif(not HAS_OV, reason="needs openvino (the openvino extra)")
 def test_openvino_ir_targets() -> None:
     from pixelift.export.targets import export_precision
 
@@ -190,8 +214,8 @@ def test_openvino_ir_targets() -> None:
         assert art.path.suffix == ".xml" and art.file("model.bin").is_file()
         art.verify()
         key = "openvino:fp16" if fp16 else "openvino:fp32"
-        rec = art.manifest["fidelity"][key]
-        assert rec["finite"] and rec["psnr_db"] >= P.HIGH_FIDELITY_DB, rec
+        rec = art.manifest.fidelity[key]
+        assert rec.finite and rec.psnr_db is not None and rec.psnr_db >= P.HIGH_FIDELITY_DB, rec
 
 
 def test_cli_precision_option() -> None:
@@ -200,11 +224,12 @@ def test_cli_precision_option() -> None:
     res = CliRunner().invoke(main, ["enhance", "--help"])
     assert "--precision" in res.output and "--fast" in res.output
     res = CliRunner().invoke(main, ["enhance", "x.png", "--precision", "int4"])
-    assert res.exit_code == 2
+    assert res.exit_code == 2 and "'int4' is not one of" in res.output
 
 
 def test_coreml_package_spec() -> None:
     """Conversion and structure run on Linux too (coremltools is in the coreml extra, installed by CI)."""
+    pytest.importorskip("coremltools", reason="needs coremltools (the coreml extra)")
     from pixelift.export import coreml
     from pixelift.models import get
 
@@ -224,7 +249,7 @@ def test_coreml_package_spec() -> None:
 
 @pytest.mark.skipif(sys.platform != "darwin", reason="Core ML prediction runs only on macOS")
 def test_coreml_prediction_matches_fp32() -> None:  # pragma: no cover - macOS only
-    import coremltools as ct
+    ct = pytest.importorskip("coremltools", reason="needs coremltools (the coreml extra)")
 
     from pixelift.export import coreml, find
     from pixelift.metrics import psnr
@@ -244,7 +269,7 @@ def test_fidelity_records_are_per_machine(monkeypatch: pytest.MonkeyPatch) -> No
     to_onnx("span-x2-ch48")
     first = P.measure_model("span-x2-ch48", providers=("cpu",), precisions=("fp32",))
     rec = next(iter(first.values()))
-    assert rec["machine"] == P._fingerprint()
+    assert rec.machine == P._fingerprint()
     calls: list[str] = []
     real_measure = P.measure
 
@@ -257,9 +282,10 @@ def test_fidelity_records_are_per_machine(monkeypatch: pytest.MonkeyPatch) -> No
     assert calls == []  # same machine: the stored record is used
     monkeypatch.setattr(P, "_fingerprint", lambda: "another-machine")
     again = P.measure_model("span-x2-ch48", providers=("cpu",), precisions=("fp32",))
-    assert calls == ["measure"] and next(iter(again.values()))["machine"] == "another-machine"
+    assert calls == ["measure"] and next(iter(again.values())).machine == "another-machine"
 
 
+@pytest.mark.skipif(not HAS_OV, reason="needs openvino (the openvino extra)")
 def test_auto_precision_falls_back_row_by_row_when_a_backend_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
     """If the chosen row is an OpenVINO IR and OpenVINO fails, the next row opens its *own*
     artifact (onnxruntime cannot read an IR) instead of handing the IR to onnxruntime."""
@@ -366,3 +392,119 @@ def test_coreml_trace_turns_negative_pads_into_slices() -> None:
     with _negative_pads_as_slices():
         y = torch.nn.functional.pad(torch.zeros(1, 1, 2, 2), (1, 1, 1, 1))
     assert y.shape == (1, 1, 4, 4)
+
+
+# --- fidelity records: typed, written as before, validated on read ----------------------------------
+
+_RECORD = {
+    "provider": "openvino",
+    "precision": "bf16",
+    "target": "onnx-fp32",
+    "options": {"precision": "bf16"},
+    "psnr_db": 54.61,
+    "per_image_db": {"heldout0-0-80x80": 54.61, "heldout0-1-80x80": 57.2},
+    "finite": True,
+    "seconds": 0.01234,
+    "timing_input": [1, 3, 80, 80],
+    "reference": "cpu:fp32",
+    "images": "held-out crops (not used for calibration)",
+    "machine": "8e37a28d944e4596",
+}
+_FAILED = {
+    "provider": "cpu",
+    "precision": "fp16",
+    "target": "onnx-fp16",
+    "error": "NOT_IMPLEMENTED: Conv(16)",
+    "options": {},
+    "machine": "8e37a28d944e4596",
+    "psnr_db": None,
+    "finite": False,
+    "seconds": None,
+}
+
+
+def _manifest_text(fidelity: object, parity: object = None) -> str:
+    import json
+
+    body = {
+        "schema": 1,
+        "model_id": "span-x2-ch48",
+        "target": "onnx-fp32",
+        "file": "model.onnx",
+        "sha256": "0" * 64,
+        "spec": {"id": "span-x2-ch48"},
+        "parity": parity if parity is not None else {"passed": True, "checks": []},
+        "fidelity": fidelity,
+    }
+    return json.dumps(body)
+
+
+def test_fidelity_records_read_typed_and_write_the_same_json() -> None:
+    from pathlib import Path
+
+    from pixelift.artifacts import FidelityRecord, Manifest
+
+    m = Manifest.parse(
+        _manifest_text({"openvino:bf16": _RECORD, "cpu:fp16": _FAILED}),
+        Path("manifest.json"),
+        model_id="span-x2-ch48",
+        target="onnx-fp32",
+    )
+    ok, failed = m.fidelity["openvino:bf16"], m.fidelity["cpu:fp16"]
+    assert isinstance(ok, FidelityRecord) and ok.usable and ok.psnr_db == 54.61 and ok.timing_input == (1, 3, 80, 80)
+    assert not failed.usable and failed.error == "NOT_IMPLEMENTED: Conv(16)"
+    assert ok.to_json() == _RECORD and failed.to_json() == _FAILED  # the on-disk JSON is unchanged
+    assert [m.capability.key for m in P.measured_rows(m.fidelity)] == ["openvino:bf16"]  # the failed row never runs
+
+
+@pytest.mark.parametrize(
+    ("fidelity", "why"),
+    [
+        ({"openvino:bf16": {**_RECORD, "psnr_db": "high"}}, "psnr_db must be a number"),
+        ({"openvino:bf16": {**_RECORD, "finite": "yes"}}, "finite must be true or false"),
+        ({"openvino:bf16": {k: v for k, v in _RECORD.items() if k != "target"}}, "target must be a string"),
+        ({"cpu:bf16": _RECORD}, "'cpu:bf16' describes openvino:bf16"),
+        ({"openvino:bf16": {**_RECORD, "timing_input": [1, "3"]}}, "timing_input"),
+        ({"openvino:bf16": [1, 2]}, "fidelity record must be an object"),
+        ([], "fidelity must be an object"),
+    ],
+)
+def test_a_bad_fidelity_record_is_a_damaged_manifest(fidelity: object, why: str) -> None:
+    from pathlib import Path
+
+    from pixelift.artifacts import Manifest
+    from pixelift.errors import DamagedArtifactError
+
+    with pytest.raises(DamagedArtifactError, match=f"damaged manifest .*{why}.*pixelift export --force"):
+        Manifest.parse(_manifest_text(fidelity), Path("m.json"), model_id="span-x2-ch48", target="onnx-fp32")
+
+
+def test_the_parity_block_is_typed_and_checked() -> None:
+    from pathlib import Path
+
+    from pixelift.artifacts import Manifest
+    from pixelift.errors import DamagedArtifactError
+
+    check = {"reference": "torch", "candidate": "onnxruntime-cpu", "image": "photo", "psnr_db": 71.3}
+    check |= {"max_abs": 1e-4, "threshold_db": 60.0, "passed": True}
+    m = Manifest.parse(
+        _manifest_text({}, {"passed": True, "checks": [check]}),
+        Path("m.json"),
+        model_id="span-x2-ch48",
+        target="onnx-fp32",
+    )
+    assert m.parity_passed and m.parity.worst_db == 71.3 and m.parity.checks[0].to_json() == check
+    with pytest.raises(DamagedArtifactError, match="max_abs must be a number"):
+        bad = {"passed": True, "checks": [{**check, "max_abs": None}]}
+        Manifest.parse(_manifest_text({}, bad), Path("m.json"), model_id="span-x2-ch48", target="onnx-fp32")
+
+
+def test_a_capability_row_with_an_option_its_provider_lacks_fails_when_declared() -> None:
+    from pixelift.errors import ProviderOptionError
+
+    with pytest.raises(
+        ProviderOptionError, match="cpu has no option precision; it accepts: threads, graph_optimization"
+    ):
+        P.Capability("cpu", "bf16", "onnx-fp32", {"precision": "bf16"})
+    with pytest.raises(ProviderOptionError, match="precision='f8': choose from f32, bf16, f16"):
+        P.Capability("openvino", "fp16", "onnx-fp32", {"precision": "f8"})

@@ -20,13 +20,14 @@ from click.testing import CliRunner
 
 from pixelift import models
 from pixelift.cli import main
-from pixelift.errors import InferenceOutOfMemoryError
+from pixelift.errors import InferenceOutOfMemoryError, ProviderOptionError
 from pixelift.export import to_onnx
 from pixelift.metrics import psnr
 from pixelift.providers import (
     PROVIDERS,
     ProbeResult,
     ProviderError,
+    ProviderOptions,
     Request,
     Role,
     coreml,
@@ -35,11 +36,13 @@ from pixelift.providers import (
     open_session,
     ort,
     plan,
+    provider_options,
     read_machine,
     tensorrt,
 )
 from pixelift.providers.base import SilentFallbackError
 from pixelift.providers.machine import GPU, MachineFacts
+from pixelift.providers.openvino import OpenVINOOptions
 from pixelift.samples import content_crop, to_chw
 
 LINUX = MachineFacts("Linux", "6", "x86_64", "3.11", "Test CPU", 2, ("avx2", "avx512f"), 8 << 30)
@@ -147,6 +150,7 @@ class FakeProvider:
     role = Role.ACCELERATOR
     devices: tuple[str, ...] = ()
     accelerator_devices: tuple[str, ...] = ()
+    options_type: type[ProviderOptions] = ProviderOptions
 
     def __init__(self, name: str, *, open_error: Exception | None = None, run_error: Exception | None = None) -> None:
         self.name, self.open_error, self.run_error = name, open_error, run_error
@@ -155,7 +159,7 @@ class FakeProvider:
     def probe(self, facts: MachineFacts) -> ProbeResult:
         return ProbeResult(True, f"fake {self.name}", ("FAKE",))
 
-    def open(self, model_path: Path, **options: Any) -> FakeSession:
+    def open(self, model_path: Path, options: ProviderOptions | None = None) -> FakeSession:
         self.opened += 1
         if self.open_error is not None:
             raise self.open_error
@@ -238,6 +242,76 @@ def test_silent_onnxruntime_cpu_fallback_is_detected(tmp_path: Path) -> None:
 
     with pytest.raises(SilentFallbackError, match="did not enable CUDAExecutionProvider"):
         ort.open_ort(to_onnx("span-x2-ch48").path, "cuda", "CUDAExecutionProvider", {}, factory=factory)
+
+
+# --- typed options: each provider declares them; selection and open() check them ----------------
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+def test_every_provider_refuses_an_unknown_option_naming_the_ones_it_accepts(name: str, tmp_path: Path) -> None:
+    provider = PROVIDERS[name]
+    accepted = provider.options_type.names()
+    assert accepted, f"{name} declares no options"
+    with pytest.raises(ProviderOptionError) as err:
+        provider_options(name, {"no_such_option": 1})
+    assert f"{name} has no option no_such_option; it accepts: {', '.join(accepted)}" in str(err.value)
+    # open() validates before it touches the backend or the file (which does not exist here)
+    with pytest.raises(ProviderOptionError, match="no_such_option"):
+        provider.open(tmp_path / "absent.onnx", {"no_such_option": 1})  # type: ignore[arg-type]
+    other = next(p for p in PROVIDERS.values() if p.options_type is not provider.options_type)
+    with pytest.raises(ProviderOptionError, match=f"not {name} ones"):
+        provider.open(tmp_path / "absent.onnx", other.options_type())
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+def test_every_declared_option_refuses_a_bad_value(name: str) -> None:
+    import dataclasses
+
+    kind = PROVIDERS[name].options_type
+    assert provider_options(name) == kind()  # the defaults pass their own checks
+    for f in dataclasses.fields(kind):
+        with pytest.raises(ProviderOptionError, match=rf"{name} option {f.name}=.*expected"):
+            provider_options(name, {f.name: object()})
+        if "choices" in f.metadata:
+            with pytest.raises(ProviderOptionError, match=rf"{f.name}='NOPE': choose from"):
+                provider_options(name, {f.name: "NOPE"})
+            assert all(provider_options(name, {f.name: c}) for c in f.metadata["choices"])
+        if "minimum" in f.metadata:
+            with pytest.raises(ProviderOptionError, match=f"must be at least {f.metadata['minimum']}"):
+                provider_options(name, {f.name: f.metadata["minimum"] - 1})
+        if f.type in ("int", "int | None"):
+            with pytest.raises(ProviderOptionError, match="expected int"):
+                provider_options(name, {f.name: True})  # a bool is not a count
+
+
+def test_request_options_reach_only_their_own_provider() -> None:
+    from pixelift.providers.cpu import CpuOptions
+    from pixelift.providers.cuda import CudaOptions
+    from pixelift.providers.openvino import OpenVINOOptions
+
+    everything = _probes(cuda=True, openvino=True, openvino_gpu=True, cpu=True)
+    req = Request(options=OpenVINOOptions(precision="bf16"))
+    got = {c.label: c.options for c in plan(req, everything, cpu_ranker=lambda: (["openvino", "cpu"], "m")).candidates}
+    assert got == {
+        "cuda": CudaOptions(),
+        "openvino:GPU": OpenVINOOptions(device="GPU", precision="bf16"),
+        "openvino": OpenVINOOptions(precision="bf16"),
+        "cpu": CpuOptions(),
+    }
+    with pytest.raises(ProviderOptionError, match="are openvino options, not cpu ones"):
+        Request("cpu", options=OpenVINOOptions())
+    with pytest.raises(ProviderOptionError, match="typed provider options"):
+        Request("cpu", options={"threads": 2})  # type: ignore[arg-type]
+
+
+def test_open_session_hands_each_candidate_its_typed_options(fake_table: dict[str, FakeProvider]) -> None:
+    seen: list[object] = []
+    cpu = fake_table["cpu"]
+    cpu.open = lambda path, options=None: seen.append(options) or FakeSession("cpu")  # type: ignore[method-assign]
+    sel = open_session(
+        Path("m.onnx"), Request("cpu", strict=True), probes={n: p.probe(LINUX) for n, p in fake_table.items()}
+    )
+    assert sel.options == ProviderOptions() and seen == [ProviderOptions()]
 
 
 # --- options by their documented names -----------------------------------------------------------
@@ -336,7 +410,7 @@ def test_onnxruntime_and_openvino_agree_at_f32(model_id: str) -> None:
     a = 4 * spec.alignment
     x = to_chw(content_crop(spec.content, 12 * a // spec.alignment * spec.alignment, 10 * a))[None]
     y_ort = PROVIDERS["cpu"].open(path).run(x)
-    y_ov = PROVIDERS["openvino"].open(path, precision="f32").run(x)
+    y_ov = PROVIDERS["openvino"].open(path, OpenVINOOptions(precision="f32")).run(x)
     assert psnr(y_ort, y_ov) >= 60
 
 
@@ -419,8 +493,8 @@ def test_openvino_static_shapes_match_dynamic_and_stay_bounded(caplog: pytest.Lo
     will not reshape runs dynamic instead of failing."""
     art = to_onnx("span-x2-ch48")
     ov = PROVIDERS["openvino"]
-    dyn = ov.open(art.path, static_shapes=0)
-    st = ov.open(art.path, static_shapes=2)
+    dyn = ov.open(art.path, OpenVINOOptions(static_shapes=0))
+    st = ov.open(art.path, OpenVINOOptions(static_shapes=2))
     shapes = [(40, 48), (48, 40), (40, 48), (32, 32)]
     for h, w in shapes:
         x = to_chw(content_crop("photo", h, w))[None]

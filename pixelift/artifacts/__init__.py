@@ -7,7 +7,7 @@ Runtime and export both stand on it; neither the runtime nor this layer imports
 from __future__ import annotations
 
 from pixelift.artifacts.builders import Builder, installed_builder, resolve_artifact
-from pixelift.artifacts.manifest import MANIFEST, SCHEMA, FileRecord, Manifest
+from pixelift.artifacts.manifest import MANIFEST, SCHEMA, FidelityRecord, FileRecord, Manifest, ParityReport
 from pixelift.artifacts.store import (
     Artifact,
     artifact_dir,
@@ -31,9 +31,11 @@ __all__ = [
     "TARGETS",
     "Artifact",
     "Builder",
+    "FidelityRecord",
     "FileRecord",
     "Format",
     "Manifest",
+    "ParityReport",
     "Target",
     "artifact_dir",
     "artifact_lock",

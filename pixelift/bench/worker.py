@@ -56,13 +56,14 @@ def timed(run: Any, x: Any, cfg: dict[str, Any]) -> tuple[Any, list[float]]:
 
 
 def _pixelift(cfg: dict[str, Any]) -> tuple[Any, Any]:
-    from pixelift.providers import get_provider
+    from pixelift.providers import get_provider, provider_options
 
-    opts: dict[str, Any] = {"threads": cfg["threads"]}
+    provider = get_provider(cfg["provider"])
+    opts: dict[str, Any] = {"threads": cfg["threads"]} if "threads" in provider.options_type.names() else {}
     if cfg["provider"] == "openvino":
         opts["precision"] = {"fp32": "f32"}.get(cfg["precision"], cfg["precision"])
     opts.update(cfg.get("options", {}))
-    sess = get_provider(cfg["provider"]).open(Path(cfg["artifact"]), **opts)
+    sess = provider.open(Path(cfg["artifact"]), provider_options(provider.name, opts))
     return sess.run, None
 
 
@@ -171,7 +172,7 @@ def auto_choice(cfg: dict[str, Any]) -> dict[str, Any]:
     from pixelift.runtime.session import load
 
     lm = load(cfg["model"], Request(), precision="auto")  # the Enhancer's default
-    opts = {k: v for k, v in lm.selection.options.items() if isinstance(v, str | int | float | bool)}
+    opts = {k: v for k, v in lm.selection.options.changed().items() if isinstance(v, str | int | float | bool)}
     return {"provider": lm.provider, "precision": lm.precision, "options": opts, "why": lm.selection.why}
 
 

@@ -52,7 +52,7 @@ def parity_checks(
         parity.compare("torch", ref, "onnxruntime-cpu", parity.run_artifact(onnx_path, x, "cpu"), image, threshold_db)
     )
     if runtime_available("openvino"):
-        ov_out = parity.run_artifact(onnx_path, x, "openvino", precision="f32")
+        ov_out = parity.run_artifact(onnx_path, x, "openvino", {"precision": "f32"})
         checks.append(parity.compare("torch", ref, "openvino-cpu-f32", ov_out, image, threshold_db))
     return checks
 

@@ -6,12 +6,13 @@ Every check compares two runs of the same real-image crop and records PSNR (dB, 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pixelift.artifacts.manifest import ParityCheck as Check
 from pixelift.metrics import max_abs, psnr
 from pixelift.models.architectures import architecture, pack
 from pixelift.models.spec import ModelSpec
@@ -32,23 +33,6 @@ def runtime_available(name: str) -> bool:
 
     return get_provider(name).probe(read_machine()).available
 
-
-
-@dataclass(frozen=True)
-class Check:
-    reference: str
-    candidate: str
-    image: str
-    psnr_db: float
-    max_abs: float
-    threshold_db: float
-
-    @property
-    def passed(self) -> bool:
-        return self.psnr_db >= self.threshold_db
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
 
 
 def parity_size(spec: ModelSpec) -> tuple[int, int]:
@@ -80,16 +64,19 @@ def compare(
     reference: str, ref: np.ndarray, candidate: str, cand: np.ndarray, image: str, threshold_db: float = PARITY_DB
 ) -> Check:
     if ref.shape != cand.shape:
-        return Check(reference, candidate, image, float("-inf"), float("inf"), threshold_db)
+        return Check.judged(reference, candidate, image, float("-inf"), float("inf"), threshold_db)
     # identical outputs are recorded as 200 dB (inf is not JSON)
-    return Check(reference, candidate, image, round(min(psnr(ref, cand), 200.0), 2), max_abs(ref, cand), threshold_db)
+    db = round(min(psnr(ref, cand), 200.0), 2)
+    return Check.judged(reference, candidate, image, db, max_abs(ref, cand), threshold_db)
 
 
-def run_artifact(model_path: Path, x: np.ndarray, provider: str, **options: Any) -> np.ndarray:
-    from pixelift.providers import get_provider
+def run_artifact(
+    model_path: Path, x: np.ndarray, provider: str, options: Mapping[str, Any] | None = None
+) -> np.ndarray:
+    from pixelift.providers import get_provider, provider_options
 
-    return get_provider(provider).open(model_path, **options).run(x)
+    return get_provider(provider).open(model_path, provider_options(provider, options)).run(x)
 
 
 def report(checks: list[Check]) -> dict[str, Any]:
-    return {"passed": all(c.passed for c in checks), "checks": [c.to_dict() for c in checks]}
+    return {"passed": all(c.passed for c in checks), "checks": [c.to_json() for c in checks]}

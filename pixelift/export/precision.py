@@ -315,7 +315,9 @@ def selection_set(
     another seed (held-out crops only report fidelity, so they never steer a choice)."""
     from pixelift.providers import get_provider
 
-    sel = CalibrationSource(source.folder, seed=source.seed + 7).calibration(alignment, count=3, size=80, arch=_arch(fp32))
+    sel = CalibrationSource(source.folder, seed=source.seed + 7).calibration(
+        alignment, count=3, size=80, arch=_arch(fp32)
+    )
     ref_sess = get_provider("cpu").open(fp32.path)
     return sel, [np.clip(ref_sess.run(x[None]), 0, 1) for x in sel]
 

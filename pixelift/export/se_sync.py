@@ -41,6 +41,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -292,10 +293,10 @@ def _run_se(
     geometry: list[dict[str, Any]],
     mix: float,
     means: Any = None,
-    **options: Any,
+    options: Mapping[str, Any] | None = None,
 ) -> list[np.ndarray]:
     """Run an SE-sync or statistics graph on ``x`` with open boxes; feeds only the inputs it has."""
-    from pixelift.providers import get_provider
+    from pixelift.providers import get_provider, provider_options
 
     n = len(x)
     feeds = {
@@ -306,7 +307,7 @@ def _run_se(
     for k, g in enumerate(geometry):
         m = np.zeros(g["channels"], np.float32) if means is None else means[k]
         feeds[f"se_{k}"] = np.broadcast_to(np.asarray(m, np.float32).reshape(1, -1, 1, 1), (n, g["channels"], 1, 1))
-    sess = get_provider(provider).open(path, **options)
+    sess = get_provider(provider).open(path, provider_options(provider, options))
     return sess.run_feeds({name: feeds[name] for name in sess.input_names})
 
 
@@ -345,7 +346,7 @@ def parity_checks(
     checks.append(parity.compare("torch", ref, "onnxruntime-cpu-se-fed", fed, image, threshold_db))
     ov = parity.runtime_available("openvino")
     if ov:
-        got = _run_se(path, x, "openvino", geometry, 0.0, precision="f32")[0]
+        got = _run_se(path, x, "openvino", geometry, 0.0, options={"precision": "f32"})[0]
         checks.append(parity.compare("torch", ref, "openvino-cpu-f32-se-own", got, image, threshold_db))
     for k in range(n):
         file = stats[stats_file(k)]
@@ -353,7 +354,7 @@ def parity_checks(
             [("openvino-cpu-f32", "openvino", {"precision": "f32"})] if ov and k == n - 1 else []
         )
         for label, provider, opts in backends:
-            s_, c_ = _run_se(file, x, provider, geometry, 1.0, means, **opts)
+            s_, c_ = _run_se(file, x, provider, geometry, 1.0, means, opts)
             got = s_[0].reshape(-1) / c_[0].reshape(-1)
             checks.append(_stats_check(f"{label}-stats-{k}", means[k], got, image, threshold_db))
     return checks

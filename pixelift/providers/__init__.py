@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pixelift.providers.base import ProbeResult, Provider, ProviderError, Role, Session
 from pixelift.providers.machine import MachineFacts, read_machine
+from pixelift.providers.options import ProviderOptions
 from pixelift.providers.select import Request, Selection, open_session, plan, probe_all, requested_unavailable
-from pixelift.providers.table import PROVIDERS, cpu_backends, provider_choices, with_role
+from pixelift.providers.table import PROVIDERS, cpu_backends, provider_choices, provider_options, with_role
 
 
 def validate_provider(value: str) -> str:
@@ -37,6 +38,7 @@ __all__ = [
     "ProbeResult",
     "Provider",
     "ProviderError",
+    "ProviderOptions",
     "Request",
     "Role",
     "Selection",
@@ -47,6 +49,7 @@ __all__ = [
     "plan",
     "probe_all",
     "provider_choices",
+    "provider_options",
     "read_machine",
     "requested_unavailable",
     "validate_provider",

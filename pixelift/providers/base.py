@@ -12,6 +12,7 @@ import numpy as np
 
 from pixelift.errors import InferenceOutOfMemoryError, PixeliftError
 from pixelift.providers.machine import MachineFacts
+from pixelift.providers.options import ProviderOptions
 
 # Neither onnxruntime nor OpenVINO has a typed out-of-memory exception; these are the
 # messages their allocators raise (std::bad_alloc, the ORT arena, CUDA's allocator).
@@ -63,12 +64,17 @@ class Provider(Protocol):
     devices: tuple[str, ...]
     #: of those, the ones ranked as accelerators by automatic selection when present
     accelerator_devices: tuple[str, ...]
+    #: the options ``open`` takes (a provider with ``devices`` has a ``device`` option)
+    options_type: type[ProviderOptions]
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         """Is the backend usable here? Cheap, no side effects, builds no session."""
         ...
 
-    def open(self, model_path: Path, **options: Any) -> Session: ...
+    def open(self, model_path: Path, options: ProviderOptions | None = None) -> Session:
+        """A session on ``model_path``; ``options`` must be this provider's ``options_type``
+        (None: its defaults), else :class:`~pixelift.errors.ProviderOptionError`."""
+        ...
 
 
 def default_threads() -> int:

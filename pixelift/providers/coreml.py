@@ -9,8 +9,9 @@ provider opens one session per tile shape, pinning the free dimensions by name
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from pixelift.paths import writable
 from pixelift.providers import ort
 from pixelift.providers.base import ProbeResult, Role, Session
 from pixelift.providers.machine import MachineFacts
+from pixelift.providers.options import ProviderOptions, choice, parse
 
 EP = "CoreMLExecutionProvider"
 COMPUTE_UNITS = {"ALL": "ALL", "CPU_AND_GPU": "CPUAndGPU", "CPU_AND_NE": "CPUAndNeuralEngine", "CPU_ONLY": "CPUOnly"}
@@ -69,11 +71,18 @@ class StaticShapeSession:
         return self._for(tuple(first.shape)).run_feeds(feeds)
 
 
+@dataclass(frozen=True)
+class CoreMLOptions(ProviderOptions):
+    provider: ClassVar[str] = "coreml"
+    compute_units: str = choice("ALL", COMPUTE_UNITS)
+
+
 class CoreMLProvider:
     name = "coreml"
     role = Role.ACCELERATOR
     devices: tuple[str, ...] = ()
     accelerator_devices: tuple[str, ...] = ()
+    options_type: type[ProviderOptions] = CoreMLOptions
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if not facts.apple_silicon:
@@ -82,5 +91,5 @@ class CoreMLProvider:
             return ProbeResult(False, "this onnxruntime build has no CoreMLExecutionProvider")
         return ProbeResult(True, f"CoreML on {facts.apple_chip or 'Apple Silicon'}", ("ALL",))
 
-    def open(self, model_path: Path, *, compute_units: str = "ALL", **_: Any) -> Session:
-        return StaticShapeSession(model_path, coreml_options(compute_units))
+    def open(self, model_path: Path, options: ProviderOptions | None = None) -> Session:
+        return StaticShapeSession(model_path, coreml_options(parse(CoreMLOptions, options).compute_units))

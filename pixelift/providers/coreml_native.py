@@ -8,15 +8,23 @@ Prediction exists only on macOS; elsewhere the probe says so and nothing opens.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from pixelift.providers.base import ProbeResult, Role, Session, run_guarded
 from pixelift.providers.machine import MachineFacts
+from pixelift.providers.options import ProviderOptions, choice, parse
 
 COMPUTE_UNITS = ("ALL", "CPU_AND_GPU", "CPU_AND_NE", "CPU_ONLY")
+
+
+@dataclass(frozen=True)
+class CoreMLNativeOptions(ProviderOptions):
+    provider: ClassVar[str] = "coreml-native"
+    compute_units: str = choice("ALL", COMPUTE_UNITS)
 
 
 class CoreMLNativeSession:
@@ -44,6 +52,7 @@ class CoreMLNativeProvider:
     role = Role.EXPLICIT
     devices: tuple[str, ...] = ()
     accelerator_devices: tuple[str, ...] = ()
+    options_type: type[ProviderOptions] = CoreMLNativeOptions
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if facts.os != "Darwin":
@@ -52,12 +61,11 @@ class CoreMLNativeProvider:
             return ProbeResult(False, "coremltools is not installed: pip install 'pixelift[coreml]'")
         return ProbeResult(True, f"coremltools on {facts.apple_chip or facts.cpu_model}", COMPUTE_UNITS)
 
-    def open(self, model_path: Path, *, compute_units: str = "ALL", **_: Any) -> Session:
+    def open(self, model_path: Path, options: ProviderOptions | None = None) -> Session:
+        compute_units = parse(CoreMLNativeOptions, options).compute_units
         import coremltools as ct
 
         if model_path.suffix != ".mlpackage":
             raise ValueError(f"coreml-native runs .mlpackage files, not {model_path.name}")
-        if compute_units not in COMPUTE_UNITS:
-            raise ValueError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}")
         model = ct.models.MLModel(str(model_path), compute_units=ct.ComputeUnit[compute_units])
         return CoreMLNativeSession(model)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 from pixelift.providers import ort
 from pixelift.providers.base import ProbeResult, Role, Session
 from pixelift.providers.machine import MachineFacts
+from pixelift.providers.options import ProviderOptions, at_least, choice, parse
 
 EP = "CUDAExecutionProvider"
 CONV_ALGO = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+
+
+@dataclass(frozen=True)
+class CudaOptions(ProviderOptions):
+    provider: ClassVar[str] = "cuda"
+    device_id: int = at_least(0, 0)
+    memory_limit: int | None = at_least(None, 1)  # bytes; None: no limit
+    conv_algo_search: str = choice("HEURISTIC", CONV_ALGO)
 
 
 def cuda_options(
@@ -45,18 +55,11 @@ class CudaProvider:
     role = Role.ACCELERATOR
     devices: tuple[str, ...] = ()
     accelerator_devices: tuple[str, ...] = ()
+    options_type: type[ProviderOptions] = CudaOptions
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         return probe_nvidia(facts, EP, ort.build_eps())
 
-    def open(
-        self,
-        model_path: Path,
-        *,
-        device_id: int = 0,
-        memory_limit: int | None = None,
-        conv_algo_search: str = "HEURISTIC",
-        **_: Any,
-    ) -> Session:
-        opts = cuda_options(device_id, memory_limit, conv_algo_search)
-        return ort.open_ort(model_path, self.name, EP, opts)
+    def open(self, model_path: Path, options: ProviderOptions | None = None) -> Session:
+        o = parse(CudaOptions, options)
+        return ort.open_ort(model_path, self.name, EP, cuda_options(o.device_id, o.memory_limit, o.conv_algo_search))

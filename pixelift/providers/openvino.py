@@ -5,18 +5,22 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from pixelift.paths import writable
 from pixelift.providers.base import ProbeResult, Role, Session, default_threads, run_guarded
 from pixelift.providers.machine import MachineFacts
+from pixelift.providers.options import ProviderOptions, at_least, choice, parse
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("f32", "bf16", "f16")
+DEVICES = ("CPU", "GPU", "NPU")
+PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 
 
 def openvino_config(
@@ -102,11 +106,24 @@ class OvSession:
         return [np.array(res[o], dtype=np.float32, copy=True) for o in outputs]
 
 
+@dataclass(frozen=True)
+class OpenVINOOptions(ProviderOptions):
+    provider: ClassVar[str] = "openvino"
+    device: str = choice("CPU", DEVICES)
+    static_shapes: int = at_least(STATIC_SHAPES, 0)
+    precision: str = choice("f32", PRECISIONS)
+    performance_hint: str = choice("LATENCY", PERFORMANCE_HINTS)
+    streams: int | None = at_least(None, 1)
+    threads: int | None = at_least(None, 1)
+    cache_dir: Path | None = None
+
+
 class OpenVINOProvider:
     name = "openvino"
     role = Role.CPU
-    devices: tuple[str, ...] = ("CPU", "GPU", "NPU")
+    devices: tuple[str, ...] = DEVICES
     accelerator_devices: tuple[str, ...] = ("GPU", "NPU")  # ranked above the CPU backends when present
+    options_type: type[ProviderOptions] = OpenVINOOptions
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if importlib.util.find_spec("openvino") is None:
@@ -120,11 +137,10 @@ class OpenVINOProvider:
             True, f"openvino {ov.get_version().split('-')[0]}: {', '.join(devices)}", devices, {"names": names}
         )
 
-    def open(
-        self, model_path: Path, *, device: str = "CPU", static_shapes: int = STATIC_SHAPES, **options: Any
-    ) -> Session:
+    def open(self, model_path: Path, options: ProviderOptions | None = None) -> Session:
+        o = parse(OpenVINOOptions, options)
         import openvino as ov
 
-        config = openvino_config(device=device, **options)
-        label = f"openvino:{device}" if device != "CPU" else "openvino"
-        return OvSession(ov.Core(), model_path, device, config, label, static_shapes)
+        config = openvino_config(o.device, o.precision, o.performance_hint, o.streams, o.threads, o.cache_dir)
+        label = f"openvino:{o.device}" if o.device != "CPU" else "openvino"
+        return OvSession(ov.Core(), model_path, o.device, config, label, o.static_shapes)

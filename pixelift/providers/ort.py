@@ -15,6 +15,7 @@ from pixelift.providers.base import SilentFallbackError, default_threads, run_gu
 log = logging.getLogger(__name__)
 
 CPU_EP = "CPUExecutionProvider"
+GRAPH_OPTIMIZATION = ("disable", "basic", "extended", "all")
 
 
 def installed() -> bool:

@@ -12,33 +12,44 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from pixelift.errors import ProviderOptionError
 from pixelift.providers.base import ProbeResult, ProviderError, Role, Session
 from pixelift.providers.machine import MachineFacts, read_machine
-from pixelift.providers.table import PROVIDERS, with_role
+from pixelift.providers.options import ProviderOptions
+from pixelift.providers.table import PROVIDERS, provider_options, with_role
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Request:
-    """``provider`` is ``auto``, a provider name, or ``name:DEVICE`` (e.g. ``openvino:GPU``)."""
+    """``provider`` is ``auto``, a provider name, or ``name:DEVICE`` (e.g. ``openvino:GPU``).
+
+    ``options`` are one provider's typed options (:func:`provider_options`): they apply to
+    that provider's candidates; every other candidate opens with its own defaults."""
 
     provider: str = "auto"
     strict: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
+    options: ProviderOptions | None = None
+
+    def __post_init__(self) -> None:
+        if self.options is not None and not isinstance(self.options, ProviderOptions):
+            raise ProviderOptionError(f"request options must be typed provider options, not {self.options!r}")
+        named = PROVIDERS.get(self.provider.partition(":")[0])
+        if self.options is not None and named is not None:
+            provider_options(named.name, self.options)  # another provider's options are refused
 
 
 @dataclass(frozen=True)
 class Candidate:
     label: str  # "cuda", "openvino:GPU", ...
     provider: str
-    options: dict[str, Any]
+    options: ProviderOptions
     why: str
 
 
@@ -51,7 +62,7 @@ class Plan:
 @dataclass(frozen=True)
 class Selection:
     provider: str
-    options: dict[str, Any]
+    options: ProviderOptions
     session: Session
     rejected: tuple[tuple[str, str], ...]  # (candidate, why) for each better-ranked one passed over
     why: str = ""
@@ -96,6 +107,9 @@ def requested_unavailable(request: Request, probes: dict[str, ProbeResult]) -> t
 
 
 def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker | None = None) -> Plan:
+    def options(pname: str, device: str | None = None) -> ProviderOptions:
+        return provider_options(pname, {"device": device} if device else None, base=request.options)
+
     cands: list[Candidate] = []
     rejected: list[tuple[str, str]] = []
     name, _, device_text = request.provider.partition(":")
@@ -103,8 +117,7 @@ def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker
     if request.provider != "auto":
         missing = requested_unavailable(request, probes)
         if missing is None:
-            opts = {**request.options, **({"device": device} if device else {})}
-            cands.append(Candidate(_label(name, device), name, opts, "requested"))
+            cands.append(Candidate(_label(name, device), name, options(name, device), "requested"))
         else:
             rejected.append(missing)
         if request.strict:
@@ -114,7 +127,7 @@ def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker
             continue  # the requested one, already judged above
         probe = probes[pname]
         if probe.available:
-            cands.append(Candidate(pname, pname, dict(request.options), probe.reason))
+            cands.append(Candidate(pname, pname, options(pname), probe.reason))
         else:
             rejected.append((pname, probe.reason))
     for pname, provider in PROVIDERS.items():  # devices of other providers that rank as accelerators
@@ -123,7 +136,7 @@ def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker
             label = _label(pname, dev)
             if probe.available and dev in probe.devices:
                 if not any(c.label == label for c in cands):
-                    cands.append(Candidate(label, pname, {**request.options, "device": dev}, f"{pname} {dev} device"))
+                    cands.append(Candidate(label, pname, options(pname, dev), f"{pname} {dev} device"))
             elif not any(seen == label for seen, _ in rejected):
                 rejected.append((label, probe.reason if not probe.available else f"no {pname} {dev} device"))
     cpu_names = with_role(Role.CPU)
@@ -136,7 +149,7 @@ def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker
         cpu_backends, why = cpu_ranker()
     for n in cpu_backends:
         if not any(c.label == n for c in cands):
-            cands.append(Candidate(n, n, dict(request.options), why))
+            cands.append(Candidate(n, n, options(n), why))
     return Plan(tuple(cands), tuple(rejected))
 
 
@@ -163,7 +176,7 @@ def open_session(
     for cand in the_plan.candidates:
         stage = "open"
         try:
-            session = PROVIDERS[cand.provider].open(model_path, **cand.options)
+            session = PROVIDERS[cand.provider].open(model_path, cand.options)
             if probe_input is not None:
                 stage = "first run"
                 _first_run_check(session, probe_input, scale)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ctypes.util
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pixelift.paths import writable
 from pixelift.providers import ort
@@ -18,8 +19,16 @@ from pixelift.providers.base import ProbeResult, Role, Session
 from pixelift.providers.cuda import EP as CUDA_EP
 from pixelift.providers.cuda import cuda_options, probe_nvidia
 from pixelift.providers.machine import MachineFacts
+from pixelift.providers.options import ProviderOptions, at_least, parse
 
 EP = "TensorrtExecutionProvider"
+
+
+@dataclass(frozen=True)
+class TensorRTOptions(ProviderOptions):
+    provider: ClassVar[str] = "tensorrt"
+    device_id: int = at_least(0, 0)
+    fp16: bool = False
 
 
 def _shape(batch: int, size: int) -> str:
@@ -63,6 +72,7 @@ class TensorRTProvider:
     role = Role.ACCELERATOR
     devices: tuple[str, ...] = ()
     accelerator_devices: tuple[str, ...] = ()
+    options_type: type[ProviderOptions] = TensorRTOptions
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         base = probe_nvidia(facts, EP, ort.build_eps())
@@ -72,10 +82,12 @@ class TensorRTProvider:
             return ProbeResult(False, "TensorRT libraries (libnvinfer) not found: pip install tensorrt", base.devices)
         return base
 
-    def open(self, model_path: Path, *, device_id: int = 0, fp16: bool = False, **_: Any) -> Session:
+    def open(self, model_path: Path, options: ProviderOptions | None = None) -> Session:
+        o = parse(TensorRTOptions, options)
         import onnxruntime as onnxrt
 
-        opts = tensorrt_options(device_id=device_id, fp16=fp16)
+        device_id = o.device_id
+        opts = tensorrt_options(device_id=device_id, fp16=o.fp16)
 
         def factory(path: str, sess_options: Any, providers: list[Any]) -> Any:
             # nodes TensorRT cannot take go to CUDA, then to the CPU

@@ -336,7 +336,7 @@ class Enhancer:
         if lm.spec.id not in self._se:
             try:
                 art = resolve_artifact(lm.spec.id, SE_TARGET, builder=self.builder, auto_build=self.auto_export)
-                self._se[lm.spec.id] = se_sync.open_se_sessions(art, lm.selection.provider, dict(lm.selection.options))
+                self._se[lm.spec.id] = se_sync.open_se_sessions(art, lm.selection.provider, lm.selection.options)
             except Exception as exc:  # no artifact, no torch, a backend that cannot open it: tile unsynced
                 log.warning("%s: tiling without whole-image SE statistics: %s", lm.spec.id, exc)
                 self._se[lm.spec.id] = str(exc)

@@ -31,7 +31,6 @@ plain model once: exactly the untiled result.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ import numpy as np
 
 from pixelift.artifacts import SE_TARGET, Artifact
 from pixelift.errors import PixeliftError
+from pixelift.providers.options import ProviderOptions
 from pixelift.runtime import tiling
 
 #: Box edge standing for "no limit" (image-border side of an edge tile).
@@ -209,24 +209,27 @@ _CACHE: dict[tuple[str, str, str], SESessions] = {}
 _LOCK = threading.Lock()
 
 
-def open_se_sessions(art: Artifact, provider: str, options: dict[str, Any]) -> SESessions:
+def open_se_sessions(
+    art: Artifact, provider: str, options: ProviderOptions | Mapping[str, Any] | None = None
+) -> SESessions:
     """Sessions on the SE-sync artifact, on the provider already selected for the plain model.
 
     ``provider`` is the selection's label (``cpu``, ``openvino``, ``openvino:GPU``...);
-    ``options`` the options it was opened with.
+    ``options`` the options it was opened with (typed, or a mapping of option names).
     """
-    from pixelift.providers import PROVIDERS
+    from pixelift.providers import PROVIDERS, provider_options
 
     info = SEInfo.from_manifest(art.manifest)
     if info is None:
         raise SEArtifactMissingError(f"{art.path}: manifest lists no SE blocks")
-    key = (art.manifest["sha256"], provider, json.dumps(options, sort_keys=True, default=str))
+    opts = provider_options(provider.split(":", 1)[0], options)
+    key = (art.manifest["sha256"], provider, repr(opts))
     with _LOCK:
         got = _CACHE.get(key)
         if got is None:
             backend = PROVIDERS[provider.split(":", 1)[0]]
-            stats = tuple(backend.open(art.file(f"stats_{k}.onnx"), **options) for k in range(len(info.channels)))
-            got = SESessions(info, backend.open(art.path, **options), stats)
+            stats = tuple(backend.open(art.file(f"stats_{k}.onnx"), opts) for k in range(len(info.channels)))
+            got = SESessions(info, backend.open(art.path, opts), stats)
             _CACHE[key] = got
     return got
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 from dataclasses import dataclass, replace
@@ -24,6 +23,7 @@ from pixelift.providers import (
     cpu_backends,
     open_session,
     probe_all,
+    provider_options,
     read_machine,
     requested_unavailable,
 )
@@ -68,12 +68,12 @@ def load(
         return _load_precision(model_id, request, precision, fast, auto_export, builder)
     art = resolve_artifact(model_id, ONNX_FP32, builder=builder, auto_build=auto_export)
     spec = ModelSpec.from_dict(dict(art.manifest.spec))
-    key = (art.sha256, request.provider, request.strict, json.dumps(request.options, sort_keys=True))
+    key = (art.sha256, request.provider, request.strict, repr(request.options))
     x = probe_input(spec)
 
     def rank_cpu() -> tuple[list[str], str]:
         def opener(name: str):  # type: ignore[no-untyped-def]
-            return PROVIDERS[name].open(art.path, **request.options)
+            return PROVIDERS[name].open(art.path, provider_options(name, base=request.options))
 
         contenders = cpu_backends()
         choice = faster_cpu_backend(art.path, art.sha256, read_machine().fingerprint(), x, opener, contenders)
@@ -128,7 +128,7 @@ def _load_precision(
         fp32.sha256,
         f"{request.provider}|{precision}|{gate}",
         request.strict,
-        json.dumps(request.options, sort_keys=True),
+        repr(request.options),
     )
     with _LOCK:
         hit = _PCACHE.get(key)
@@ -191,7 +191,8 @@ def _open_first_row(
             f"precision {cap.precision} ({m.psnr_db if cap.precision != 'fp32' else 'reference'} dB, "
             f"{m.seconds * 1000:.1f} ms/crop, gate {gate} dB) @{cap.target}"
         )
-        sub = Request(provider=cap.provider, strict=True, options={**request.options, **cap.options})
+        opts = provider_options(cap.provider, cap.options, base=request.options)
+        sub = Request(provider=cap.provider, strict=True, options=opts)
         try:
             sel = open_session(art.path, sub, probe_input=probe_input(spec), scale=spec.scale)
         except ProviderError as exc:
