@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from pixelift.runtime import imageio, tiling
 from pixelift.runtime.enhancer import (
     AutoEnhancer,
     Enhancer,
+    FileOutcome,
     Result,
     _from_float,
     _to_float,
@@ -149,6 +150,34 @@ def probe(src: Path) -> tuple[str, int, int] | None:
         return None
 
 
+def should_stream(enh: Enhancer, src: Path, dst: Path | None, *, format: str | None, mode: str = "auto") -> bool:
+    """Whether ``src`` -> ``dst`` is streamed under ``mode`` (see the module docstring). Raises, before any work,
+    what is refused whatever the path: a JPEG/WebP output larger than its format holds, and ``mode="on"`` for a
+    job that cannot stream."""
+    if mode not in STREAM_MODES:
+        raise UsageError(f"stream must be one of {', '.join(STREAM_MODES)}, not {mode!r}")
+    head = probe(src)
+    if head is None:  # the reader will say what is wrong with the file
+        return False
+    src_fmt, h, w = head
+    fmt = output_format(src_fmt, dst, format)
+    out_h, out_w = enh.output_size(h, w)
+    where = str(dst or src)
+    check_format_limits(fmt, out_h, out_w, where)
+    if mode == "off":
+        return False
+    why = cannot_stream(enh) or (None if fmt in STREAM_FORMATS else f"{fmt} cannot be written by rows")
+    if mode == "on" and why:
+        raise StreamingUnsupportedError(f"{where}: cannot stream: {why}")
+    return why is None and (mode == "on" or out_h * out_w >= STREAM_FROM_PIXELS)
+
+
+def output_format(src_format: str, dst: Path | None, format: str | None) -> str:
+    """The output format as ``Enhancer.enhance_file`` picks it: asked for, else the suffix's, else the default."""
+    fmt = (format or (imageio.format_for_path(dst) if dst else None) or imageio.default_output_format(src_format)).upper()
+    return {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
+
+
 def enhance_file(
     enh: Enhancer,
     src: str | Path,
@@ -159,30 +188,21 @@ def enhance_file(
     overwrite: bool = False,
     stream: str = "auto",
 ) -> tuple[Path, Result]:
-    """``enh.enhance_file``, streamed when ``stream`` says so (see the module docstring)."""
-    if stream not in STREAM_MODES:
-        raise UsageError(f"stream must be one of {', '.join(STREAM_MODES)}, not {stream!r}")
+    """``enh.enhance_file``, streamed when :func:`should_stream` says so."""
     src = Path(src)
-    head = probe(src)
-    if stream == "off" or head is None:
-        return enh.enhance_file(src, dst, format=format, quality=quality, overwrite=overwrite)
-    src_fmt, h, w = head
-    fmt = (format or (imageio.format_for_path(dst) if dst else None) or imageio.default_output_format(src_fmt)).upper()
-    fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
-    out_h, out_w = enh.output_size(h, w)
-    where = str(dst or src)
-    check_format_limits(fmt, out_h, out_w, where)
-    why = cannot_stream(enh) or (None if fmt in STREAM_FORMATS else f"{fmt} cannot be written by rows")
-    if stream == "on" and why:
-        raise StreamingUnsupportedError(f"{where}: cannot stream: {why}")
-    if stream == "auto" and (why or out_h * out_w < STREAM_FROM_PIXELS):
+    dst = None if dst is None else Path(dst)
+    if not should_stream(enh, src, dst, format=format, mode=stream):
         try:
             return enh.enhance_file(src, dst, format=format, quality=quality, overwrite=overwrite)
         except ImageTooLargeError as e:
-            if why is None:
+            why = cannot_stream(enh)
+            if stream == "off" or why is None or "output would be" not in str(e):
                 raise
             raise ImageTooLargeError(f"{e} (streaming, which lifts this limit, is not possible here: {why})") from e
-    target = Path(dst) if dst is not None else default_output_path(src, fmt)
+    head = probe(src)
+    assert head is not None
+    fmt = output_format(head[0], dst, format)
+    target = dst if dst is not None else default_output_path(src, fmt)
     try:
         same = target.resolve() == src.resolve()
     except (OSError, RuntimeError, ValueError) as exc:
@@ -190,6 +210,29 @@ def enhance_file(
     if same and not overwrite:
         raise OutputExistsError(f"{target} is the input; pass overwrite=True (--overwrite) to replace it")
     return stream_file(enh, src, target, format=fmt, overwrite=overwrite)
+
+
+def enhance_files(
+    enh: Enhancer,
+    jobs: Iterable[tuple[Path, Path | None]],
+    *,
+    format: str | None = None,
+    quality: int = 95,
+    overwrite: bool = False,
+    stream: str = "auto",
+    on_start: Callable[[Path], None] | None = None,
+) -> Iterator[FileOutcome]:
+    """:func:`enhance_file` over ``jobs``, one :class:`FileOutcome` each, in order; a failed file does not stop
+    the others (as ``Enhancer.enhance_files``)."""
+    for src, dst in jobs:
+        t0 = time.perf_counter()
+        try:
+            if on_start is not None:
+                on_start(src)
+            path, res = enhance_file(enh, src, dst, format=format, quality=quality, overwrite=overwrite, stream=stream)
+            yield FileOutcome(src, path, res, None, time.perf_counter() - t0)
+        except Exception as exc:  # reported per file
+            yield FileOutcome(src, dst, None, exc, time.perf_counter() - t0)
 
 
 def stream_file(enh: Enhancer, src: Path, dst: Path, *, format: str, overwrite: bool = False) -> tuple[Path, Result]:
@@ -361,7 +404,10 @@ __all__ = [
     "StreamedResult",
     "cannot_stream",
     "enhance_file",
+    "enhance_files",
+    "output_format",
     "probe",
+    "should_stream",
     "stream_file",
     "stream_limit",
     "stream_tile",
