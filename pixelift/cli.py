@@ -647,6 +647,26 @@ def _check_output_suffix(output: Path, fmt: str | None) -> None:
     help="Run through a warm `pixelift serve` (falls back to in-process, with a warning, when none is up). "
     "Default: in-process, or the service when PIXELIFT_SERVER=auto and one is up.",
 )
+@click.option(
+    "--stream",
+    "stream_mode",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Write TIFF/PNG outputs by rows as the tiles finish, in memory that does not grow with the output "
+    "(auto: outputs of 100 MP or more; on: every file, or refuse one that cannot stream).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: spread the files over a Ray cluster (pip install 'pixelift[ray]'); see --address.",
+)
+@click.option("--address", default=None, help="With --engine ray: the cluster (`ray start --head` prints it).")
+@click.option(
+    "--workers", type=click.IntRange(1, 100_000), default=None, help="With --engine ray: actors (default: one per CPU)."
+)
 def enhance_cmd(
     inputs: tuple[str, ...],
     model_ids: tuple[str, ...],
@@ -674,6 +694,10 @@ def enhance_cmd(
     quiet: bool,
     as_json: bool,
     server: bool | None,
+    stream_mode: str,
+    engine: str,
+    address: str | None,
+    workers: int | None,
 ) -> None:
     """Upscale, denoise or de-JPEG images and folders of images.
 
@@ -729,7 +753,9 @@ def enhance_cmd(
     destinations = _plan_outputs(
         files, output if (many or into_folder) else None, fmt, single=None if (many or into_folder) else output
     )
-    if server is not False:  # through a running `pixelift serve` (None: falls back to in-process)
+    if engine == "local" and (address is not None or workers is not None):
+        raise click.UsageError("--address and --workers go with --engine ray")
+    if server is not False and engine == "local":  # through a running `pixelift serve` (None: in-process)
         from pixelift.cli_serve import enhance_via_server
 
         code = enhance_via_server(
@@ -753,9 +779,20 @@ def enhance_cmd(
                 todo.append((src, dst))
         except (PixeliftError, OSError, ValueError) as exc:  # what the OS says of a path (too long, NUL byte)
             early[src] = _record(src, enh.model_ids, output=str(dst), status="error", error=str(exc), seconds=0.0)
+    if engine == "ray":
+        options = dict(common, outscale=2.0 if scale is None else scale) if auto else dict(
+            common, model=list(model_ids) or models.DEFAULT_MODEL, outscale=scale, denoise=denoise
+        )
+        run = dict(auto=auto, format=(fmt or "").upper() or None, quality=quality, overwrite=overwrite)
+        code = _enhance_on_ray(
+            enh, files, todo, early, options, run, stream=stream_mode, address=address, workers=workers,
+            as_json=as_json, quiet=quiet, show=show,
+        )  # fmt: skip
+        sys.exit(code)
     bar = _FileBars(enabled=show)
     if show:
         enh.progress = bar.advance
+    todo = _stream_files(enh, todo, early, fmt=fmt, quality=quality, overwrite=overwrite, mode=stream_mode, bar=bar)
     outcomes = enh.enhance_files(
         todo, format=(fmt or "").upper() or None, quality=quality, overwrite=overwrite, on_start=bar.start
     )
@@ -773,6 +810,91 @@ def enhance_cmd(
         sys.exit(EXIT_FAILED)
     if failures:
         sys.exit(EXIT_FAILED)
+
+
+def _stream_files(
+    enh: Any,
+    todo: list[tuple[Path, Path]],
+    early: dict[Path, dict[str, Any]],
+    *,
+    fmt: str | None,
+    quality: int,
+    overwrite: bool,
+    mode: str,
+    bar: _FileBars,
+) -> list[tuple[Path, Path]]:
+    """Run the files that stream (:mod:`pixelift.runtime.stream`) here, one at a time, their records into
+    ``early``; return the others, for the in-memory batch."""
+    from pixelift.runtime import stream
+
+    rest: list[tuple[Path, Path]] = []
+    big: list[tuple[Path, Path | None]] = []
+    for src, dst in todo:
+        try:
+            (big if stream.should_stream(enh, src, dst, format=fmt, mode=mode) else rest).append((src, dst))
+        except PixeliftError as exc:  # refused up front: JPEG/WebP past its size limit, --stream on that cannot
+            early[src] = _record(src, enh.model_ids, output=str(dst), status="error", error=str(exc), seconds=0.0)
+    outcomes = stream.enhance_files(
+        enh, big, format=(fmt or "").upper() or None, quality=quality, overwrite=overwrite, stream="on",
+        on_start=bar.start,
+    )  # fmt: skip
+    for o in outcomes:
+        bar.close()
+        early[o.src] = _outcome_record(o, enh.model_ids) | ({"streamed": True} if o.error is None else {})
+    return rest
+
+
+def _enhance_on_ray(
+    enh: Any,
+    files: list[tuple[Path, Path]],
+    todo: list[tuple[Path, Path]],
+    early: dict[Path, dict[str, Any]],
+    options: dict[str, Any],
+    run: dict[str, Any],
+    *,
+    stream: str,
+    address: str | None,
+    workers: int | None,
+    as_json: bool,
+    quiet: bool,
+    show: bool,
+) -> int:
+    """``--engine ray``: the files on a Ray cluster (:mod:`pixelift.engines.ray_engine`). One record per file as
+    it finishes, then a summary (with --json, a JSON line with ``"summary": true`` and the failed inputs)."""
+    import time
+
+    from pixelift.engines.ray_engine import EnhanceSpec, RayOptions, enhance_files
+
+    t0 = time.perf_counter()
+    records = list(early.items())
+    for src, rec in records:
+        _report(rec, src, as_json=as_json, quiet=quiet)
+    try:
+        spec = EnhanceSpec(options, stream=stream, **run)
+        outcomes = enhance_files(spec, todo, RayOptions(address=address, workers=workers, progress=show))
+        for o in outcomes:
+            rec = _outcome_record(o, enh.model_ids)
+            records.append((o.src, rec))
+            _report(rec, o.src, as_json=as_json, quiet=quiet)
+    except PixeliftError as exc:  # Ray missing, the cluster unreachable
+        raise click.ClickException(str(exc)) from None
+    counts = {k: sum(r["status"] == k for _, r in records) for k in ("ok", "skipped", "error")}
+    summary = {
+        "summary": True,
+        "engine": "ray",
+        "files": len(files),
+        **counts,
+        "failed": [str(s) for s, r in records if r["status"] == "error"],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+    elif not quiet:
+        click.echo(f"ray: {counts['ok']} ok, {counts['skipped']} skipped, {counts['error']} failed "
+                   f"in {summary['seconds']} s", err=True)  # fmt: skip
+    if not files:
+        click.echo("no input images found", err=True)
+    return EXIT_FAILED if counts["error"] or not files else 0
 
 
 def _record(src: Path, model: list[str], **fields: Any) -> dict[str, Any]:
