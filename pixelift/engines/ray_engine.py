@@ -58,6 +58,7 @@ class RayOptions:
     retries: int = 3  # times a file is retried after its worker died
     progress: bool = False  # Ray Data's progress bars on stderr
     runtime_env: dict[str, Any] = field(default_factory=dict)  # merged into the workers' runtime_env
+    pin_choices: bool = True  # provider/precision "auto": the driver's choice for every worker (see pin_choices)
 
     def __post_init__(self) -> None:
         if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1):
@@ -84,6 +85,27 @@ class EnhanceSpec:
         from pixelift.runtime.enhancer import AutoEnhancer, Enhancer
 
         return AutoEnhancer(**self.enhancer) if self.auto else Enhancer(**self.enhancer)
+
+
+def pin_choices(spec: EnhanceSpec) -> EnhanceSpec:
+    """``provider``/``precision`` ``"auto"`` resolved here, once, and given to every worker: each worker choosing
+    for itself (on its own CPU slot, by its own micro-benchmark) may pick another provider, and another
+    provider's numbers differ in the last bits; pinned, outputs are bit-identical to a local run. Kept ``auto``
+    for the autopilot and for a chain whose models chose differently. A worker without the pinned provider
+    falls back, loudly (or fails under ``strict``)."""
+    enh = spec.build()  # validates every option
+    opts = spec.enhancer
+    if spec.auto or (opts.get("provider", "auto") != "auto" and opts.get("precision", "auto") != "auto"):
+        return spec
+    loaded = enh.loaded()
+    providers = {lm.provider for lm in loaded}
+    precisions = {lm.precision for lm in loaded}
+    pinned = dict(opts)
+    if opts.get("provider", "auto") == "auto" and len(providers) == 1:
+        pinned["provider"] = providers.pop()
+    if opts.get("precision", "auto") == "auto" and len(precisions) == 1:
+        pinned["precision"] = precisions.pop()
+    return EnhanceSpec(pinned, spec.auto, spec.format, spec.quality, spec.overwrite, spec.stream)
 
 
 def _import_ray() -> Any:
@@ -213,7 +235,7 @@ def enhance_files(
     options = options or RayOptions()
     if not jobs:
         return
-    spec.build()  # every option is validated here, before a worker starts
+    spec = pin_choices(spec) if options.pin_choices else spec  # also validates every option, before Ray starts
     ray = _import_ray()
     with _ray_session(ray, options):
         n, cpus, gpus = pool_size(ray, options)
@@ -276,4 +298,4 @@ def _sweep_parts(outputs: Sequence[Path]) -> None:
                     p.unlink()
 
 
-__all__ = ["EnhanceSpec", "RayOptions", "enhance_files", "pool_size"]
+__all__ = ["EnhanceSpec", "RayOptions", "enhance_files", "pin_choices", "pool_size"]
