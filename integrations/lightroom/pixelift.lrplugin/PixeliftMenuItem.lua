@@ -1,0 +1,2 @@
+-- Library > Plug-in Extras and File > Plug-in Extras: "Enhance with pixelift…"
+require('PixeliftEnhance').startFromMenu()
