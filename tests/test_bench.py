@@ -23,7 +23,7 @@ from pixelift.bench import runner
 from pixelift.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ("__init__", "cli", "runner", "worker", "report", "compare", "flops")
+PRODUCT = ("__init__", "cli", "runner", "worker", "report", "compare", "flops", "e2e", "stats")
 # one fast configuration (cpu runs fp32 of the default fp32,bf16): no peers, no scaling
 SMALL = ["bench", "-m", "span-x2-ch48", "--providers", "cpu", "--peers", "none"]
 SMALL += ["--scaling", "none", "--tiles", "32", "--warmup", "0", "--repeats", "1", "--max-repeats", "1"]
@@ -35,7 +35,7 @@ def test_bench_tiny_matrix_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "report"
     args = ["bench", "-m", "span-x2-ch48", "--tiles", "64", "--providers", "all", "--precisions", "all"]
     args += ["--warmup", "1", "--repeats", "2", "--max-repeats", "2", "--scaling", "0.1", "--ceiling-n", "512"]
-    r = CliRunner().invoke(main, [*args, "--report", str(out)])
+    r = CliRunner().invoke(main, [*args, "--e2e", "none", "--report", str(out)])
     assert r.exit_code == 0, r.output
     for name in ("results.json", "results.csv", "report.md", "throughput.png", "fidelity_vs_speed.png", "scaling.png"):
         assert (out / name).stat().st_size > 0, name

@@ -62,6 +62,15 @@ def _csv(value: str) -> list[str]:
 )
 @click.option("--scaling-model", default="span-x2-ch48", show_default=True)
 @click.option(
+    "--e2e",
+    type=click.Choice(["default", "full", "none"]),
+    default="default",
+    show_default=True,
+    help="File to file: `pixelift enhance` vs an ncnn pipeline on whole photos (the headline; needs the ncnn peer). "
+    "default: SPAN, Compact and RRDBNet at 0.25-1 MP; full adds 12 and 24 MP.",
+)
+@click.option("--e2e-repeats", type=click.IntRange(1, 50), default=3, show_default=True)
+@click.option(
     "--ceiling-n", type=click.IntRange(64, 16384), default=4096, show_default=True, help="sgemm size for the ceiling."
 )
 @click.option(
@@ -85,6 +94,8 @@ def bench_cmd(
     budget: float,
     scaling: str,
     scaling_model: str,
+    e2e: str,
+    e2e_repeats: int,
     ceiling_n: int,
     report_dir: Path | None,
     as_json: bool,
@@ -139,6 +150,16 @@ def bench_cmd(
     if problems:
         raise click.ClickException("; ".join(problems))
     res = runner.run_matrix(matrix, log=lambda s: click.echo(s, err=as_json))
+    if e2e != "none" and "ncnn" in matrix.peers and not res["peers"].get("ncnn"):
+        import tempfile
+
+        from pixelift.bench import e2e as file_to_file
+
+        cases = file_to_file.FULL_CASES if e2e == "full" else file_to_file.DEFAULT_CASES
+        with tempfile.TemporaryDirectory(prefix="pixelift-e2e-") as work:
+            res["e2e"] = file_to_file.run_cases(
+                cases, Path(work), repeats=e2e_repeats, threads=threads, log=lambda s: click.echo(s, err=True)
+            )
     if report_dir is not None:
         paths = report.write(res, report_dir)
         click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=as_json)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,39 @@ def recommendation(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def e2e_section(cases: list[dict[str, Any]]) -> list[str]:
+    """The headline: file to file through `pixelift enhance` against an ncnn pipeline."""
+    if not cases:
+        return []
+    out = [
+        "",
+        "## File to file: what a user gets",
+        "",
+        "`pixelift enhance photo.jpg -o out.jpg --precision auto` (fresh process, warm cache) against an ncnn "
+        "pipeline doing the same job (decode, ncnn fp32 or bf16 storage on the whole image or its own tiles, "
+        "encode); median wall seconds of interleaved repeats (spread = (max-min)/median). ×ncnn = the faster ncnn "
+        "mode's median / pixelift's (>1: pixelift faster); no ratio when a side spread by more than 20%.",
+        "",
+        "| case | size | pixelift s | ncnn fp32 s | ncnn bf16 s | ×ncnn | pixelift vs ncnn output |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in cases:
+
+        def cell(side: str, c: dict[str, Any] = c) -> str:
+            t = c["seconds"].get(side)
+            if not t:
+                return "failed: " + c["errors"].get(side, "-")[:60]
+            return f"{statistics.median(t):.2f} ({c['spread'][side]:.0%})"
+
+        ratio = f"**{c['ratio']:.2f}×**" if c.get("ratio") else f"– ({c.get('why_no_ratio') or 'failed'})"
+        db = f"{c['psnr_vs_ncnn_db']} dB" if c.get("psnr_vs_ncnn_db") else "-"
+        out.append(
+            f"| {c['case']['label']} | {c['width']}×{c['height']} | {cell('pixelift')} | {cell('ncnn-fp32')} | "
+            f"{cell('ncnn-bf16')} | {ratio} | {db} |"
+        )
+    return out
+
+
 def markdown(res: dict[str, Any], plots: list[str]) -> str:
     mf, v = res["machine"], res["versions"]
     mem = f"{mf['memory_bytes'] / 2**30:.1f} GiB" if mf.get("memory_bytes") else "unknown"
@@ -80,6 +114,7 @@ def markdown(res: dict[str, Any], plots: list[str]) -> str:
     ]
     for p, why in res["peers"].items():
         out.append(f"- Peer {p}: {'ran' if not why else 'MISSING: ' + why}")
+    out += e2e_section(res.get("e2e") or [])
     out += [
         "",
         "Per tile: median seconds (min–max) after warm-up; MP/s of input; effective GFLOP/s = direct-conv FLOPs "
@@ -114,7 +149,12 @@ def markdown(res: dict[str, Any], plots: list[str]) -> str:
                 _f(r.get("rss_peak_mb"), 0),
                 "ref" if r["label"] == "torch-fp32" else _f(r.get("fidelity_db"), 1),
             ]
-            cells += [_f(r.get("ratio", {}).get(p), 2) + ("×" if r.get("ratio", {}).get(p) else "") for p in peers]
+            cells += [
+                "noisy"
+                if p in r.get("noisy", {})
+                else _f(r.get("ratio", {}).get(p), 2) + ("×" if r.get("ratio", {}).get(p) else "")
+                for p in peers
+            ]
             out.append("| " + " | ".join(cells) + " |")
     if res.get("scaling"):
         out += ["", "## Whole photo through the Enhancer (provider auto, tile auto)", ""]

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from pixelift.bench.stats import trusted_ratio
+
 WORKER = "pixelift.bench.worker"
 DEFAULT_MODELS = ("span-x2-ch48", "realesrgan-animevideov3-x4")
 DEFAULT_TILES = (128, 256)
@@ -344,7 +346,14 @@ def run_matrix(m: Matrix, log: Callable[[str], None] = print) -> dict[str, Any]:
                         except Exception as exc:  # a failed build fails this row, not the run
                             res = {"ok": False, "error": f"{c['target']}: {type(exc).__name__}: {exc}"}
                     res = res or run_child(cfg, m.threads)
-                    row: dict[str, Any] = {"model": model, "scale": spec.scale, "tile": side, **c, "threads": m.threads, **res}
+                    row: dict[str, Any] = {
+                        "model": model,
+                        "scale": spec.scale,
+                        "tile": side,
+                        **c,
+                        "threads": m.threads,
+                        **res,
+                    }
                     if res.get("ok"):
                         ts = res["times"]
                         med = statistics.median(ts)
@@ -367,10 +376,17 @@ def run_matrix(m: Matrix, log: Callable[[str], None] = print) -> dict[str, Any]:
                         log(f"{model} {side}px {c['label']:>14}: FAILED {res.get('error')}")
                     row.pop("times", None) if not res.get("ok") else None
                     group.append(row)
-                peer_meds = {r["label"]: r["s_median"] for r in group if r["runtime"] != "pixelift" and r.get("ok")}
+                peer_times = {r["label"]: r["times"] for r in group if r["runtime"] != "pixelift" and r.get("ok")}
                 for r in group:
                     if r["runtime"] == "pixelift" and r.get("ok"):
-                        r["ratio"] = {k: v / r["s_median"] for k, v in peer_meds.items()}
+                        r["ratio"], r["noisy"] = {}, {}
+                        for k, peer in peer_times.items():
+                            ratio, why = trusted_ratio(peer, r["times"])
+                            if why is None:
+                                r["ratio"][k] = ratio
+                            else:
+                                r["noisy"][k] = why
+                                log(f"WARNING: {model} {side}px {r['label']} vs {k}: no ratio, {why}")
                 rows.extend(group)
     log("ceiling: sgemm again (end of run)")
     ceilings.append(run_child({"kind": "ceiling", "n": m.ceiling_n}, m.threads))
