@@ -121,10 +121,9 @@ def stream_limit(enh: Enhancer) -> int | None:
         return None
     if own < limits.DEFAULT_MAX_OUTPUT_PIXELS:
         return own
-    streamed = limits.resolve_limit(
+    return limits.resolve_limit(
         DEFAULT_MAX_STREAM_PIXELS, DEFAULT_MAX_STREAM_PIXELS, ENV_MAX_STREAM_PIXELS, ENV_MAX_STREAM_PIXELS
     )
-    return None if streamed is None else max(own, streamed)
 
 
 def probe(src: Path) -> tuple[str, int, int] | None:
