@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +103,20 @@ def to_onnx(
     The cached artifact is reused only if its source hashes still match. A failed
     parity check raises :class:`ExportError` and leaves no artifact behind.
     """
+    return _export_locked(ONNX_FP32, _to_onnx, spec, force, simplify, threshold_db)
+
+
+def _export_locked(
+    target: str,
+    build: Callable[[ModelSpec, bool, bool, float], Artifact],
+    spec: ModelSpec | str,
+    force: bool,
+    simplify: bool,
+    threshold_db: float,
+) -> Artifact:
     spec = get_spec(spec) if isinstance(spec, str) else spec
-    with locked(spec.id, ONNX_FP32):  # a second process waits here and reuses the first one's result
-        return _to_onnx(spec, force, simplify, threshold_db)
+    with locked(spec.id, target):  # a second process waits here and reuses the first one's result
+        return build(spec, force, simplify, threshold_db)
 
 
 def _intact(cached: Artifact | None) -> Artifact | None:
@@ -154,9 +166,7 @@ def to_onnx_se(
     :func:`to_onnx`; raises :class:`ExportError` when the model has no syncable SE block
     or a parity check fails.
     """
-    spec = get_spec(spec) if isinstance(spec, str) else spec
-    with locked(spec.id, SE_TARGET):
-        return _to_onnx_se(spec, force, simplify, threshold_db)
+    return _export_locked(SE_TARGET, _to_onnx_se, spec, force, simplify, threshold_db)
 
 
 def _to_onnx_se(spec: ModelSpec, force: bool, simplify: bool, threshold_db: float) -> Artifact:

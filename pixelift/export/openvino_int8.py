@@ -32,7 +32,7 @@ import numpy as np
 from pixelift import precision as P
 from pixelift.artifacts import Artifact, find, publish
 from pixelift.calibration import CalibrationSource
-from pixelift.export.precision import MAX_EXCLUDED, TARGET_DB, conv_groups
+from pixelift.export.precision import MAX_EXCLUDED, TARGET_DB, keep_greedily, rank_groups
 from pixelift.metrics import psnr
 
 log = logging.getLogger(__name__)
@@ -126,15 +126,12 @@ def to_openvino_int8(
     import nncf
     import openvino as ov
 
-    from pixelift.export.precision import _arch, _base_manifest, _fp32, _fresh, selection_set
+    from pixelift.export.precision import _base_manifest, _fp32, _fresh, int8_inputs
 
     fp32 = _fp32(model_id)
     if not force and (art := _fresh(model_id, TARGET, fp32, RECIPE)):
         return art
-    source = source or CalibrationSource()
-    alignment = fp32.manifest.alignment
-    calib = source.calibration(alignment, count=crops, arch=_arch(fp32))
-    sel, refs = selection_set(source, alignment, fp32)
+    source, calib, sel, refs = int8_inputs(source, crops, fp32)
     t0 = time.perf_counter()
     base = ov.Core().read_model(str(fp32.path))
     in_name = base.inputs[0].get_any_name()
@@ -167,18 +164,20 @@ def to_openvino_int8(
         smooth = None
     ranking: list[tuple[float, list[str]]] = []
     if db < target_db and max_excluded > 0:
-        groups = [g for g in conv_groups(convs) if not set(g) & set(excluded)]
-        for g in groups:
+
+        def only(group: list[str], _k: int) -> float:
             # probes only rank groups: statistics from PROBE_CROPS crops, no bias correction
             # (NNCF cannot reuse statistics between runs; a full run on x4plus costs ~16 s)
-            others = [c for c in convs if c not in g]
-            only = _quantize(base, dataset, min(PROBE_CROPS, len(calib)), others, probe=True, smooth=smooth)
-            ranking.append((score(only), g))
-        ranking.sort(key=lambda t: t[0])
-        for i, (_, g) in enumerate(ranking[:max_excluded]):
-            excluded = excluded + g
-            if attempt(f"+ {i + 1} most sensitive conv group(s) kept", excluded) >= target_db:
-                break
+            others = [c for c in convs if c not in group]
+            return float(
+                score(_quantize(base, dataset, min(PROBE_CROPS, len(calib)), others, probe=True, smooth=smooth))
+            )
+
+        def step(k: int, kept: list[str]) -> float:
+            return attempt(f"+ {k} most sensitive conv group(s) kept", kept)
+
+        ranking = rank_groups(convs, excluded, only)
+        keep_greedily(ranking, excluded, max_excluded, target_db, step)
     assert best is not None
     db, model, kept, smooth = best
     with tempfile.TemporaryDirectory(prefix="pixelift-ovint8-") as tmp:

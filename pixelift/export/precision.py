@@ -19,7 +19,7 @@ import itertools
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -225,10 +225,7 @@ def to_int8(
     fp32 = _fp32(model_id)
     if not force and (art := _fresh(model_id, "onnx-int8", fp32)):
         return art
-    source = source or CalibrationSource()
-    alignment = fp32.manifest.alignment
-    calib = source.calibration(alignment, count=crops, arch=_arch(fp32))
-    sel, refs = selection_set(source, alignment, fp32)
+    source, calib, sel, refs = int8_inputs(source, crops, fp32)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pixelift-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -238,6 +235,21 @@ def to_int8(
         first_last = [convs[0], convs[-1]] if convs else []
         results: list[dict[str, Any]] = []
         best: tuple[float, Path, dict[str, Any]] | None = None
+
+        def attempt(label: str, r: dict[str, Any], excluded: list[str], name: str) -> float:
+            nonlocal best
+            out = Path(tmp) / f"{name}.onnx"
+            quantize(
+                pre, out, calib, method=r["method"], conv_only=r["conv_only"], exclude=excluded, cache=_cache(tmp, r)
+            )
+            db = _score(out, sel, refs)
+            rec = {"technique": label, **r, "excluded": excluded, "psnr_db_calib_select": db}
+            results.append(rec)
+            log.info("%s int8 %s: %s dB", model_id, label, db)
+            if best is None or db > best[0]:
+                best = (db, out, rec)
+            return db
+
         recipes = RECIPES if study else RECIPES[4:5]
         for i, (label, r) in enumerate(recipes):
             if r["exclude"] != "none" and results:
@@ -245,34 +257,24 @@ def to_int8(
                 calibrated = [x for x in results if x["exclude"] == "none"]
                 r = {**r, "method": max(calibrated or results, key=lambda x: x["psnr_db_calib_select"])["method"]}
             exclude = list(first_last) if r["exclude"] in ("first-last", "sensitive") else []
-            steps: list[tuple[str, list[str]]] = [(label, exclude)]
-            if r["exclude"] == "sensitive":
-                if sensitive <= 0 or (best is not None and best[0] >= TARGET_DB):
-                    continue
-                ranking = _ranking(pre, calib, sel, refs, convs, exclude, Path(tmp), r)
-                steps = []
-                for k, (_, group) in enumerate(ranking[:sensitive]):
-                    exclude = exclude + group
-                    steps.append((f"+ {k + 1} most sensitive conv group(s) in fp32", exclude))
-            for j, (step_label, excluded) in enumerate(steps):
-                out = Path(tmp) / f"q{i}-{j}.onnx"
-                quantize(
-                    pre,
-                    out,
-                    calib,
-                    method=r["method"],
-                    conv_only=r["conv_only"],
-                    exclude=excluded,
-                    cache=_cache(tmp, r),
-                )
+            if r["exclude"] != "sensitive":
+                attempt(label, r, exclude, f"q{i}-0")
+                continue
+            if sensitive <= 0 or (best is not None and best[0] >= TARGET_DB):
+                continue
+
+            def only(group: list[str], k: int, r: dict[str, Any] = r) -> float:
+                out = Path(tmp) / f"sens{k}.onnx"
+                others = [c for c in convs if c not in group]
+                quantize(pre, out, calib, method=r["method"], conv_only=True, exclude=others, cache=_cache(tmp, r))
                 db = _score(out, sel, refs)
-                rec = {"technique": step_label, **r, "excluded": excluded, "psnr_db_calib_select": db}
-                results.append(rec)
-                log.info("%s int8 %s: %s dB", model_id, step_label, db)
-                if best is None or db > best[0]:
-                    best = (db, out, rec)
-                if r["exclude"] == "sensitive" and db >= TARGET_DB:
-                    break  # greedy: keep no more convs in fp32 than the target needs
+                out.unlink()
+                return db
+
+            def step(k: int, excluded: list[str], r: dict[str, Any] = r, i: int = i) -> float:
+                return attempt(f"+ {k} most sensitive conv group(s) in fp32", r, excluded, f"q{i}-{k - 1}")
+
+            keep_greedily(rank_groups(convs, exclude, only), exclude, sensitive, TARGET_DB, step)
         assert best is not None
         final = Path(tmp) / "model.onnx"
         best[1].rename(final)
@@ -308,6 +310,16 @@ def _arch(art: Artifact) -> str:
     return str(art.manifest.spec["architecture"])
 
 
+def int8_inputs(
+    source: CalibrationSource | None, crops: int, fp32: Artifact
+) -> tuple[CalibrationSource, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """What both int8 routes start from: the source (default: the bundled photos), ``crops``
+    calibration crops, and the selection crops with their fp32 outputs."""
+    source = source or CalibrationSource()
+    calib = source.calibration(fp32.manifest.alignment, count=crops, arch=_arch(fp32))
+    return (source, calib, *selection_set(source, fp32.manifest.alignment, fp32))
+
+
 def selection_set(
     source: CalibrationSource, alignment: int, fp32: Artifact
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -327,26 +339,31 @@ def _cache(tmp: str | Path, recipe: dict[str, Any]) -> Path:
     return Path(tmp) / f"ranges-{recipe['method']}-{'conv' if recipe['conv_only'] else 'all'}.json"
 
 
-def _ranking(
-    pre: Path,
-    calib: Sequence[np.ndarray],
-    sel: Sequence[np.ndarray],
-    refs: Sequence[np.ndarray],
-    convs: Sequence[str],
-    already: Sequence[str],
-    tmp: Path,
-    recipe: dict[str, Any],
+def rank_groups(
+    convs: Sequence[str], already: Sequence[str], only: Callable[[list[str], int], float]
 ) -> list[tuple[float, list[str]]]:
-    """Conv groups, most sensitive first: (PSNR when that group is the only one quantized,
-    group). A group is one conv unless the model has more than :data:`MAX_GROUPS` convs."""
-    scores = []
-    for j, group in enumerate(g for g in conv_groups(convs) if not set(g) & set(already)):
-        out = tmp / f"sens{j}.onnx"
-        others = [c for c in convs if c not in group]
-        quantize(pre, out, calib, method=recipe["method"], conv_only=True, exclude=others, cache=_cache(tmp, recipe))
-        scores.append((_score(out, sel, refs), group))
-        out.unlink()
-    return sorted(scores, key=lambda t: t[0])
+    """Conv groups not in ``already``, most sensitive first: ``(only(group, k), group)``, where
+    ``only`` scores the model with that group alone quantized. A group is one conv unless the
+    model has more than :data:`MAX_GROUPS` convs. Shared by both int8 routes."""
+    groups = [g for g in conv_groups(convs) if not set(g) & set(already)]
+    return sorted(((only(g, k), g) for k, g in enumerate(groups)), key=lambda t: t[0])
+
+
+def keep_greedily(
+    ranking: Sequence[tuple[float, list[str]]],
+    excluded: Sequence[str],
+    limit: int,
+    target_db: float,
+    attempt: Callable[[int, list[str]], float],
+) -> None:
+    """Keep the ``limit`` most sensitive groups in higher precision, one more per
+    ``attempt(k, excluded)``, and stop as soon as an attempt reaches ``target_db``: no more
+    convs stay unquantized than the target needs."""
+    kept = list(excluded)
+    for k, (_, group) in enumerate(ranking[:limit], start=1):
+        kept = [*kept, *group]
+        if attempt(k, kept) >= target_db:
+            return
 
 
 # --- OpenVINO IR -----------------------------------------------------------------------
