@@ -30,6 +30,7 @@ import os
 import pickle
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,19 +250,24 @@ def enhance_files(
         runtime_env = {"env_vars": _worker_env()} | options.runtime_env
         if "env_vars" in options.runtime_env:
             runtime_env["env_vars"] = _worker_env() | options.runtime_env["env_vars"]
-        ds = ray.data.from_items(
-            [{"src": str(s), "dst": str(d)} for s, d in jobs], override_num_blocks=len(jobs)
-        ).map_batches(
-            _Worker,
-            fn_constructor_kwargs={"spec": spec, "cpus": cpus},
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=n),
-            num_cpus=cpus,
-            num_gpus=gpus,
-            max_restarts=-1,
-            max_task_retries=options.retries,
-            runtime_env=runtime_env,
-        )
+        if not options.progress:
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            # Ray 2.60 warns that extra actor options (retries) move elsewhere in 2.64; they still work here
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+            ds = ray.data.from_items(
+                [{"src": str(s), "dst": str(d)} for s, d in jobs], override_num_blocks=len(jobs)
+            ).map_batches(
+                _Worker,
+                fn_constructor_kwargs={"spec": spec, "cpus": cpus},
+                batch_size=1,
+                compute=ray.data.ActorPoolStrategy(size=n),
+                num_cpus=cpus,
+                num_gpus=gpus,
+                max_restarts=-1,
+                max_task_retries=options.retries,
+                runtime_env=runtime_env,
+            )
         seen: set[str] = set()
         try:
             for row in ds.iter_rows():
