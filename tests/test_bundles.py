@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from pixelift import models
 from pixelift.artifacts import ONNX_FP32, find, publish
 from pixelift.artifacts.bundle import BundleError, install, pack
 from pixelift.cli import main
@@ -47,7 +49,6 @@ def other_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _user_model(home_model_id: str = "my-span") -> None:
     """A user model (its own spec file) whose artifact is the span export under another id."""
-    from pixelift import models
     from pixelift.models.spec import ModelSpec
 
     art = to_onnx(MODEL)
@@ -69,7 +70,8 @@ def test_pack_install_and_run_without_torch(tmp_path: Path, other_home: Path, mo
     assert set(json.loads(res.stdout)["artifacts"]) == {f"{MODEL}/onnx-fp32", "my-span/onnx-fp32"}
     ref = tmp_path / "ref.npy"
     env = {**os.environ}
-    assert _run(RUN_WITHOUT_TORCH, MODEL, "fp32", str(ref), env=env).returncode == 0
+    made = _run(RUN_WITHOUT_TORCH, MODEL, "fp32", str(ref), env=env)
+    assert made.returncode == 0, made.stderr
 
     monkeypatch.setenv("PIXELIFT_HOME", str(other_home))
     assert find(MODEL, ONNX_FP32) is None
@@ -79,8 +81,6 @@ def test_pack_install_and_run_without_torch(tmp_path: Path, other_home: Path, mo
     art = find(MODEL, ONNX_FP32)
     assert art is not None
     art.verify()
-    from pixelift import models
-
     assert models.get("my-span").id == "my-span"  # the user spec came along
     res = CliRunner().invoke(main, ["artifacts", "install", str(bundle), "--json"])  # again: nothing to do
     assert res.exit_code == 0 and json.loads(res.stdout)["installed"] == []
@@ -122,7 +122,7 @@ def test_tampered_bundle_installs_nothing(tmp_path: Path, other_home: Path, monk
     assert res.exit_code == 1 and "sha256" in res.output and "Traceback" not in res.output
     truncated = tmp_path / "trunc.pxb"
     truncated.write_bytes(bundle.read_bytes()[: len(raw) // 3])
-    with pytest.raises(BundleError):
+    with pytest.raises(BundleError, match=r"damaged or truncated bundle.*nothing installed"):
         install(truncated)
     assert find(MODEL, ONNX_FP32) is None
 
@@ -137,15 +137,29 @@ SHA = "0" * 64
         ({}, {"schema": 1, "artifacts": [{"model_id": "../x", "target": "onnx-fp32", "files": {}}]}, "model id"),
         ({}, {"schema": 1, "artifacts": [{"model_id": "a", "target": "evil", "files": {}}]}, "unknown target"),
         ({}, {"schema": 1, "artifacts": [{"model_id": "a", "target": "onnx-fp32", "files": {"../m": SHA}}]}, "unsafe"),
-        ({}, {"schema": 1, "artifacts": [{"model_id": "a", "target": "onnx-fp32", "files": {"/etc/x": SHA}}]}, "unsafe"),
+        (
+            {},
+            {"schema": 1, "artifacts": [{"model_id": "a", "target": "onnx-fp32", "files": {"/etc/x": SHA}}]},
+            "unsafe",
+        ),
         ({}, {"schema": 99, "artifacts": []}, "schema"),
         ({}, None, "not a pixelift bundle"),
         ({}, {"schema": 1, "artifacts": [{"model_id": "a", "target": "onnx-fp32", "files": {"m": SHA}}]}, "missing"),
-        ({}, {"schema": 1, "artifacts": [], "user_specs": {"span-x2-ch48": {}}}, "invalid|built-in"),
+        ({}, {"schema": 1, "artifacts": [], "user_specs": {"span-x2-ch48": {}}}, "the spec of span-x2-ch48 is invalid"),
+        (
+            {},
+            {"schema": 1, "artifacts": [], "user_specs": {"span-x2-ch48": models.get("span-x2-ch48").to_dict()}},
+            "user spec 'span-x2-ch48' names 'span-x2-ch48' or a built-in model; refused",
+        ),
     ],
 )
 def test_unsafe_bundles_are_refused(
-    members: dict[str, bytes], index: dict[str, object] | None, match: str, tmp_path: Path, other_home: Path, monkeypatch: pytest.MonkeyPatch
+    members: dict[str, bytes],
+    index: dict[str, object] | None,
+    match: str,
+    tmp_path: Path,
+    other_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PIXELIFT_HOME", str(other_home))
     bundle = _tar_with(tmp_path / "x.pxb", members, index)
@@ -197,6 +211,7 @@ READ_ONLY_RUN = (
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="runs the openvino rows (the openvino extra)")
 def test_read_only_cache_measures_once(tmp_path: Path, other_home: Path) -> None:
     """A cache nobody may write (simulated: this suite runs as root, which ignores file modes)
     keeps its measurements in the state folder, so the second run measures nothing and warns nothing."""
@@ -204,7 +219,11 @@ def test_read_only_cache_measures_once(tmp_path: Path, other_home: Path) -> None
     bundle = tmp_path / "b.pxb"
     pack([MODEL], bundle, targets=["onnx-fp32"])
     env = {**os.environ, "PIXELIFT_HOME": str(other_home), "PIXELIFT_STATE": str(tmp_path / "state")}
-    proc = _run("import sys; from pixelift.artifacts.bundle import install; from pathlib import Path; install(Path(sys.argv[1]))", str(bundle), env=env)
+    proc = _run(
+        "import sys; from pixelift.artifacts.bundle import install; from pathlib import Path; install(Path(sys.argv[1]))",
+        str(bundle),
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     # as if exported on another machine: no fidelity records for this one
     mf = other_home / "artifacts" / MODEL / "onnx-fp32" / "manifest.json"

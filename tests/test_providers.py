@@ -8,6 +8,7 @@ of memory. No test here pretends a GPU ran.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from dataclasses import replace
@@ -80,14 +81,16 @@ def test_coreml_probe_reads_the_platform(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_real_probes_on_this_machine() -> None:
-    """What is true here: CPU and OpenVINO CPU are available, GPUs are not."""
+    """The real probes agree with what is installed and present here, whatever that is."""
     facts = read_machine()
     assert facts.cpu_count >= 1 and facts.os
-    assert PROVIDERS["cpu"].probe(facts).available
+    assert PROVIDERS["cpu"].probe(facts).available == ort.installed()
     ov = PROVIDERS["openvino"].probe(facts)
-    assert ov.available and "CPU" in ov.devices
-    if not facts.nvidia_gpus:
-        assert not PROVIDERS["cuda"].probe(facts).available
+    assert ov.available == (importlib.util.find_spec("openvino") is not None)
+    assert ("CPU" in ov.devices) if ov.available else ("pip install 'pixelift[openvino]'" in ov.reason)
+    cuda_ok = bool(facts.nvidia_gpus) and "CUDAExecutionProvider" in ort.build_eps()
+    assert PROVIDERS["cuda"].probe(facts).available == cuda_ok
+    assert PROVIDERS["coreml"].probe(facts).available == (facts.apple_silicon and coreml.EP in ort.build_eps())
 
 
 # --- ranking and reasons ---------------------------------------------------------------------
@@ -402,6 +405,10 @@ FAMILY_REPS = [
 ]
 
 
+HAS_OV = importlib.util.find_spec("openvino") is not None
+
+
+@pytest.mark.skipif(not HAS_OV, reason="needs openvino (the openvino extra)")
 @pytest.mark.parametrize("model_id", FAMILY_REPS)
 def test_onnxruntime_and_openvino_agree_at_f32(model_id: str) -> None:
     """>= 60 dB between onnxruntime CPU and OpenVINO CPU (f32 forced) on a real crop."""
@@ -455,15 +462,27 @@ def test_doctor_reports_machine_providers_and_versions() -> None:
 # --- coreml-native: Core ML packages through coremltools (prediction only on macOS) ----------------
 
 
-def test_coreml_native_probe_and_session_with_a_fake_model(tmp_path: Path) -> None:
-    """The probe reads the OS; the session feeds the package image by image. No Mac ran here."""
+def test_coreml_native_probe_and_session_with_a_fake_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe reads the OS and coremltools; the session feeds the package image by image. No Mac ran here."""
+    from pixelift.providers import coreml_native
     from pixelift.providers.coreml_native import CoreMLNativeSession
 
     native = PROVIDERS["coreml-native"]
     assert "needs macOS" in native.probe(LINUX).reason
-    assert native.probe(MAC).available  # coremltools is installed with the coreml extra
-    with pytest.raises(ValueError, match="mlpackage"):
-        native.open(tmp_path / "model.onnx")
+    real_find = importlib.util.find_spec
+    for installed in (False, True):
+        monkeypatch.setattr(
+            coreml_native.importlib.util,
+            "find_spec",
+            lambda name, *a, ok=installed: (object() if ok else None) if name == "coremltools" else real_find(name, *a),
+        )
+        got = native.probe(MAC)
+        assert got.available == installed
+        assert installed or "pip install 'pixelift[coreml]'" in got.reason
+    monkeypatch.undo()
+    if importlib.util.find_spec("coremltools") is not None:  # open() needs coremltools before it reads the file
+        with pytest.raises(ValueError, match="mlpackage"):
+            native.open(tmp_path / "model.onnx")
 
     class FakeMLModel:
         calls = 0
@@ -479,14 +498,19 @@ def test_coreml_native_probe_and_session_with_a_fake_model(tmp_path: Path) -> No
     assert y.shape == (2, 3, 16, 16) and FakeMLModel.calls == 2
 
 
-def test_coreml_native_is_reached_through_the_capability_table() -> None:
+def test_coreml_native_is_reached_through_the_capability_table_and_never_by_auto() -> None:
     from pixelift import precision as P
 
-    rows = P.rows("coreml-native", "fp16")
-    assert [r.target for r in rows] == ["coreml-fp16"] and P.TARGETS["coreml-fp16"].file == "model.mlpackage"
-    assert PROVIDERS["coreml-native"].role == Role.EXPLICIT  # never opened on an ONNX file by auto
+    # every row that runs coreml-native runs a Core ML package, never an ONNX file
+    assert {P.TARGETS[r.target].file.rsplit(".", 1)[1] for r in P.rows("coreml-native")} == {"mlpackage"}
+    every = {n: ProbeResult(True, f"{n} ok", ("CPU",)) for n in PROVIDERS}
+    auto = plan(Request(), every, cpu_ranker=lambda: (["openvino", "cpu"], "m"))
+    assert "coreml-native" not in {c.provider for c in auto.candidates}
+    named = plan(Request("coreml-native", strict=True), every)
+    assert [c.provider for c in named.candidates] == ["coreml-native"]
 
 
+@pytest.mark.skipif(not HAS_OV, reason="needs openvino (the openvino extra)")
 def test_openvino_static_shapes_match_dynamic_and_stay_bounded(caplog: pytest.LogCaptureFixture) -> None:
     """Tiles share a shape, so OpenVINO compiles the model reshaped to it (measured faster);
     outputs equal the dynamic compile's, the number kept is bounded (LRU), and a model that
