@@ -37,7 +37,7 @@ def _options_args(host: str, port: int, allow_remote: bool, concurrency: int, id
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind. Not loopback only with --allow-remote.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0: a free port (clients read it from service.json).")
-@click.option("--allow-remote", is_flag=True, help="Allow binding a non-loopback interface (the token is still required).")
+@click.option("--allow-remote", is_flag=True, help="Allow binding a non-loopback interface; any Host header then passes (the token is still required).")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True, help="Jobs run at once.")
 @click.option("--idle-minutes", type=click.FloatRange(0), default=30.0, show_default=True, help="Stop after this long without a request or job; 0: never.")
 @click.option("--max-warm", type=click.IntRange(1, 64), default=4, show_default=True, help="Warm model configurations kept (LRU).")
@@ -141,6 +141,7 @@ def _detach(folder: Path, args: list[str]) -> None:
             stderr=log_file,
             start_new_session=True,
             close_fds=True,
+            creationflags=getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
         )
     deadline = time.monotonic() + DETACH_WAIT_S
     while time.monotonic() < deadline:

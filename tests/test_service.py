@@ -78,12 +78,18 @@ def serve_env(folder: Path) -> dict[str, str]:
     return {**os.environ, state.ENV_SERVICE_DIR: str(folder)}
 
 
-def start_server(folder: Path, *args: str) -> Server:
-    """`pixelift serve` in a subprocess on a free loopback port; waits until it answers."""
+BLOCK_TORCH = "import sys\nfor n in ('torch', 'spandrel', 'onnx', 'onnxslim', 'ncnn'): sys.modules[n] = None\n"
+
+
+def start_server(folder: Path, *args: str, torch_free: bool = False) -> Server:
+    """`pixelift serve` in a subprocess on a free loopback port; waits until it answers.
+    ``torch_free``: torch and the export stage cannot be imported (a laptop install)."""
     folder.mkdir(parents=True, exist_ok=True)
     log = (folder / "test-serve.log").open("ab")
+    argv = ["serve", "--idle-minutes", "20", *args]
+    code = f"{BLOCK_TORCH if torch_free else ''}from pixelift.cli import main\nmain({argv!r})\n"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pixelift.cli", "serve", "--idle-minutes", "20", *args],
+        [sys.executable, "-c", code],
         env=serve_env(folder),
         stdout=log,
         stderr=log,
@@ -258,6 +264,17 @@ def test_a_second_service_and_a_remote_bind_are_refused(server: Server) -> None:
     assert r.returncode == 1 and "already running" in r.stderr
     r = _cli(server.folder, "serve", "--host", "0.0.0.0")
     assert r.returncode == 2 and "--allow-remote" in r.stderr
+
+
+def test_the_service_runs_without_torch(tmp_path: Path) -> None:
+    warm_model()
+    srv = start_server(tmp_path / "svc", torch_free=True)
+    try:
+        src = save(tmp_path / "a.png")
+        final = wait_done(srv.client, srv.client.submit({"inputs": [str(src)], "output": f"{tmp_path}/out/", "model": MODEL})["id"])
+        assert final["status"] == "done", final["files"][0]["error"]
+    finally:
+        srv.stop()
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """The HTTP layer of ``pixelift serve`` (aiohttp, the ``serve`` extra).
 
-Every request passes the guard first: the Host header must name a loopback address (or the
-interface the service was explicitly bound to), a request carrying an ``Origin`` header (a
+Every request passes the guard first: the Host header must name a loopback address (any
+Host only with ``--allow-remote``), a request carrying an ``Origin`` header (a
 browser) is refused, the token must match, and bodies are size-limited. No CORS header is
 ever sent. Every refusal is a status code and ``{"error": {"status": N, "message": "..."}}``.
 """
@@ -90,9 +90,9 @@ class Service:
             max_queued=options.max_queued,
             on_change=self._on_change,
         )
-        self.allowed_hosts = {n.strip("[]") for n in LOOPBACK_NAMES}
-        if options.allow_remote:
-            self.allowed_hosts.add(options.host.strip("[]").lower())
+        # --allow-remote: clients name the machine as they reach it, so any Host passes (the
+        # token and the Origin refusal still hold); otherwise loopback names only
+        self.allowed_hosts = None if options.allow_remote else {n.strip("[]") for n in LOOPBACK_NAMES}
 
     # --- change notification (worker threads -> event loop) ---
 
@@ -123,7 +123,7 @@ class Service:
     async def guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         self.queue.last_activity = time.monotonic()
         host = request.headers.get("Host", "")
-        if _host_name(host).lower() not in self.allowed_hosts:
+        if self.allowed_hosts is not None and _host_name(host).lower() not in self.allowed_hosts:
             return error_response(
                 403, f"Host {host!r} is not a loopback name; the service answers only 127.0.0.1, localhost or [::1]"
             )
@@ -191,7 +191,7 @@ class Service:
         return web.json_response(job.to_dict(), status=202)
 
     async def jobs(self, _request: web.Request) -> web.Response:
-        return web.json_response({"jobs": [{"id": j.id, "status": j.status.value} for j in list(self.queue.jobs.values())]})
+        return web.json_response({"jobs": self.queue.listing()})
 
     async def job(self, request: web.Request) -> web.Response:
         job = self.queue.get(request.match_info["job_id"])

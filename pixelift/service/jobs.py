@@ -480,6 +480,10 @@ class JobQueue:
             self._changed(job)
         return job
 
+    def listing(self) -> list[dict[str, str]]:
+        with self._cond:
+            return [{"id": j.id, "status": j.status.value} for j in self.jobs.values()]
+
     def counts(self) -> dict[str, int]:
         with self._cond:
             running = sum(1 for j in self.jobs.values() if j.status is Status.RUNNING)

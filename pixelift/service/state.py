@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -134,6 +135,7 @@ class Journal:
     def __init__(self, folder: Path) -> None:
         self.path = folder / JOURNAL_FILE
         self._folders: list[str] = []
+        self._lock = threading.Lock()  # workers add folders concurrently
 
     def recover(self) -> list[Path]:
         """Clean the folders a previous (killed) service recorded; returns the part files removed."""
@@ -151,10 +153,11 @@ class Journal:
 
     def add(self, folder: Path) -> None:
         key = str(folder)
-        if key in self._folders:
-            return
-        self._folders = [*self._folders, key][-MAX_JOURNAL:]
-        self._save()
+        with self._lock:
+            if key in self._folders:
+                return
+            self._folders = [*self._folders, key][-MAX_JOURNAL:]
+            self._save()
 
     def _save(self) -> None:
         with contextlib.suppress(OSError):  # a clean-up aid: a read-only folder must not fail a job

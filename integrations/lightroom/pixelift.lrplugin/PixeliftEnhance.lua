@@ -27,6 +27,13 @@ local Enhance = {}
 Enhance.COLOR_SPACES = { 'ProPhotoRGB', 'AdobeRGB', 'DisplayP3', 'sRGB' }
 Enhance.SUFFIX = '-pixelift'
 
+-- Popup menu items from a list of values.
+function Enhance.items(list)
+	local out = {}
+	for _, v in ipairs(list or { 'auto' }) do out[#out + 1] = { title = v, value = v } end
+	return out
+end
+
 -- The export settings for the intermediate file: 16-bit TIFF, full size, no sharpening.
 function Enhance.exportSettings(folder, colorSpace)
 	return {
@@ -212,11 +219,7 @@ function Enhance.dialog(context, client)
 		modelItems[#modelItems + 1] = { title = m.id .. ' (' .. m.task .. ' x' .. m.scale .. ')', value = m.id }
 	end
 	local providers = client:providers() or {}
-	local function items(list)
-		local out = {}
-		for _, v in ipairs(list or { 'auto' }) do out[#out + 1] = { title = v, value = v } end
-		return out
-	end
+	local items = Enhance.items
 	local f = LrView.osFactory()
 	local bind = LrView.bind
 	local contents = f:column {

@@ -24,11 +24,7 @@ Filter.exportPresetFields = {
 
 function Filter.sectionForFilterInDialog(f, propertyTable)
 	local bind = LrView.bind
-	local function items(list)
-		local out = {}
-		for _, v in ipairs(list) do out[#out + 1] = { title = v, value = v } end
-		return out
-	end
+	local items = Enhance.items
 	return {
 		title = 'Enhance with pixelift',
 		f:row {
