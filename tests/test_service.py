@@ -277,6 +277,23 @@ def test_the_service_runs_without_torch(tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_warm_enhancers_are_evicted_lru_and_when_memory_is_short() -> None:
+    from pixelift.service.jobs import EnhancerCache, EnhancerConfig, ProgressRouter
+
+    cache = EnhancerCache(ProgressRouter(), max_entries=2, min_free_bytes=0)
+    a, b, c = (EnhancerConfig(models=(MODEL,), scale=s) for s in (1.0, 2.0, 3.0))
+    for config in (a, b, a, c):  # a was used after b: b goes first
+        with cache.lease(config):
+            pass
+    assert len(cache) == 2 and cache.evictions == 1
+    with cache.lease(b) as enh:
+        assert enh.outscale == 2.0
+        cache.min_free_bytes = 1 << 62  # "memory is short": every idle one goes at the next release
+    assert len(cache) == 0 and cache.evictions == 4
+    with cache.lease(a), cache.lease(a):  # two workers on one configuration share the warm Enhancer
+        assert len(cache) == 1
+
+
 @pytest.mark.slow
 def test_killed_mid_job_leaves_no_output_and_a_restart_is_clean(tmp_path: Path) -> None:
     warm_model()
