@@ -840,7 +840,8 @@ def _stream_files(
     )  # fmt: skip
     for o in outcomes:
         bar.close()
-        early[o.src] = _outcome_record(o, enh.model_ids) | ({"streamed": True} if o.error is None else {})
+        streamed = {"streamed": True, "tile": getattr(o.result, "tile", None)} if o.error is None else {}
+        early[o.src] = _outcome_record(o, enh.model_ids) | streamed
     return rest
 
 
