@@ -35,17 +35,13 @@ def collect(model_id: str) -> dict[str, Any]:
         row["targets"][target] = art is not None
         if art is None:
             continue
-        for key, rec in art.manifest.get("fidelity", {}).items():
+        for key, rec in art.manifest.fidelity.items():
             row["cells"][f"{key}@{target}"] = rec
         if "int8" in art.manifest:
             info = art.manifest["int8"]
             kept = info.get("chosen", {}).get("excluded") or info.get("kept_in_higher_precision") or []
             row[f"{target} kept fp"] = len(kept)
-    measured = [
-        P.Measured(c, r["psnr_db"] if r.get("psnr_db") is not None else float("-inf"), r["seconds"], bool(r["finite"]))
-        for c in P.CAPABILITIES
-        if (r := row["cells"].get(f"{c.key}@{c.target}")) and r.get("seconds") is not None
-    ]
+    measured = P.measured_rows(row["cells"])
     for gate in (P.HIGH_FIDELITY_DB, P.FAST_DB):
         if measured:
             best, _ = P.choose_auto(measured, gate)
@@ -63,10 +59,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             rec = r["cells"].get(c)
             if rec is None:
                 cells.append("–")
-            elif not rec.get("finite", False):
-                cells.append("NaN/Inf" if not rec.get("error") else "error")
+            elif not rec.finite:
+                cells.append("NaN/Inf" if not rec.error else "error")
             else:
-                cells.append(f"{rec['psnr_db']}")
+                cells.append(f"{rec.psnr_db}")
         kept = f"{r.get('onnx-int8 kept fp', '–')} / {r.get('openvino-int8 kept fp', '–')}"
         coreml = "yes" if r["targets"].get("coreml-fp16") else "no"
         lines.append(
@@ -88,7 +84,9 @@ def main() -> None:
         text += "\nMissing targets: " + json.dumps(missing) + "\n"
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(text)
-    a.out.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))
+    a.out.with_suffix(".json").write_text(
+        json.dumps(rows, indent=1, default=lambda o: o.to_json() if hasattr(o, "to_json") else str(o))
+    )
     print(text)
 
 

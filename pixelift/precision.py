@@ -313,8 +313,15 @@ def measured_rows(records: Mapping[str, FidelityRecord]) -> list[Measured]:
         if rec.seconds is None or rec.error:
             continue
         cap = next(
-            c for c in CAPABILITIES if (c.provider, c.precision, c.target) == (rec.provider, rec.precision, rec.target)
+            (
+                c
+                for c in CAPABILITIES
+                if (c.provider, c.precision, c.target) == (rec.provider, rec.precision, rec.target)
+            ),
+            None,
         )
+        if cap is None:  # a record of a row the table no longer has
+            continue
         db = rec.psnr_db if rec.psnr_db is not None else float("-inf")
         out.append(Measured(cap, db, rec.seconds, rec.finite))
     return out

@@ -63,9 +63,9 @@ class CoreMLNativeProvider:
 
     def open(self, model_path: Path, options: ProviderOptions | None = None) -> Session:
         compute_units = parse(CoreMLNativeOptions, options).compute_units
-        import coremltools as ct
-
         if model_path.suffix != ".mlpackage":
             raise ValueError(f"coreml-native runs .mlpackage files, not {model_path.name}")
+        import coremltools as ct
+
         model = ct.models.MLModel(str(model_path), compute_units=ct.ComputeUnit[compute_units])
         return CoreMLNativeSession(model)
