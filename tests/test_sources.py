@@ -32,7 +32,9 @@ def test_http_download_is_verified_and_cached(server: str) -> None:
 
 def test_sha256_mismatch_keeps_nothing(server: str) -> None:
     src = UrlSource(f"{server}/w.pth", "0" * 64)
-    with pytest.raises(ChecksumError, match="mismatch"):
+    with pytest.raises(
+        ChecksumError, match=f"sha256 mismatch \\(expected {'0' * 64}, got {DIGEST}\\); the file was not kept"
+    ):
         src.files()
     assert not src.cache_path.exists()
     assert not list(src.cache_path.parent.glob("*.part"))
@@ -43,8 +45,9 @@ def test_file_url_and_http_404(tmp_path: Path, server: str) -> None:
     f.write_bytes(PAYLOAD)
     (path,) = UrlSource(f.as_uri(), DIGEST, "local2.pth").files()
     assert path.read_bytes() == PAYLOAD
-    with pytest.raises(WeightSourceError, match="download"):
+    with pytest.raises(WeightSourceError, match=r"download of .*/missing\.pth failed: HTTP Error 404"):
         UrlSource(f"{server}/missing.pth", DIGEST, "missing.pth").files()
+    assert not UrlSource(f"{server}/missing.pth", DIGEST, "missing.pth").cache_path.exists()
 
 
 def test_bad_url_specs_are_rejected() -> None:
@@ -58,7 +61,7 @@ def test_local_file_checksum(tmp_path: Path) -> None:
     f = tmp_path / "w.pth"
     f.write_bytes(PAYLOAD)
     assert LocalFileSource(str(f), DIGEST).files() == (f,)
-    with pytest.raises(ChecksumError):
+    with pytest.raises(ChecksumError, match=f"sha256 does not match the expected {'1' * 64}"):
         LocalFileSource(str(f), "1" * 64).files()
     with pytest.raises(WeightSourceError, match="not found"):
         LocalFileSource(str(tmp_path / "nope.pth")).files()
