@@ -92,6 +92,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     work = Path(tempfile.mkdtemp(prefix="pixelift-svc-bench-"))
     folder = work / "service"
     env = {**os.environ, state.ENV_SERVICE_DIR: str(folder)}
@@ -135,7 +136,8 @@ def main() -> None:
     }
     report = {
         "model": MODEL,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "load_average_start_end": [load_start, os.getloadavg()[0] if hasattr(os, "getloadavg") else None]},
         "command": "python -m bench.service_latency " + " ".join(sys.argv[1:]),
         "time_to_first_result": time_to_first,
         "per_photo_warm": {f"{r.megapixels}mp": {**r.summary(), **asdict(r)} for r in results},
