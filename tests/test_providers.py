@@ -480,7 +480,7 @@ def test_coreml_native_probe_and_session_with_a_fake_model(tmp_path: Path, monke
         assert got.available == installed
         assert installed or "pip install 'pixelift[coreml]'" in got.reason
     monkeypatch.undo()
-    with pytest.raises(ValueError, match="runs .mlpackage files, not model.onnx"):
+    with pytest.raises(ValueError, match=r"runs \.mlpackage files, not model\.onnx"):
         native.open(tmp_path / "model.onnx")
 
     class FakeMLModel:
