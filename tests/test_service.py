@@ -212,6 +212,16 @@ def test_a_job_runs_with_progress_and_events_and_a_missing_input_is_a_file_error
     assert again["files"][0]["status"] == "error" and "exists" in again["files"][0]["error"]
 
 
+def test_a_job_goes_on_when_its_client_leaves(server: Server, tmp_path: Path) -> None:
+    a = save(tmp_path / "a.png", "rocket", 96)
+    job = server.client.submit({"inputs": [str(a)], "output": str(tmp_path / "a_x2.png"), "model": MODEL, "tile": 32})
+    events = server.client.events(job["id"])
+    next(events)
+    events.close()  # the client hangs up after the first event
+    assert wait_done(server.client, job["id"])["status"] == "done"
+    assert (tmp_path / "a_x2.png").exists()
+
+
 def test_cancel_mid_job_leaves_no_output(server: Server, tmp_path: Path) -> None:
     inputs = [save(tmp_path / "in" / f"{i}.png", "coffee", 256) for i in range(3)]
     out = tmp_path / "out"
@@ -329,10 +339,18 @@ def test_killed_mid_job_leaves_no_output_and_a_restart_is_clean(tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_idle_service_stops_by_itself(tmp_path: Path) -> None:
+def test_idle_service_stops_by_itself_and_serve_stop_stops_one(tmp_path: Path) -> None:
     srv = start_server(tmp_path / "svc", "--idle-minutes", "0.02")
     assert srv.proc.wait(120) == 0
     assert ServiceClient.discover(srv.folder) is None
+    srv = start_server(tmp_path / "svc2")
+    r = _cli(srv.folder, "serve", "--status")
+    assert r.returncode == 0 and json.loads(r.stdout)["pid"] == srv.proc.pid
+    r = _cli(srv.folder, "serve", "--stop")
+    assert r.returncode == 0 and "stopped" in r.stdout
+    assert srv.proc.wait(60) == 0 and not (srv.folder / state.INFO_FILE).exists()
+    r = _cli(srv.folder, "serve", "--status")
+    assert r.returncode == 1 and "no pixelift service is running" in r.stderr
 
 
 @pytest.mark.slow

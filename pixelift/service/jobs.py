@@ -540,7 +540,8 @@ class JobQueue:
             try:
                 self._run(job)
             except Exception as exc:  # a bug must not kill the worker: the job fails with a message
-                log.debug("job %s: internal error", job.id, exc_info=True)
+                log.warning("job %s: internal error: %s: %s", job.id, type(exc).__name__, exc)
+                log.debug("traceback", exc_info=True)
                 for f in job.files:
                     if f.status in (FileStatus.PENDING, FileStatus.RUNNING):
                         f.status, f.error = FileStatus.ERROR, f"internal error: {type(exc).__name__}: {exc}"
@@ -572,7 +573,8 @@ class JobQueue:
                 except (PixeliftError, OSError, ValueError, RuntimeError) as exc:
                     f.status, f.error = FileStatus.ERROR, str(exc)
                 except Exception as exc:
-                    log.debug("job %s: internal error on %s", job.id, src, exc_info=True)
+                    log.warning("job %s: internal error on %s: %s: %s", job.id, src, type(exc).__name__, exc)
+                    log.debug("traceback", exc_info=True)
                     f.status, f.error = FileStatus.ERROR, f"internal error: {type(exc).__name__}: {exc}"
                 f.seconds = round(time.perf_counter() - t0, 3)
                 self._changed(job)
