@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from pixelift.service import state
@@ -102,6 +104,25 @@ def test_the_plugins_json_round_trips_and_agrees_with_python(version: str) -> No
         assert ok is False, bad
     encode = lua.eval("function(v) local j = require 'PixeliftJSON' return (pcall(j.encode, v)) end")
     assert encode(math.inf) is False
+
+
+_JSON_LEAVES = st.one_of(
+    st.booleans(),
+    st.integers(-(10**14), 10**14),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(st.characters(blacklist_categories=("Cs",))),
+)
+_JSON = st.recursive(_JSON_LEAVES, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_JSON)
+def test_the_plugins_json_round_trips_any_value(value: Any) -> None:
+    text = _ROUND_TRIP(json.dumps(value))
+    assert json.loads(text) == value
+
+
+_ROUND_TRIP = _json_runtime().eval("function(s) local j = require 'PixeliftJSON' return j.encode(j.decode(s)) end")
 
 
 # --- end to end -------------------------------------------------------------------------------
@@ -235,6 +256,10 @@ def test_menu_item_enhances_every_selected_photo_through_a_service_it_starts(lig
     assert "serve --detach" in started["command"]
     dialog = lr.calls("LrDialogs.presentModalDialog")[0]
     assert dialog["title"] == "Enhance with pixelift"
+    rows = [dialog["contents"]["args"][i]["args"][2]["args"] for i in range(1, 6)]  # each row: label, popup
+    values = [[item["value"] for item in row["items"].values()] for row in rows]
+    assert "auto" in values[0] and MODEL in values[0]  # the models come from the service
+    assert "cpu" in values[3] and "fp32" in values[2] and values[4][0] == "ProPhotoRGB"
     (export,) = lr.calls("LrExportSession")
     settings = export["settings"]
     assert export["count"] == 3  # all the selected photos, not the first
