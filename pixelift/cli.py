@@ -616,7 +616,12 @@ def _check_output_suffix(output: Path, fmt: str | None) -> None:
     help="0-2: scales the noise map (below 1 keeps more grain and detail).",
 )
 @click.option("--tile", default="auto", show_default=True, help="Tile size in px, 'auto' (from free memory) or 'none'.")
-@click.option("--overlap", type=click.IntRange(0, 256), default=None, help="Tile overlap in input px.")
+@click.option(
+    "--overlap",
+    type=click.IntRange(0, 256),
+    default=None,
+    help="Tile overlap in input px (default: measured per architecture, see `pixelift models show`).",
+)
 @click.option(
     "--blend",
     type=click.Choice(["linear", "cosine", "gaussian", "crop"]),
@@ -719,7 +724,7 @@ def enhance_cmd(
     try:
         tiles = TileOptions(
             tile=_tile_option(tile),
-            overlap=tiling.DEFAULT_OVERLAP if overlap is None else overlap,
+            overlap=overlap,  # None: each model's measured overlap
             blend=tiling.Blend(blend) if blend else tiling.DEFAULT_BLEND,
             batch=batch,
         )

@@ -381,12 +381,12 @@ def run_matrix(m: Matrix, log: Callable[[str], None] = print) -> dict[str, Any]:
                     if r["runtime"] == "pixelift" and r.get("ok"):
                         r["ratio"], r["noisy"] = {}, {}
                         for k, peer in peer_times.items():
-                            ratio, why = trusted_ratio(peer, r["times"])
-                            if why is None:
-                                r["ratio"][k] = ratio
+                            peer_ratio, noise = trusted_ratio(peer, r["times"])
+                            if noise is None:
+                                r["ratio"][k] = peer_ratio
                             else:
-                                r["noisy"][k] = why
-                                log(f"WARNING: {model} {side}px {r['label']} vs {k}: no ratio, {why}")
+                                r["noisy"][k] = noise
+                                log(f"WARNING: {model} {side}px {r['label']} vs {k}: no ratio, {noise}")
                 rows.extend(group)
     log("ceiling: sgemm again (end of run)")
     ceilings.append(run_child({"kind": "ceiling", "n": m.ceiling_n}, m.threads))

@@ -16,6 +16,8 @@ import numpy as np
 
 #: bytes of activations per input pixel assumed for an architecture nobody measured
 UNMEASURED_BYTES_PER_PIXEL = 20000.0
+#: tile overlap for an architecture nobody measured: what ESRGAN's deep receptive field needs
+UNMEASURED_OVERLAP = 32
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class Architecture:
     #: squeeze-excitation blocks that the SE-sync artifact can give whole-image means when tiled
     se_blocks: bool = False
     extra_inputs: tuple[ExtraInput, ...] = ()
+    #: context pixels per side between tiles: the smallest overlap whose tiled output stays
+    #: >= 60 dB from the whole-image one on every crop of ``python -m bench.overlap``
+    overlap: int = UNMEASURED_OVERLAP
 
     @property
     def measured(self) -> bool:
@@ -105,6 +110,7 @@ __all__ = [
     "IMAGE_CHANNELS",
     "NOISE_MAP",
     "UNMEASURED_BYTES_PER_PIXEL",
+    "UNMEASURED_OVERLAP",
     "Architecture",
     "ExtraInput",
     "architecture",

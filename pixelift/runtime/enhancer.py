@@ -11,11 +11,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -25,6 +25,7 @@ from pixelift.artifacts import SE_TARGET, Builder, resolve_artifact
 from pixelift.errors import ImageWriteError, InvalidImageError, OutputExistsError, UsageError
 from pixelift.models import DEFAULT_MODEL
 from pixelift.models.architectures import architecture, pack
+from pixelift.models.spec import ModelSpec
 from pixelift.providers.select import Request
 from pixelift.runtime import autopilot, footprint, imageio, noise, se_sync, tiling
 from pixelift.runtime.session import LoadedModel, load
@@ -51,10 +52,21 @@ MAX_OVERLAP = 256
 MAX_BATCH = 64
 
 
+class TilingArgs(TypedDict):
+    """Keyword arguments of :func:`pixelift.runtime.tiling.run_tiled` and its streamed twin."""
+
+    scale: int
+    overlap: int
+    alignment: int
+    blend: tiling.Blend
+    batch: int
+    progress: Progress | None
+
+
 @dataclass(frozen=True)
 class TileOptions:
     tile: int | str | None = "auto"  # pixels, None for whole image, "auto" from memory
-    overlap: int = tiling.DEFAULT_OVERLAP
+    overlap: int | None = None  # context pixels per side; None: the architecture's measured one
     blend: tiling.Blend = tiling.DEFAULT_BLEND
     batch: int = 1
     # SE models (tile_safe=False with SE blocks): compute the whole image's SE means before a
@@ -65,7 +77,8 @@ class TileOptions:
         t = self.tile
         if not (t is None or t == "auto" or (isinstance(t, int) and not isinstance(t, bool) and t >= MIN_TILE)):
             raise UsageError(f"tile must be a size >= {MIN_TILE} px, 'auto' or None, not {t!r}")
-        if not isinstance(self.overlap, int) or isinstance(self.overlap, bool) or not 0 <= self.overlap <= MAX_OVERLAP:
+        ov = self.overlap
+        if ov is not None and (not isinstance(ov, int) or isinstance(ov, bool) or not 0 <= ov <= MAX_OVERLAP):
             raise UsageError(f"overlap must be a whole number of pixels from 0 to {MAX_OVERLAP}, not {self.overlap!r}")
         if not isinstance(self.batch, int) or isinstance(self.batch, bool) or not 1 <= self.batch <= MAX_BATCH:
             raise UsageError(f"batch must be a whole number from 1 to {MAX_BATCH}, not {self.batch!r}")
@@ -258,14 +271,7 @@ class Enhancer:
         chw = np.ascontiguousarray(chw, dtype=np.float32)
         if architecture(spec.architecture).extra_inputs:  # the noise map travels with the image
             chw = pack(spec.architecture, chw[None], [self._noise_map(chw, notes)])[0]
-        kw: dict[str, Any] = dict(
-            scale=spec.scale,
-            overlap=self.tiles.overlap,
-            alignment=spec.alignment,
-            blend=self.tiles.blend,
-            batch=self.tiles.batch,
-            progress=self.progress,
-        )
+        kw = self.tiling_args(spec)
         run = lm.selection.session.run
         synced = not spec.tile_safe and self.tiles.sync_se
         if not synced or se_sync.SEInfo.from_manifest(lm.artifact.manifest) is None:
@@ -275,13 +281,28 @@ class Enhancer:
 
         def attempt(t: int | None) -> np.ndarray:
             # SE model: a tiled run first computes the whole image's SE means (runtime.se_sync)
-            if len(tiling.plan_tiles(h, w, tile=t, overlap=self.tiles.overlap, alignment=spec.alignment).tiles) > 1:
+            if len(tiling.plan_tiles(h, w, tile=t, overlap=kw["overlap"], alignment=spec.alignment).tiles) > 1:
                 sessions = self._se_sessions(lm, notes)
                 if sessions is not None:
                     return se_sync.run_tiled_synced(chw, sessions, tile=t, whole=run, **kw)
             return tiling.run_tiled(chw, run, tile=t, **kw)
 
         return tiling.retry_smaller_tiles(attempt, tile=tile, height=h, width=w, alignment=spec.alignment)
+
+    def overlap_for(self, spec: ModelSpec) -> int:
+        """Context pixels per side between tiles: the one asked for, or the architecture's measured one."""
+        return architecture(spec.architecture).overlap if self.tiles.overlap is None else self.tiles.overlap
+
+    def tiling_args(self, spec: ModelSpec) -> TilingArgs:
+        """The tiler's keyword arguments for ``spec`` (in-memory, streamed and SE-synced runs alike)."""
+        return TilingArgs(
+            scale=spec.scale,
+            overlap=self.overlap_for(spec),
+            alignment=spec.alignment,
+            blend=self.tiles.blend,
+            batch=self.tiles.batch,
+            progress=self.progress,
+        )
 
     def tile_for(self, lm: LoadedModel, h: int, w: int) -> int | None:
         """The tile size for an ``h`` x ``w`` input of ``lm``: the one asked for, or "auto" from free memory."""
@@ -294,6 +315,7 @@ class Enhancer:
                 available_bytes=min(tiling.available_memory_bytes() or FALLBACK_MEMORY, TILE_MEMORY_BUDGET),
                 alignment=lm.spec.alignment,
                 max_tile=MAX_AUTO_TILE,
+                overlap=self.overlap_for(lm.spec),
             )
         return tile
 
@@ -458,7 +480,7 @@ class Enhancer:
         overwrite: bool = False,
         prefetch: int = 1,
         on_start: Callable[[Path], None] | None = None,
-    ) -> Iterator[FileOutcome]:
+    ) -> Generator[FileOutcome, None, None]:
         """Enhance many files; decoding and encoding overlap with the models.
 
         ``jobs`` are ``(src, dst)`` pairs (``dst=None``: beside the input). The next

@@ -296,7 +296,7 @@ def stream_tile(enh: Enhancer, lm: LoadedModel, h: int, w: int) -> int | None:
     if enh.tiles.tile != "auto":
         return tile
     s, a = lm.spec.scale, lm.spec.alignment
-    overlap = -(-enh.tiles.overlap // a) * a
+    overlap = -(-enh.overlap_for(lm.spec) // a) * a
     rows = BAND_BYTES // (3 * 4 * s * s * w)  # input rows whose float output band fits
     band = max(tiling.min_tile_for(a), (rows - 2 * overlap) // a * a)
     # "the whole image fits" (None) is not a reason to run it whole here, and the model's own memory grows with
@@ -375,7 +375,7 @@ def _strips(
         width=rows.width,
         scale=spec.scale,
         tile=tile,
-        overlap=enh.tiles.overlap,
+        overlap=enh.overlap_for(spec),
         alignment=spec.alignment,
         blend=enh.tiles.blend,
         batch=enh.tiles.batch,

@@ -9,9 +9,10 @@ Geometry (:func:`plan_tiles`)
     size (up to one alignment unit), ``(size + 2 * overlap * (count - 1)) / count``. Pixels
     computed per pixel of the image are therefore ``1 + 2 * overlap * (count - 1) / size``
     per axis, and exactly 1 for an image that fits one tile. Core boundaries lie on the
-    alignment grid and the effective overlap is ``overlap`` rounded *up* to a multiple of
-    ``alignment`` (then capped so that two overlap zones never meet), so every read region
-    is a multiple of ``alignment``. Cores partition the image exactly.
+    alignment grid and the effective overlap is ``overlap`` (at most ``tile``) rounded *up*
+    to a multiple of ``alignment``, then capped where the image is too small to lay out
+    that many tiles with it; every read region is a multiple of ``alignment``. Cores
+    partition the image exactly.
 
 Border (:func:`run_tiled`)
     The image edge is never padded for context: a model sees the image edge where the
@@ -145,11 +146,12 @@ def _count(size: int, tile: int | None, alignment: int) -> int:
 
 
 def _max_overlap_units(size: int, n: int, alignment: int) -> int | None:
-    """Largest overlap (alignment units) that keeps every core at least two zones wide; None: no limit."""
+    """Largest overlap (alignment units) for which ``n`` tiles can be laid out: every core at
+    least one unit, and each edge tile's read at least one overlap zone long; None: one tile."""
     if n < 2:
         return None
     units = -(-size // alignment)
-    return max(0, (units - n) // (2 * n + 2))
+    return units // 2 if n == 2 else max(0, (units - n) // 2)
 
 
 def _bounds(size: int, n: int, alignment: int, ov_units: int) -> tuple[int, ...]:
@@ -176,7 +178,8 @@ def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int, align
     if tile is not None and tile < 1:
         raise ValueError(f"tile must be >= 1 or None, got {tile}")
     ny, nx = _count(height, tile, alignment), _count(width, tile, alignment)
-    ovu = -(-overlap // alignment)
+    # context wider than the tile itself costs more than it brings
+    ovu = -(-(overlap if tile is None else min(overlap, tile)) // alignment)
     for cap in (_max_overlap_units(height, ny, alignment), _max_overlap_units(width, nx, alignment)):
         if cap is not None and cap < ovu:
             ovu = cap
