@@ -170,6 +170,9 @@ def test_bad_bodies_get_400_or_413_with_a_message(server: Server, tmp_path: Path
         (json.dumps({"inputs": [str(src)], "scale": "big"}).encode(), "scale"),
         (json.dumps({"inputs": [str(src)], "colour": 1}).encode(), "unknown field"),
         (json.dumps({"inputs": [str(src)], "precision": "fp8"}).encode(), "precision"),
+        (json.dumps({"inputs": [str(src)], "quality": 0}).encode(), "quality"),
+        (json.dumps({"inputs": [str(src)], "tile": 4}).encode(), "tile"),
+        (json.dumps({"inputs": [str(src)], "overwrite": "yes"}).encode(), "overwrite"),
         (json.dumps({"inputs": [str(src), str(src)], "output": str(tmp_path / "x.png")}).encode(), "folder"),
     ]
     for body, words in cases:

@@ -67,9 +67,9 @@ TERMINAL = (Status.DONE, Status.FAILED, Status.CANCELLED)
 
 
 def _field(body: dict[str, Any], key: str, kinds: tuple[type, ...], default: Any) -> Any:
-    value = body.get(key, default)
-    if value is None or value is default:
-        return value
+    value = body.get(key)
+    if value is None:  # absent or null: the default
+        return default
     if isinstance(value, bool) and bool not in kinds:
         raise RequestError(400, f"{key!r} must be {' or '.join(k.__name__ for k in kinds)}, not a boolean")
     if not isinstance(value, kinds):
@@ -540,11 +540,12 @@ class JobQueue:
             try:
                 self._run(job)
             except Exception as exc:  # a bug must not kill the worker: the job fails with a message
-                log.warning("job %s: internal error: %s: %s", job.id, type(exc).__name__, exc)
+                message = str(exc) if isinstance(exc, PixeliftError) else f"internal error: {type(exc).__name__}: {exc}"
+                log.warning("job %s: %s", job.id, message)
                 log.debug("traceback", exc_info=True)
                 for f in job.files:
                     if f.status in (FileStatus.PENDING, FileStatus.RUNNING):
-                        f.status, f.error = FileStatus.ERROR, f"internal error: {type(exc).__name__}: {exc}"
+                        f.status, f.error = FileStatus.ERROR, message
             with self._cond:
                 if job.cancel.is_set():
                     status = Status.CANCELLED
