@@ -128,7 +128,7 @@ class EnhancerConfig:
 
         return TileOptions(
             tile=self.tile,
-            overlap=tiling.DEFAULT_OVERLAP if self.overlap is None else self.overlap,
+            overlap=self.overlap,  # None: each architecture's measured overlap
             blend=self.blend or tiling.DEFAULT_BLEND,  # type: ignore[arg-type]  # TileOptions validates
             batch=self.batch,
         )
