@@ -98,7 +98,11 @@ def pin_choices(spec: EnhanceSpec) -> EnhanceSpec:
     opts = spec.enhancer
     if spec.auto or (opts.get("provider", "auto") != "auto" and opts.get("precision", "auto") != "auto"):
         return spec
-    loaded = enh.loaded()
+    try:
+        loaded = enh.loaded()
+    except PixeliftError as exc:  # this machine cannot open the model (no artifact here): each worker chooses
+        log.warning("provider/precision not pinned (%s); each worker chooses its own", exc)
+        return spec
     providers = {lm.provider for lm in loaded}
     precisions = {lm.precision for lm in loaded}
     pinned = dict(opts)
