@@ -82,7 +82,7 @@ STREAM_FROM_PIXELS = 100_000_000
 DEFAULT_MAX_STREAM_PIXELS = 10_000_000_000
 ENV_MAX_STREAM_PIXELS = "PIXELIFT_MAX_STREAM_PIXELS"
 #: one band of float32 output rows (the tile accumulator) is kept under this
-BAND_BYTES = 512 << 20
+BAND_BYTES = 384 << 20
 #: the largest auto tile when streaming (in memory: MAX_AUTO_TILE, 512 px, ~15% faster than 256 px)
 STREAM_MAX_TILE = 256
 #: refuse up front when the output disk cannot hold the raw size divided by this (Deflate on photos: 1.5-3x)
@@ -370,17 +370,7 @@ def _strips(
         return np.ascontiguousarray(np.repeat(_to_float(alpha)[0][None], 3, axis=0), dtype=np.float32)
 
     run = lm.selection.session.run
-    kw: dict[str, Any] = dict(
-        height=rows.height,
-        width=rows.width,
-        scale=spec.scale,
-        tile=tile,
-        overlap=enh.overlap_for(spec),
-        alignment=spec.alignment,
-        blend=enh.tiles.blend,
-        batch=enh.tiles.batch,
-        progress=enh.progress,
-    )
+    kw: dict[str, Any] = dict(enh.tiling_args(spec), height=rows.height, width=rows.width, tile=tile)
     colors = tiling.iter_tiled_rows(read_color, run, **kw)
     alphas: Iterator[Any] = tiling.iter_tiled_rows(read_alpha, run, **kw) if modelled else itertools.repeat(None)
     dtype = np.dtype(rows.dtype)
