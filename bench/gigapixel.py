@@ -1,6 +1,6 @@
 """Peak memory of a streamed x4 output against its size (issue 15), measured with ``/usr/bin/time -v``.
 
-    python -m bench.gigapixel [--model span-x4-ch48] [--sizes 2500x250,2500x500,2500x1000,10000x256] [--full]
+    python -m bench.gigapixel [--model span-x4-ch48] [--sizes 1000x600,1000x1200,1000x2400,10000x450] [--full]
 
 Each input is a real photo (scikit-image's astronaut, mirrored edge to edge) written as a tiled 8-bit RGB TIFF,
 so it is read by region. Each size runs ``pixelift enhance IN -o OUT.tif --stream on`` in a fresh process
@@ -8,7 +8,8 @@ under ``/usr/bin/time -v``; peak RSS is its "Maximum resident set size". Peak me
 *width* (one band of tile rows), not on the height: sizes of one width and several heights show it flat, and
 the 10,000 px wide one has the width of a 100 MP (10,000 x 10,000) scan, whose x4 output is 1.6 gigapixels.
 ``--full`` also runs that 100 MP input (about 40 minutes per MP/s of the machine, here ~0.04 MP/s: hours).
-One size also runs in memory (``--stream off``) for the peak it needs and to check both outputs are equal.
+One size also runs streamed and in memory (``--stream off``) with one explicit tile, for the peak the
+in-memory path needs and to check both outputs are equal.
 Results: ``bench/results/gigapixel.json`` and ``.md``.
 """
 
@@ -29,7 +30,8 @@ from pixelift.runtime import imageio
 from pixelift.runtime.imageio.stream_write import StreamMeta, StreamShape, write_streamed
 
 RESULTS = Path(__file__).parent / "results"
-COMPARE = (2500, 500)  # width, height: run both ways, outputs compared
+COMPARE = (1000, 600)  # width, height: also run both ways with one explicit tile, outputs compared
+COMPARE_TILE = "256"
 
 
 def _photo() -> np.ndarray:
@@ -72,14 +74,17 @@ def run(cmd: list[str]) -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="span-x4-ch48")
-    ap.add_argument("--sizes", default="2500x250,2500x500,2500x1000,10000x256")
+    ap.add_argument("--sizes", default="1000x600,1000x1200,1000x2400,10000x450")
     ap.add_argument("--full", action="store_true", help="also the 100 MP input (hours on a small machine)")
     ap.add_argument("--provider", default="auto")
+    ap.add_argument("--append", action="store_true", help="add to the runs already in the results")
     args = ap.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     if args.full:
         sizes.append((10_000, 10_000))
     rows = []
+    if args.append and (RESULTS / "gigapixel.json").exists():
+        rows = json.loads((RESULTS / "gigapixel.json").read_text())["runs"]
     with tempfile.TemporaryDirectory(prefix="pxl-giga-") as tmp:
         work = Path(tmp)
         base = [sys.executable, "-m", "pixelift.cli", "enhance", "--json", "-q", "-m", args.model]
@@ -93,11 +98,15 @@ def main() -> None:
             r["output_bytes"] = out.stat().st_size if out.exists() else None
             print(json.dumps({k: v for k, v in r.items() if k != "record"}), flush=True)
             if (w, h) == COMPARE:
-                mem = work / f"mem_{w}x{h}.tif"
-                m = run([*base, str(src), "-o", str(mem), "--stream", "off"])
-                m.update(mode="in memory", input=f"{w}x{h}", input_mp=round(w * h / 1e6, 2), output_mp=round(16 * w * h / 1e6, 1))
-                if out.exists() and mem.exists():
-                    a, b = imageio.read_image(out, max_pixels=None), imageio.read_image(mem, max_pixels=None)
+                mem, same = work / f"mem_{w}x{h}.tif", work / f"tile_{w}x{h}.tif"
+                tiled = ["--tile", COMPARE_TILE]
+                t = run([*base, *tiled, str(src), "-o", str(same), "--stream", "on"])
+                t.update(mode=f"streamed, --tile {COMPARE_TILE}", input=f"{w}x{h}", input_mp=round(w * h / 1e6, 2), output_mp=round(16 * w * h / 1e6, 1))
+                rows.append(t)
+                m = run([*base, *tiled, str(src), "-o", str(mem), "--stream", "off"])
+                m.update(mode=f"in memory, --tile {COMPARE_TILE}", input=f"{w}x{h}", input_mp=round(w * h / 1e6, 2), output_mp=round(16 * w * h / 1e6, 1))
+                if same.exists() and mem.exists():
+                    a, b = imageio.read_image(same, max_pixels=None), imageio.read_image(mem, max_pixels=None)
                     m["identical_to_streamed"] = bool(np.array_equal(a.color, b.color))
                     diff = a.color.astype(np.float64) - b.color.astype(np.float64)
                     mse = float(np.mean(diff**2))
@@ -105,6 +114,7 @@ def main() -> None:
                 print(json.dumps({k: v for k, v in m.items() if k != "record"}), flush=True)
                 rows.append(m)
                 mem.unlink(missing_ok=True)
+                same.unlink(missing_ok=True)
             rows.append(r)
             out.unlink(missing_ok=True)
             src.unlink(missing_ok=True)
