@@ -139,8 +139,11 @@ def models_show(model_id: str, as_json: bool) -> None:
     except PixeliftError as exc:
         raise click.ClickException(str(exc)) from exc
     artifacts = {t: find(spec.id, t) for t in _exported(spec)}
+    from pixelift.models.architectures import architecture
+
     info = {
         **spec.to_dict(),
+        "tile_overlap": architecture(spec.architecture).overlap,  # measured per architecture (bench/overlap.py)
         "artifacts": {
             t: {
                 "path": str(a.path),

@@ -253,12 +253,10 @@ def missing_hint(precision: str, providers: Sequence[str], model_id: str) -> str
 
 
 def probe_available(provider: str) -> bool:
-    from pixelift.providers import get_provider, read_machine
+    from pixelift.providers.select import probe_all
 
-    try:
-        return get_provider(provider).probe(read_machine()).available
-    except Exception:  # a probe must never take the program down
-        return False
+    probe = probe_all().get(provider)  # a probe that raised is recorded as unavailable
+    return probe is not None and probe.available
 
 
 def measure_model(
@@ -275,7 +273,7 @@ def measure_model(
     if fp32 is None:
         raise PixeliftError(f"{model_id}: no onnx-fp32 artifact; run `pixelift export {model_id}` first")
     alignment = fp32.manifest.alignment
-    images = heldout_images(alignment, folder, str(fp32.manifest.spec["architecture"]))
+    images: list[tuple[str, np.ndarray]] = []  # read only when a row has to be measured
     ref: dict[str, np.ndarray] | None = None
     out: dict[str, FidelityRecord] = {}
     for cap in CAPABILITIES:
@@ -290,6 +288,7 @@ def measure_model(
             out[f"{cap.key}@{cap.target}"] = have
             continue
         if ref is None:
+            images = heldout_images(alignment, folder, str(fp32.manifest.spec["architecture"]))
             ref = reference_outputs(fp32.path, images)
         try:
             rec = measure(cap, art.path, ref, images)

@@ -618,3 +618,38 @@ def test_se_models_tiled_match_whole_through_the_enhancer(model_id: str) -> None
 def test_runtime_se_sync_does_not_import_torch() -> None:
     code = "import sys, pixelift.runtime.se_sync, pixelift.runtime.enhancer; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+# The measured overlap of each architecture (bench/overlap.py chose it on astronaut, chelsea,
+# coffee and rocket) holds on photos it never saw, through the Enhancer as a user runs it.
+HELD_OUT = ("immunohistochemistry", "hubble_deep_field")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model_id",
+    [
+        "span-x2-ch48",
+        "realesrgan-animevideov3-x4",
+        "waifu2x-photo-x2",
+        "waifu2x-cunet-x1-noise1",
+        "realcugan-se-x2",
+        "ffdnet-rgb",
+    ],
+)
+def test_measured_overlap_holds_50_db_on_other_photos(model_id: str) -> None:
+    import skimage.data
+
+    from pixelift.models.architectures import architecture
+    from pixelift.runtime.enhancer import Enhancer, TileOptions
+
+    spec = models.get(model_id)
+    assert architecture(spec.architecture).overlap < DEFAULT_OVERLAP  # measured, not the fallback
+    opts = dict(provider="cpu", precision="fp32", denoise=15.0 if spec.architecture == "FFDNet" else None)
+    whole = Enhancer(model_id, tiles=TileOptions(tile=None), **opts)  # type: ignore[arg-type]
+    tiled = Enhancer(model_id, tiles=TileOptions(tile=48), **opts)  # type: ignore[arg-type]
+    for name in HELD_OUT:
+        img = getattr(skimage.data, name)()[..., :3]
+        crop = np.ascontiguousarray(img[40:136, 60:204]).astype(np.float32) / 255.0
+        db = psnr(tiled.enhance(crop), whole.enhance(crop))
+        assert db >= 50.0, f"{model_id} on {name}: tiled vs whole {db:.2f} dB"

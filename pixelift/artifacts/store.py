@@ -30,6 +30,7 @@ from typing import Any
 
 import filelock
 
+from pixelift import stamps
 from pixelift.artifacts.manifest import MANIFEST, Manifest
 from pixelift.artifacts.targets import get_target
 from pixelift.errors import ArtifactBusyError, DamagedArtifactError, InvalidIdError
@@ -79,9 +80,16 @@ class Artifact:
         for name, expected in ((self.path.name, self.manifest.sha256), *self.manifest.extra_sha256().items()):
             path = self.file(name)
             try:
+                # a file that hashed clean and has not changed since (size, mtime, ctime, inode)
+                # is not hashed again: an ESRGAN graph is 67 MB, read on every start otherwise
+                key = f"{stamps.file_key(path)}|{expected}" if path.is_file() else None
+                if key is not None and stamps.recall("verified", key):
+                    continue
                 actual = sha256_tree(path)
             except OSError as exc:
                 raise DamagedArtifactError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+            if actual == expected and key is not None:
+                stamps.remember("verified", key)
             if actual != expected:
                 raise DamagedArtifactError(
                     f"{path}: sha256 does not match its manifest; run `pixelift export --force {self.model_id}`"

@@ -63,18 +63,20 @@ class Architecture:
 NOISE_MAP = ExtraInput("noise_map", 3, "noise standard deviation per pixel and channel (0..1 scale)", 25 / 255)
 IMAGE_CHANNELS = 3  # the model contract: RGB in, RGB out
 
-# footprints measured 2026-11-25 (see pixelift/runtime/footprint.py for the margin)
+# footprints measured 2026-11-25 (see pixelift/runtime/footprint.py for the margin); overlaps
+# 2026-12-03 with bench/overlap.py (worst of 4 photo crops 128x192, tile 64, >= 60 dB vs whole;
+# bench/results/overlap.json). ESRGAN keeps the 32 of the unmeasured default (see there).
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
         Architecture("ESRGAN", "esrgan", 16861),
-        Architecture("Compact", "compact", 817),
-        Architecture("SPAN", "span", 2631),
-        Architecture("RealCUGAN", "realcugan", 6140, tile_safe=False, se_blocks=True),
-        Architecture("waifu2x-UpConv7", "waifu2x", 3975),
-        Architecture("waifu2x-CUNet", "waifu2x", 1252, tile_safe=False, se_blocks=True),
+        Architecture("Compact", "compact", 817, overlap=8),
+        Architecture("SPAN", "span", 2631, overlap=2),
+        Architecture("RealCUGAN", "realcugan", 6140, tile_safe=False, se_blocks=True, overlap=12),
+        Architecture("waifu2x-UpConv7", "waifu2x", 3975, overlap=2),
+        Architecture("waifu2x-CUNet", "waifu2x", 1252, tile_safe=False, se_blocks=True, overlap=2),
         # 1024 -> 2048 px (below 1024 px the run stays under onnxruntime's 515 MB start-up peak)
-        Architecture("FFDNet", "ffdnet", 263, extra_inputs=(NOISE_MAP,)),
+        Architecture("FFDNet", "ffdnet", 263, extra_inputs=(NOISE_MAP,), overlap=8),
     )
 }
 

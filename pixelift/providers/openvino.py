@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from collections import OrderedDict
@@ -118,6 +119,15 @@ class OpenVINOOptions(ProviderOptions):
     cache_dir: Path | None = None
 
 
+@functools.cache
+def _core() -> Any:
+    """One ``ov.Core`` per process, shared by the probe and every session (creating one reads the
+    plugin registry, a noticeable part of a small photo's start-up)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 class OpenVINOProvider:
     name = "openvino"
     role = Role.CPU
@@ -130,7 +140,7 @@ class OpenVINOProvider:
             return ProbeResult(False, "openvino is not installed: pip install 'pixelift[openvino]'")
         import openvino as ov
 
-        core = ov.Core()
+        core = _core()
         devices = tuple(core.available_devices)
         names = {d: str(core.get_property(d, "FULL_DEVICE_NAME")) for d in devices}
         return ProbeResult(
@@ -139,8 +149,7 @@ class OpenVINOProvider:
 
     def open(self, model_path: Path, options: ProviderOptions | None = None) -> Session:
         o = parse(OpenVINOOptions, options)
-        import openvino as ov
 
         config = openvino_config(o.device, o.precision, o.performance_hint, o.streams, o.threads, o.cache_dir)
         label = f"openvino:{o.device}" if o.device != "CPU" else "openvino"
-        return OvSession(ov.Core(), model_path, o.device, config, label, o.static_shapes)
+        return OvSession(_core(), model_path, o.device, config, label, o.static_shapes)

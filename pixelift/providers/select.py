@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelift import stamps
 from pixelift.errors import ProviderOptionError
 from pixelift.providers.base import ProbeResult, ProviderError, Role, Session
 from pixelift.providers.machine import MachineFacts, read_machine
@@ -71,8 +72,23 @@ class Selection:
 CpuRanker = Callable[[], tuple[list[str], str]]
 
 
+_PROBES: dict[tuple[object, ...], dict[str, ProbeResult]] = {}
+
+
 def probe_all(facts: MachineFacts | None = None) -> dict[str, ProbeResult]:
-    facts = facts or read_machine()
+    """Every provider's probe. Probes have no side effects and a machine does not change under
+    a running process, so this machine's results are kept for the process (the key follows the
+    table and each probe function, so a provider added or faked is probed anew)."""
+    if facts is not None:
+        return _probe(facts)
+    key = tuple((name, p, getattr(p.probe, "__func__", p.probe)) for name, p in PROVIDERS.items())
+    got = _PROBES.get(key)
+    if got is None:
+        got = _PROBES[key] = _probe(read_machine())
+    return dict(got)
+
+
+def _probe(facts: MachineFacts) -> dict[str, ProbeResult]:
     out = {}
     for name, provider in PROVIDERS.items():
         try:
@@ -161,6 +177,23 @@ def _first_run_check(session: Session, probe_input: np.ndarray, scale: int | Non
         raise ProviderError(f"first run produced shape {y.shape} for input {probe_input.shape}")
 
 
+def _first_run_key(
+    model_path: Path, cand: Candidate, session: Session, probe_input: np.ndarray, scale: int | None
+) -> str | None:
+    """What a passed first run depends on: the graph file, the backend (its session class and
+    version), the options, the input and this machine; None when the file cannot be read."""
+    try:
+        graph = stamps.file_key(model_path)
+    except OSError:
+        return None
+    runtime = "|".join(stamps.version(d) for d in ("onnxruntime", "onnxruntime-gpu", "openvino"))
+    kind = f"{type(session).__module__}.{type(session).__qualname__}"
+    return (
+        f"{graph}|{cand.label}|{kind}|{cand.options!r}|{probe_input.shape}|{scale}|{runtime}|"
+        f"{read_machine().fingerprint()}"
+    )
+
+
 def open_session(
     model_path: Path,
     request: Request,
@@ -179,7 +212,11 @@ def open_session(
             session = PROVIDERS[cand.provider].open(model_path, cand.options)
             if probe_input is not None:
                 stage = "first run"
-                _first_run_check(session, probe_input, scale)
+                key = _first_run_key(model_path, cand, session, probe_input, scale)
+                if key is None or not stamps.recall("first-run", key):
+                    _first_run_check(session, probe_input, scale)
+                    if key is not None:
+                        stamps.remember("first-run", key)
         except Exception as exc:  # any backend failure is a reason to fall back
             why = f"failed at {stage}: {type(exc).__name__}: {exc}"
             if request.strict:

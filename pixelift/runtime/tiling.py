@@ -262,7 +262,7 @@ def _pad(image: np.ndarray, plan: TilePlan, pad_mode: str, *, rows: bool = True)
     bottom = bottom if rows else 0
     if not (bottom or right):
         return image
-    return np.pad(image, ((0, 0), (0, bottom), (0, right)), mode=PAD_MODES[pad_mode])  # type: ignore[call-overload]
+    return np.pad(image, ((0, 0), (0, bottom), (0, right)), mode=PAD_MODES[pad_mode])  # type: ignore[call-overload,no-any-return]
 
 
 def _batches(plan: TilePlan, batch: int) -> Iterator[list[Tile]]:
@@ -286,7 +286,7 @@ def _row_indices(height: int, aligned: int, pad_mode: str) -> np.ndarray:
     """Source row of each row of the aligned extent (rows past the image: border padding)."""
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {sorted(PAD_MODES)}, got {pad_mode!r}")
-    return np.pad(np.arange(height), (0, aligned - height), mode=PAD_MODES[pad_mode])  # type: ignore[call-overload]
+    return np.pad(np.arange(height), (0, aligned - height), mode=PAD_MODES[pad_mode])  # type: ignore[call-overload,no-any-return]
 
 
 def _axis_weight_sum(plan: TilePlan, scale: int, blend: Blend, axis: int) -> np.ndarray:
