@@ -443,9 +443,13 @@ def _collect(inputs: tuple[str, ...], recursive: bool, exclude: Path | None) -> 
         p = Path(item)
         if _is_dir(p):
             pattern = "**/*" if recursive else "*"
+            # an output folder inside an input folder holds earlier results, not inputs; the
+            # input folder itself as the output folder excludes nothing (same-name outputs are
+            # then refused as overwriting their inputs, unless --overwrite or another --format)
+            skip = exclude.resolve() if exclude is not None and exclude.resolve() != p.resolve() else None
             for f in sorted(p.glob(pattern)):
                 if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.stem.endswith("_pixelift"):
-                    if exclude is not None and exclude.resolve() in f.resolve().parents:
+                    if skip is not None and skip in f.resolve().parents:
                         continue
                     found.append((f, f.relative_to(p)))
         else:

@@ -87,3 +87,24 @@ def test_autopilot_batch_keeps_reading_jpeg_quality(tmp_path: Path) -> None:
     (o,) = auto.enhance_files([(src, tmp_path / "out.png")])
     assert o.error is None and o.result is not None and o.result.autopilot is not None
     assert o.result.autopilot["analysis"]["jpeg_quality"] == pytest.approx(20, abs=1)
+
+
+def test_cli_output_folder_equal_to_the_input_folder(tmp_path: Path) -> None:
+    """`enhance photos -o photos`: the inputs are found; same-name outputs are refused, others written."""
+    import json
+
+    from click.testing import CliRunner
+
+    from pixelift.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(photo_crop("coffee", 32, 40)).save(folder / "a.png")
+    r = CliRunner().invoke(main, ["enhance", str(folder), "-o", str(folder), "--provider", "cpu", "--json"])
+    assert r.exit_code == 1, r.output  # a.png -> a.png would overwrite its input
+    (rec,) = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
+    assert rec["status"] == "error" and "exists" in rec["error"]
+    assert np.array_equal(np.asarray(Image.open(folder / "a.png")), photo_crop("coffee", 32, 40))
+    r = CliRunner().invoke(main, ["enhance", str(folder), "-o", str(folder), "--format", "tiff", "--provider", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert Image.open(folder / "a.tif").size == (80, 64)

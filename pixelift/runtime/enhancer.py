@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 ALPHA_EPS = 1.0 / 1024
 FALLBACK_MEMORY = 2 << 30  # when free memory cannot be read
-# Measured (span-x2-ch48, 1600x1200, OpenVINO): tile 128/256/512/768 took 9.95/7.05/6.09/5.91 s,
-# so tiles past 512 px buy little speed for a lot of memory.
-MAX_AUTO_TILE = 512
+# Measured (span-x2-ch48, 1600x1200, OpenVINO): tile 128/256/512/768 took 9.95/7.05/6.09/5.91 s.
+# With edge tiles unpadded and overlaps measured per architecture, 768 keeps every architecture
+# but ESRGAN (memory-bound at ~244 px) at <= 1.04x the pixels of a 12 MP photo (bench/results/overlap.json).
+MAX_AUTO_TILE = 768
 TILE_MEMORY_BUDGET = 3 << 30  # bytes of model activations we allow ourselves by default
 Progress = Callable[[int, int], None]
 MIN_TILE = 16  # smaller tiles are all overlap
