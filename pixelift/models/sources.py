@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -147,6 +148,16 @@ class UrlSource:
 
     def download(self, dest: Path, timeout: float = 60.0) -> None:
         log.info("downloading %s", self.url)
+        fresh = not dest.parent.exists()
+        try:
+            self._download(dest, timeout)
+        except BaseException:
+            if fresh:  # a failed download leaves no empty weights/<sha256>/ folder behind
+                with contextlib.suppress(OSError):
+                    dest.parent.rmdir()
+            raise
+
+    def _download(self, dest: Path, timeout: float) -> None:
         with atomic_path(dest) as tmp:
             try:
                 with urllib.request.urlopen(self.url, timeout=timeout) as resp, tmp.open("wb") as out:
@@ -195,9 +206,7 @@ class PackageFileSource:
         return {"kind": self.kind, **asdict(self)}
 
 
-SOURCE_TYPES: dict[str, type] = {
-    t.kind: t for t in (NcnnPackageSource, LocalFileSource, UrlSource, PackageFileSource)
-}
+SOURCE_TYPES: dict[str, type] = {t.kind: t for t in (NcnnPackageSource, LocalFileSource, UrlSource, PackageFileSource)}
 
 
 def source_from_dict(d: dict[str, Any]) -> WeightSource:
