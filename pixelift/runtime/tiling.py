@@ -324,7 +324,7 @@ def iter_tiled_rows(
     """Run ``infer`` over an image one row of tiles at a time, yielding finished output rows.
 
     ``read(y0, y1)`` returns the input rows ``[y0, y1)`` (``0 <= y0 < y1 <= height``) as CHW
-    floats, full width. Yields ``(out_y0, strip)``: float32 CHW strips, in order, covering
+    floats, full width. Yields ``(out_y0, strip)``: float32 CHW strips (views into a band that is never written again), in order, covering
     output rows ``[0, height * scale)`` exactly once. Memory: one band of tile rows.
     """
     blend = Blend(blend)
@@ -388,8 +388,9 @@ def iter_tiled_rows(
         end_img = min(end, height * s)
         if end_img > acc_y0:
             strip = acc[:, : end_img - acc_y0, : width * s]
-            denom = (wy_sum[acc_y0:end_img, None].astype(np.float32) * wx_sum[None, :]).astype(np.float32)
-            yield acc_y0, np.ascontiguousarray(strip / denom)
+            # in place: these rows are final (the next band copies only the rows after them)
+            strip /= (wy_sum[acc_y0:end_img, None].astype(np.float32) * wx_sum[None, :]).astype(np.float32)
+            yield acc_y0, strip
 
 
 def _group_batches(tiles: list[Tile], batch: int) -> Iterator[list[Tile]]:
