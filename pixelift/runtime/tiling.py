@@ -324,8 +324,9 @@ def iter_tiled_rows(
     """Run ``infer`` over an image one row of tiles at a time, yielding finished output rows.
 
     ``read(y0, y1)`` returns the input rows ``[y0, y1)`` (``0 <= y0 < y1 <= height``) as CHW
-    floats, full width. Yields ``(out_y0, strip)``: float32 CHW strips (views into a band that is never written again), in order, covering
-    output rows ``[0, height * scale)`` exactly once. Memory: one band of tile rows.
+    floats, full width. Yields ``(out_y0, strip)``: float32 CHW strips (views into a band
+    that is never written again), in order, covering output rows ``[0, height * scale)``
+    exactly once. Memory: one band of tile rows.
     """
     blend = Blend(blend)
     if scale < 1 or batch < 1:
