@@ -139,6 +139,8 @@ def probe(src: Path) -> tuple[str, int, int] | None:
     from pixelift.runtime.imageio.read import _sniff
 
     try:
+        if not src.is_file():  # a FIFO or device would block here; the reader refuses it by name
+            return None
         with src.open("rb") as f:
             fmt = _sniff(f.read(32))
         if fmt == "TIFF":
