@@ -525,6 +525,12 @@ def test_openvino_static_shapes_match_dynamic_and_stay_bounded(caplog: pytest.Lo
         assert y.shape == (1, 3, 2 * h, 2 * w)
         assert psnr(dyn.run(x), y) >= 100.0  # f32 both: same maths, maybe other kernels
     assert list(st._static) == [(1, 3, 40, 48), (1, 3, 32, 32)]  # 48x40 was least recently used
+    # each compilation holds its own activations: one large shape at a time, small ones beside it
+    big = OpenVINOOptions(static_shapes=4)
+    st4 = ov.open(art.path, big)
+    for side in (40, 136, 144, 32):
+        st4.run(np.full((1, 3, side, side), 0.5, np.float32))
+    assert list(st4._static) == [(1, 3, 40, 40), (1, 3, 144, 144), (1, 3, 32, 32)]
     st._path = Path("/nonexistent/model.onnx")  # the next reshape cannot read the model
     with caplog.at_level(logging.WARNING, logger="pixelift"):
         x = to_chw(content_crop("photo", 24, 24))[None]

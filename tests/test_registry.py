@@ -99,3 +99,35 @@ def test_every_zoo_architecture_has_a_measured_descriptor() -> None:
     generic = architecture("SomethingSpandrelFound")
     assert not generic.measured and generic.importer is None
     assert footprint.bytes_per_input_pixel("SomethingSpandrelFound") > footprint.bytes_per_input_pixel("ESRGAN")
+
+
+def test_backend_footprints_name_real_providers_and_buy_larger_tiles() -> None:
+    """A footprint measured on one backend sizes tiles only for that backend's sessions; ESRGAN's
+    OpenVINO figure (half onnxruntime's) gives a 12 MP photo larger tiles and fewer pixels computed."""
+    from pixelift.models.architectures import ARCHITECTURES
+    from pixelift.providers import PROVIDERS
+    from pixelift.runtime import footprint
+    from pixelift.runtime.tiling import choose_tile, plan_tiles
+
+    for arch in ARCHITECTURES.values():
+        for provider, per_px in arch.backend_bytes_per_input_pixel:
+            assert provider in PROVIDERS and per_px > 0, arch.name
+            assert footprint.bytes_per_input_pixel(arch.name, provider) == per_px * footprint.MARGIN
+    esr = ARCHITECTURES["ESRGAN"]
+    assert footprint.bytes_per_input_pixel("ESRGAN", "cpu") == esr.bytes_per_input_pixel * footprint.MARGIN
+    assert footprint.bytes_per_input_pixel("ESRGAN", "openvino:GPU") == footprint.bytes_per_input_pixel("ESRGAN")
+    tiles = {
+        p: choose_tile(
+            3000,
+            4000,
+            bytes_per_input_pixel=footprint.bytes_per_input_pixel("ESRGAN", p),
+            available_bytes=3 << 30,
+            alignment=1,
+            max_tile=768,
+            overlap=esr.overlap,
+        )
+        for p in ("cpu", "openvino")
+    }
+    assert tiles["cpu"] is not None and tiles["openvino"] is not None and tiles["openvino"] > tiles["cpu"]
+    overhead = {p: plan_tiles(3000, 4000, tile=t, overlap=esr.overlap).overhead for p, t in tiles.items()}
+    assert overhead["openvino"] < overhead["cpu"] - 0.1

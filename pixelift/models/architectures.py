@@ -45,6 +45,10 @@ class Architecture:
     #: activations per input pixel, measured with ``python -m bench.footprint`` (onnxruntime CPU,
     #: slope of peak RSS between 64 and 256 px inputs); None when not measured
     bytes_per_input_pixel: float | None
+    #: (provider, bytes per input pixel) where a backend was measured apart: OpenVINO reuses
+    #: buffers differently (ESRGAN half of onnxruntime's, Compact a quarter more); a provider
+    #: not listed is sized with ``bytes_per_input_pixel``
+    backend_bytes_per_input_pixel: tuple[tuple[str, float], ...] = ()
     #: False when the output depends on whole-image statistics, so tiles differ from a whole run
     tile_safe: bool = True
     #: squeeze-excitation blocks that the SE-sync artifact can give whole-image means when tiled
@@ -58,26 +62,37 @@ class Architecture:
     def measured(self) -> bool:
         return self.bytes_per_input_pixel is not None
 
+    def bytes_per_input_pixel_on(self, provider: str | None) -> float | None:
+        """The footprint measured on ``provider``'s backend, else the onnxruntime figure."""
+        return dict(self.backend_bytes_per_input_pixel).get(provider or "", self.bytes_per_input_pixel)
+
 
 #: FFDNet's conditioning: sigma per pixel and RGB channel, in 0..1 units (sigma_8bit / 255)
 NOISE_MAP = ExtraInput("noise_map", 3, "noise standard deviation per pixel and channel (0..1 scale)", 25 / 255)
 IMAGE_CHANNELS = 3  # the model contract: RGB in, RGB out
 
-# footprints measured 2026-11-25 (see pixelift/runtime/footprint.py for the margin); overlaps
+
+def _ov(bytes_per_input_pixel: float) -> tuple[tuple[str, float], ...]:
+    return (("openvino", bytes_per_input_pixel),)
+
+
+# footprints measured 2026-11-25 (see pixelift/runtime/footprint.py for the margin), OpenVINO's
+# 2026-12-04 (python -m bench.footprint: f32 hint, static shape; onnxruntime's reproduced within
+# 1%, FFDNet's re-measured with VmHWM); overlaps
 # 2026-12-03 with bench/overlap.py (worst of 4 photo crops 128x192, tile 64, >= 60 dB vs whole;
 # bench/results/overlap.json). ESRGAN: 32 (49.6 dB worst, 56.3 mean at tile 64; 48 gives 56.0
 # worst but, with its memory-bound ~212 px tiles, 2.07x the pixels of a 12 MP photo against 1.58x).
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
-        Architecture("ESRGAN", "esrgan", 16861, overlap=32),
-        Architecture("Compact", "compact", 817, overlap=8),
-        Architecture("SPAN", "span", 2631, overlap=2),
-        Architecture("RealCUGAN", "realcugan", 6140, tile_safe=False, se_blocks=True, overlap=12),
-        Architecture("waifu2x-UpConv7", "waifu2x", 3975, overlap=2),
-        Architecture("waifu2x-CUNet", "waifu2x", 1252, tile_safe=False, se_blocks=True, overlap=2),
+        Architecture("ESRGAN", "esrgan", 16861, _ov(8617), overlap=32),
+        Architecture("Compact", "compact", 817, _ov(999), overlap=8),
+        Architecture("SPAN", "span", 2631, _ov(1958), overlap=2),
+        Architecture("RealCUGAN", "realcugan", 6140, _ov(2895), tile_safe=False, se_blocks=True, overlap=12),
+        Architecture("waifu2x-UpConv7", "waifu2x", 3975, _ov(1677), overlap=2),
+        Architecture("waifu2x-CUNet", "waifu2x", 1252, _ov(803), tile_safe=False, se_blocks=True, overlap=2),
         # 1024 -> 2048 px (below 1024 px the run stays under onnxruntime's 515 MB start-up peak)
-        Architecture("FFDNet", "ffdnet", 263, extra_inputs=(NOISE_MAP,), overlap=8),
+        Architecture("FFDNet", "ffdnet", 318, _ov(268), extra_inputs=(NOISE_MAP,), overlap=8),
     )
 }
 

@@ -53,11 +53,17 @@ def openvino_config(
 #: a model reshaped to the tile's shape runs 1.03-1.11x the dynamic-shape model on bf16/fp16
 #: rows and 1.41x on SPAN's NNCF int8 IR; the tiles of one image share one shape
 STATIC_SHAPES = 4
+#: a static compilation keeps its own activation buffers (ESRGAN at ~250 px: +640 MB each, so
+#: four tile shapes held 2.9 GB), while the tile chooser budgets memory for one call: so only
+#: one compilation above this many input pixels is kept; smaller ones (probes, timing crops,
+#: small photos) share the remaining places
+STATIC_LARGE_PIXELS = 128 * 128
 
 
 class OvSession:
     """One dynamic-shape compilation, plus up to ``static_shapes`` compilations reshaped to
-    the input shapes seen (least recently used evicted); 0 keeps only the dynamic one."""
+    the input shapes seen (least recently used evicted, and at most one above
+    :data:`STATIC_LARGE_PIXELS`); 0 keeps only the dynamic one."""
 
     def __init__(
         self,
@@ -84,6 +90,9 @@ class OvSession:
         if got is not None:
             self._static.move_to_end(shape)
             return got
+        if _pixels(shape) > STATIC_LARGE_PIXELS:  # freed before the new one allocates
+            for old in [k for k in self._static if _pixels(k) > STATIC_LARGE_PIXELS]:
+                del self._static[old]
         try:
             model = self._core.read_model(str(self._path))
             model.reshape({self.input_names[0]: list(shape)})
@@ -105,6 +114,10 @@ class OvSession:
         req, outputs = self._request(tuple(next(iter(feed.values())).shape)) if len(feed) == 1 else self._dynamic
         res = run_guarded(req.infer, feed)
         return [np.array(res[o], dtype=np.float32, copy=True) for o in outputs]
+
+
+def _pixels(shape: tuple[int, ...]) -> int:
+    return shape[-1] * shape[-2] if len(shape) >= 2 else 0
 
 
 @dataclass(frozen=True)

@@ -312,7 +312,7 @@ class Enhancer:
             tile = tiling.choose_tile(
                 h,
                 w,
-                bytes_per_input_pixel=footprint.bytes_per_input_pixel(lm.spec.architecture),
+                bytes_per_input_pixel=footprint.bytes_per_input_pixel(lm.spec.architecture, lm.provider),
                 available_bytes=min(tiling.available_memory_bytes() or FALLBACK_MEMORY, TILE_MEMORY_BUDGET),
                 alignment=lm.spec.alignment,
                 max_tile=MAX_AUTO_TILE,

@@ -18,13 +18,15 @@ MARGIN = 1.5
 
 
 @functools.cache
-def bytes_per_input_pixel(name: str) -> float:
+def bytes_per_input_pixel(name: str, provider: str | None = None) -> float:
+    """Peak bytes per input pixel of one call of architecture ``name`` on ``provider``, with the margin."""
     arch = architecture(name)
-    if arch.bytes_per_input_pixel is None:
+    measured = arch.bytes_per_input_pixel_on(provider)
+    if measured is None:
         log.info(
             "%s: memory per pixel not measured; tiles are sized as for %.0f B/px (run python -m bench.footprint)",
             name,
             UNMEASURED_BYTES_PER_PIXEL,
         )
         return UNMEASURED_BYTES_PER_PIXEL * MARGIN
-    return arch.bytes_per_input_pixel * MARGIN
+    return measured * MARGIN
