@@ -767,6 +767,8 @@ def enhance_cmd(
     )
     if engine == "local" and (address is not None or workers is not None):
         raise click.UsageError("--address and --workers go with --engine ray")
+    if engine == "ray" and server:
+        raise click.UsageError("--server runs the files on the local service, --engine ray on a cluster: choose one")
     if server is not False and engine == "local":  # through a running `pixelift serve` (None: in-process)
         from pixelift.cli_serve import enhance_via_server
 

@@ -214,6 +214,8 @@ def enhance_via_server(
             "format": fmt,
             "quality": quality,
             "overwrite": overwrite,
+            "max_pixels": "none" if enh.max_pixels is None else enh.max_pixels,
+            "max_output_pixels": "none" if enh.max_output_pixels is None else enh.max_output_pixels,
         }
         try:
             submitted = client.submit(job)

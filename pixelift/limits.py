@@ -21,6 +21,12 @@ ENV_MAX_PIXELS = "PIXELIFT_MAX_PIXELS"
 DEFAULT_MAX_OUTPUT_PIXELS = 500_000_000
 ENV_MAX_OUTPUT_PIXELS = "PIXELIFT_MAX_OUTPUT_PIXELS"
 NO_LIMIT = ("none", "off", "unlimited", "0")
+#: bytes of model activations the auto tile may use (default: from the memory available)
+ENV_TILE_MEMORY = "PIXELIFT_TILE_MEMORY"
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+               "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}  # fmt: skip
+#: below this an activation budget cannot hold the smallest tile of a heavy model
+MIN_TILE_MEMORY = 64 << 20
 #: final scales outside this range are typing mistakes (1e-9, 1000), not requests
 MIN_SCALE, MAX_SCALE = 0.01, 64.0
 
@@ -39,6 +45,22 @@ def parse_pixels(value: str | int | float, where: str) -> int | None:
     if not math.isfinite(number) or number < 1 or number != int(number):
         raise UsageError(f"{where}={value!r}: expected a whole positive number of pixels, or 'none' for no limit")
     return int(number)
+
+
+def parse_bytes(value: str | int, where: str) -> int:
+    """A size in bytes: ``6442450944``, ``6e9``, ``6G``/``6GB``/``6GiB``, ``512M`` (binary units)."""
+    if isinstance(value, bool):
+        raise UsageError(f"{where}: expected a size such as 6G or 512M, not {value!r}")
+    text = str(value).strip().lower().replace("_", "")
+    number = text.rstrip("kmgib")
+    unit = text[len(number) :]
+    try:
+        amount = float(number) * _BYTE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise UsageError(f"{where}={value!r}: expected a size such as 6G, 512M or 6442450944") from None
+    if not math.isfinite(amount) or amount < MIN_TILE_MEMORY:
+        raise UsageError(f"{where}={value!r}: expected a size of at least {MIN_TILE_MEMORY >> 20}M")
+    return int(amount)
 
 
 def resolve_limit(value: int | None, default: int, env: str, where: str) -> int | None:

@@ -66,6 +66,7 @@ def test_one_case_end_to_end(tmp_path: Path) -> None:
     # the two sides did the same job: the same x2 photo, close to each other
     assert Image.open(tmp_path / "pixelift.jpg").size == (2 * res.width, 2 * res.height)
     assert res.psnr_vs_ncnn_db is not None and res.psnr_vs_ncnn_db > 35
+    assert res.route is not None and res.route.split("@")[0].split(":")[1] in ("fp32", "bf16", "fp16", "int8")
     md = "\n".join(report.e2e_section([res.to_json()]))
     assert "## File to file" in md and "span-x2-ch48 0.05 MP" in md
 
@@ -77,5 +78,5 @@ def test_report_headline_with_a_noisy_and_a_failed_side() -> None:
     res.why_no_ratio = trusted_ratio(res.seconds["ncnn-fp32"], res.seconds["pixelift"])[1]
     lines = report.e2e_section([res.to_json()])
     row = lines[-1]
-    assert "failed: exit 1: boom" in row and "machine too noisy" in row and "×" not in row.split("|")[6]
+    assert "failed: exit 1: boom" in row and "machine too noisy" in row and "×" not in row.split("|")[7]
     assert asdict(res.case)["model"] == "span-x2-ch48"

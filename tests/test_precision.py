@@ -509,3 +509,31 @@ def test_a_capability_row_with_an_option_its_provider_lacks_fails_when_declared(
         P.Capability("cpu", "bf16", "onnx-fp32", {"precision": "bf16"})
     with pytest.raises(ProviderOptionError, match="precision='f8': choose from f32, bf16, f16"):
         P.Capability("openvino", "fp16", "onnx-fp32", {"precision": "f8"})
+
+
+def test_fast_without_an_int8_artifact_says_how_to_build_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--fast`` never quantizes behind the user's back (minutes, GBs for ESRGAN): it runs the
+    fastest measured row and says which command builds the int8 one."""
+    from pixelift.providers import Request
+    from pixelift.runtime import session
+
+    real = P.measure_model
+    monkeypatch.setattr(
+        P, "measure_model", lambda m, **k: {key: r for key, r in real(m, **k).items() if r.precision != "int8"}
+    )
+    session.clear_cache()
+    try:
+        with caplog.at_level(logging.WARNING, logger="pixelift"):
+            lm = session.load("span-x2-ch48", Request(), precision="auto", fast=True)
+        assert lm.precision != "int8"
+        said = [r.getMessage() for r in caplog.records if "--fast found no int8" in r.getMessage()]
+        assert said and "pixelift export --precision int8 span-x2-ch48" in said[0], said
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="pixelift"):
+            session.clear_cache()
+            session.load("span-x2-ch48", Request(), precision="auto", fast=False)
+        assert not any("--fast" in r.getMessage() for r in caplog.records)
+    finally:
+        session.clear_cache()

@@ -173,6 +173,8 @@ def test_bad_bodies_get_400_or_413_with_a_message(server: Server, tmp_path: Path
         (json.dumps({"inputs": [str(src)], "quality": 0}).encode(), "quality"),
         (json.dumps({"inputs": [str(src)], "tile": 4}).encode(), "tile"),
         (json.dumps({"inputs": [str(src)], "overwrite": "yes"}).encode(), "overwrite"),
+        (json.dumps({"inputs": [str(src)], "max_pixels": "lots"}).encode(), "max_pixels"),
+        (json.dumps({"inputs": [str(src)], "max_output_pixels": -5}).encode(), "max_output_pixels"),
         (json.dumps({"inputs": [str(src), str(src)], "output": str(tmp_path / "x.png")}).encode(), "folder"),
     ]
     for body, words in cases:
@@ -257,6 +259,12 @@ def test_enhance_server_goes_through_the_service(server: Server, tmp_path: Path)
     r = _cli(server.folder, "enhance", "--server", str(a), "-o", str(tmp_path / "a_x2.png"), "-m", MODEL)
     assert r.returncode == 1 and "exists" in r.stderr  # the per-file error comes back, no traceback
     assert "Traceback" not in r.stderr
+    # the client's limits travel with the job: the service refuses what the command line would
+    r = _cli(server.folder, "enhance", "--server", str(a), "-o", str(tmp_path / "b.png"), "-m", MODEL, "--max-pixels", "100")
+    assert r.returncode == 1 and "over the limit of 100" in r.stderr, r.stderr
+    assert not (tmp_path / "b.png").exists()
+    r = _cli(server.folder, "enhance", "--server", "--engine", "ray", str(a), "-o", str(tmp_path / "c.png"), "-m", MODEL)
+    assert r.returncode == 2 and "choose one" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_enhance_server_falls_back_in_process_when_no_service_is_up(tmp_path: Path) -> None:

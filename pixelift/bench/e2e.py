@@ -81,6 +81,7 @@ class CaseResult:
     why_no_ratio: str | None = None
     psnr_vs_ncnn_db: float | None = None
     best_ncnn: str | None = None
+    route: str | None = None  # what --precision auto ran (provider:precision@target), from the measured rows
 
     def median(self, side: str) -> float | None:
         t = self.seconds.get(side)
@@ -152,6 +153,7 @@ def run_case(case: Case, work: Path, *, repeats: int, threads: int, timeout: flo
                 res.errors[side] = err
             else:
                 res.seconds.setdefault(side, []).append(sec)
+    res.route = auto_route(case)
     ncnn = [s for s in sides if s.startswith("ncnn") and s in res.seconds]
     if "pixelift" in res.seconds and ncnn:
         best = min(ncnn, key=lambda s: statistics.median(res.seconds[s]))
@@ -160,6 +162,19 @@ def run_case(case: Case, work: Path, *, repeats: int, threads: int, timeout: flo
     if "pixelift" in res.seconds and "ncnn-fp32" in res.seconds:
         res.psnr_vs_ncnn_db = _psnr_files(work / "pixelift.jpg", work / "ncnn-fp32.jpg")
     return res
+
+
+def auto_route(case: Case) -> str | None:
+    """The row ``--precision auto`` chose for ``case`` on this machine (read from the records the
+    warm-up measured; a CPU without bf16 or VNNI runs fp32, which explains most of a ratio)."""
+    from pixelift import precision as P
+
+    try:
+        rows = P.measured_rows(P.measure_model(case.model))
+        best, _ = P.choose_auto(rows, P.gate_db(case.fast))
+    except Exception as exc:  # the ratio stands without it
+        return f"unknown ({exc})"
+    return f"{best.capability.key}@{best.capability.target}"
 
 
 def _psnr_files(a: Path, b: Path) -> float | None:
@@ -181,7 +196,7 @@ def run_cases(
         r = run_case(case, work, repeats=repeats, threads=threads)
         meds = ", ".join(f"{k} {statistics.median(v):.2f} s (spread {spread(v):.0%})" for k, v in r.seconds.items())
         if r.ratio is not None:
-            log(f"file to file: {case.label}: {meds}; pixelift {r.ratio:.2f}x the faster ncnn mode")
+            log(f"file to file: {case.label}: {meds}; pixelift ({r.route}) {r.ratio:.2f}x the faster ncnn mode")
         else:
             log(f"WARNING: file to file: {case.label}: {meds}; no ratio: {r.why_no_ratio or r.errors}")
         out.append(r.to_json())

@@ -74,8 +74,8 @@ def e2e_section(cases: list[dict[str, Any]]) -> list[str]:
         "encode); median wall seconds of interleaved repeats (spread = (max-min)/median). ×ncnn = the faster ncnn "
         "mode's median / pixelift's (>1: pixelift faster); no ratio when a side spread by more than 20%.",
         "",
-        "| case | size | pixelift s | ncnn fp32 s | ncnn bf16 s | ×ncnn | pixelift vs ncnn output |",
-        "|---|---|---|---|---|---|---|",
+        "| case | size | pixelift ran | pixelift s | ncnn fp32 s | ncnn bf16 s | ×ncnn | pixelift vs ncnn output |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c in cases:
 
@@ -88,7 +88,8 @@ def e2e_section(cases: list[dict[str, Any]]) -> list[str]:
         ratio = f"**{c['ratio']:.2f}×**" if c.get("ratio") else f"– ({c.get('why_no_ratio') or 'failed'})"
         db = f"{c['psnr_vs_ncnn_db']} dB" if c.get("psnr_vs_ncnn_db") else "-"
         out.append(
-            f"| {c['case']['label']} | {c['width']}×{c['height']} | {cell('pixelift')} | {cell('ncnn-fp32')} | "
+            f"| {c['case']['label']} | {c['width']}×{c['height']} | {c.get('route') or '-'} | {cell('pixelift')} | "
+            f"{cell('ncnn-fp32')} | "
             f"{cell('ncnn-bf16')} | {ratio} | {db} |"
         )
     return out

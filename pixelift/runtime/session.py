@@ -146,6 +146,13 @@ def _load_precision(
                 log.warning("%s: no measured precision row on %s; running fp32", model_id, ", ".join(providers))
                 return fp32_load()
             best, passed = P.choose_auto(rows, gate)
+            if fast and not any(m.capability.precision == "int8" for m in rows):
+                log.warning(
+                    "%s: --fast found no int8 artifact (%s); running %s meanwhile",
+                    model_id,
+                    P.missing_hint("int8", providers, model_id),
+                    best.capability.key,
+                )
             # the fastest row that meets the gate first, then the other rows that meet it
             order = [best, *sorted((m for m in rows if m is not best and m.meets(gate)), key=lambda m: m.seconds)]
         else:

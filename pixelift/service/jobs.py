@@ -77,6 +77,12 @@ def _field(body: dict[str, Any], key: str, kinds: tuple[type, ...], default: Any
     return value
 
 
+def _pixels(body: dict[str, Any], key: str, default: int) -> int | None:
+    """A pixel limit: a whole number, or "none" for no limit (UsageError on anything else)."""
+    value = _field(body, key, (int, str), None)
+    return default if value is None else limits.parse_pixels(value, key)
+
+
 def _absolute(value: object, what: str) -> Path:
     if not isinstance(value, str) or not value or "\0" in value:
         raise RequestError(400, f"{what} must be a non-empty path string")
@@ -103,6 +109,9 @@ class EnhancerConfig:
     overlap: int | None = None  # None: the runtime's default
     blend: str | None = None
     batch: int = 1
+    # the client's limits (its options or environment); the defaults defer to the service's environment
+    max_pixels: int | None = limits.DEFAULT_MAX_PIXELS
+    max_output_pixels: int | None = limits.DEFAULT_MAX_OUTPUT_PIXELS
 
     def build(self, progress: Callable[[int, int], None]) -> Any:
         from pixelift import models
@@ -115,6 +124,8 @@ class EnhancerConfig:
             fast=self.fast,
             tiles=self.tiles(),
             denoise_strength=self.denoise_strength,
+            max_pixels=self.max_pixels,
+            max_output_pixels=self.max_output_pixels,
             progress=progress,
         )
         if self.auto:
@@ -152,7 +163,8 @@ class JobSpec:
         if not isinstance(body, dict):
             raise RequestError(400, "the job must be a JSON object")
         known = {"inputs", "output", "outputs", "model", "scale", "precision", "provider", "strict", "fast",
-                 "denoise", "denoise_strength", "tile", "overlap", "blend", "batch", "format", "quality", "overwrite"}
+                 "denoise", "denoise_strength", "tile", "overlap", "blend", "batch", "format", "quality", "overwrite",
+                 "max_pixels", "max_output_pixels"}
         unknown = sorted(set(body) - known)
         if unknown:
             raise RequestError(400, f"unknown field(s) {', '.join(unknown)}; the job takes {', '.join(sorted(known))}")
@@ -257,6 +269,8 @@ def _parse_config(body: dict[str, Any]) -> EnhancerConfig:
             overlap=_field(body, "overlap", (int,), None),
             blend=_field(body, "blend", (str,), None),
             batch=_field(body, "batch", (int,), 1),
+            max_pixels=_pixels(body, "max_pixels", limits.DEFAULT_MAX_PIXELS),
+            max_output_pixels=_pixels(body, "max_output_pixels", limits.DEFAULT_MAX_OUTPUT_PIXELS),
         )
     except RequestError:
         raise
