@@ -59,6 +59,9 @@ class Capability:
     #: option names and values over the provider's defaults (recorded as such with fidelity)
     options: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    #: a capability the provider's probe must report, else the row is not offered: OpenVINO's bf16
+    #: hint on a CPU without BF16 silently computes f32, and was chosen as "bf16" on ties
+    needs: str | None = None
 
     def __post_init__(self) -> None:
         provider_options(self.provider, self.options)  # a row with a bad option fails at import
@@ -77,7 +80,9 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("cpu", "fp16", "onnx-fp16", note="x86 onnxruntime has few fp16 kernels: correct but slow"),
     Capability("openvino", "fp32", "onnx-fp32", {"precision": "f32"}),
     Capability("openvino", "fp32", "openvino-fp32", {"precision": "f32"}),
-    Capability("openvino", "bf16", "onnx-fp32", {"precision": "bf16"}, "an inference hint; fast with avx512_bf16/AMX"),
+    Capability(
+        "openvino", "bf16", "onnx-fp32", {"precision": "bf16"}, "an inference hint; fast with avx512_bf16/AMX", "BF16"
+    ),
     Capability("openvino", "fp16", "openvino-fp16", {"precision": "f16"}, "CPUs with avx512_bf16 run f16 as bf16"),
     Capability("openvino", "fp16", "onnx-fp16", {"precision": "f16"}),
     # the ops left unquantized run in bf16 where the CPU has it (else f32): measured faster
@@ -246,9 +251,16 @@ def missing_hint(precision: str, providers: Sequence[str], model_id: str) -> str
     if not runners:
         able = sorted({c.provider for c in rows(precision=precision)})
         return f"{precision} runs on {', '.join(able) or 'no provider'} only"
-    probes = [get_provider(p).probe(read_machine()) for p in sorted(runners)]
-    if not any(p.available for p in probes):
-        return "; ".join(p.reason for p in probes)
+    probes = {p: get_provider(p).probe(read_machine()) for p in sorted(runners)}
+    if not any(p.available for p in probes.values()):
+        return "; ".join(p.reason for p in probes.values())
+    lacking = [
+        f"{c.provider} needs {c.needs}, which this device does not report ({', '.join(probes[c.provider].capabilities)})"
+        for c in rows(precision=precision)
+        if c.provider in probes and c.needs is not None and c.needs not in probes[c.provider].capabilities
+    ]
+    if lacking and len(lacking) == len([c for c in rows(precision=precision) if c.provider in probes]):
+        return "; ".join(lacking)
     return f"run: pixelift export --precision {precision} {model_id}"
 
 
@@ -257,6 +269,20 @@ def probe_available(provider: str) -> bool:
 
     probe = probe_all().get(provider)  # a probe that raised is recorded as unavailable
     return probe is not None and probe.available
+
+
+def runnable(cap: Capability) -> bool:
+    """Whether this machine offers row ``cap``: its provider is available and, where the row
+    needs a device capability, the probe reports it."""
+    from pixelift.providers.select import probe_all
+
+    probe = probe_all().get(cap.provider)
+    if probe is None or not probe.available:
+        return False
+    if cap.needs is not None and cap.needs not in probe.capabilities:
+        log.info("%s: not offered: the device reports no %s (%s)", cap.key, cap.needs, ", ".join(probe.capabilities))
+        return False
+    return True
 
 
 def measure_model(
@@ -277,7 +303,7 @@ def measure_model(
     ref: dict[str, np.ndarray] | None = None
     out: dict[str, FidelityRecord] = {}
     for cap in CAPABILITIES:
-        if cap.provider not in providers or cap.precision not in precisions or not probe_available(cap.provider):
+        if cap.provider not in providers or cap.precision not in precisions or not runnable(cap):
             continue
         art = find(model_id, cap.target)
         if art is None:

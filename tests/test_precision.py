@@ -75,7 +75,47 @@ def test_fp16_never_nan_and_fidelity_recorded() -> None:
         assert rec.per_image_db is not None and set(rec.per_image_db) == {n for n, _ in P.heldout_images()}
 
 
+def _cpu_reports_bf16() -> bool:
+    from pixelift.providers.select import probe_all
+
+    return "BF16" in probe_all()["openvino"].capabilities
+
+
 @pytest.mark.skipif(not HAS_OV, reason="needs openvino (the openvino extra)")
+def test_bf16_is_offered_only_where_the_cpu_computes_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenVINO's bf16 hint on a CPU without BF16 silently computes f32: that row is not offered
+    (auto never reports "bf16" for f32 work), an explicit bf16 says why and runs fp32, and
+    --strict raises. Both kinds of CPU are simulated through the probe's capabilities."""
+    from dataclasses import replace
+
+    from pixelift.export import to_onnx
+    from pixelift.providers import PROVIDERS, ProviderError, Request
+    from pixelift.providers.select import probe_all
+    from pixelift.runtime import session
+
+    to_onnx("span-x2-ch48")
+    real = probe_all()["openvino"]
+    for caps, offered in ((("FP32", "INT8"), False), (("FP32", "BF16", "INT8"), True)):
+        # a new probe function is probed anew (probe_all keys its cache on it)
+        monkeypatch.setattr(PROVIDERS["openvino"], "probe", lambda facts, c=caps: replace(real, capabilities=c))
+        session.clear_cache()
+        keys = {r.split("@")[0] for r in P.measure_model("span-x2-ch48")}
+        assert ("openvino:bf16" in keys) == offered, keys
+        with caplog.at_level(logging.WARNING, logger="pixelift"):
+            lm = session.load("span-x2-ch48", Request("openvino"), precision="bf16")
+        assert lm.precision == ("bf16" if offered else "fp32")
+        if not offered:
+            assert "needs BF16" in caplog.text
+            with pytest.raises(ProviderError, match="needs BF16"):
+                session.clear_cache()
+                session.load("span-x2-ch48", Request("openvino", strict=True), precision="bf16")
+        caplog.clear()
+    session.clear_cache()
+
+
+@pytest.mark.skipif(not HAS_OV or not _cpu_reports_bf16(), reason="needs openvino on a CPU with BF16")
 def test_bf16_openvino_fidelity_and_gate() -> None:
     from pixelift import Enhancer
     from pixelift.export import find

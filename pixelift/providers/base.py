@@ -33,6 +33,8 @@ class ProbeResult:
     reason: str
     devices: tuple[str, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
+    #: what the default device computes natively (OpenVINO CPU: FP32, BF16, INT8...); empty: not reported
+    capabilities: tuple[str, ...] = ()
 
 
 class Session(Protocol):

@@ -156,8 +156,9 @@ class OpenVINOProvider:
         core = _core()
         devices = tuple(core.available_devices)
         names = {d: str(core.get_property(d, "FULL_DEVICE_NAME")) for d in devices}
+        caps = tuple(str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")) if "CPU" in devices else ()
         return ProbeResult(
-            True, f"openvino {ov.get_version().split('-')[0]}: {', '.join(devices)}", devices, {"names": names}
+            True, f"openvino {ov.get_version().split('-')[0]}: {', '.join(devices)}", devices, {"names": names}, caps
         )
 
     def open(self, model_path: Path, options: ProviderOptions | None = None) -> Session:

@@ -38,13 +38,13 @@ ALPHA_EPS = 1.0 / 1024
 FALLBACK_MEMORY = 2 << 30  # when free memory cannot be read
 # Measured (span-x2-ch48, 1600x1200, OpenVINO): tile 128/256/512/768 took 9.95/7.05/6.09/5.91 s.
 # With edge tiles unpadded and overlaps measured per architecture, 768 keeps every architecture
-# but ESRGAN (memory-bound at ~244 px) at <= 1.04x the pixels of a 12 MP photo (bench/results/overlap.json).
+# but ESRGAN (memory-bound: 368-494 px tiles on OpenVINO) at <= 1.04x the pixels of a 12 MP photo (bench/results/overlap.json).
 MAX_AUTO_TILE = 768
 #: bytes of model activations an auto tile may use: a quarter of the memory available, at least
 #: TILE_MEMORY_FLOOR (what every machine had before, if it has that much) and at most
 #: TILE_MEMORY_CAP; PIXELIFT_TILE_MEMORY sets it. ESRGAN on OpenVINO (8.6 KB/px measured) at
-#: 20 GB available: a 0.25 MP photo in one run instead of 6 tiles (1.28x the pixels), 12 MP at
-#: 1.24x the pixels instead of 1.36x
+#: 20 GB available: a 0.25 MP photo in one run instead of 4 tiles (1.28x the pixels), 12 MP at
+#: 1.27x the pixels instead of 1.36x
 TILE_MEMORY_FLOOR = 3 << 30
 TILE_MEMORY_CAP = 8 << 30
 TILE_MEMORY_SHARE = 4
