@@ -33,6 +33,7 @@ from pixelift.artifacts.targets import Target
 from pixelift.errors import PixeliftError
 from pixelift.metrics import psnr
 from pixelift.paths import atomic_write_bytes, writable
+from pixelift.providers.base import ProbeResult
 from pixelift.providers.microbench import time_session
 from pixelift.providers.table import cpu_backends, provider_options
 
@@ -254,13 +255,9 @@ def missing_hint(precision: str, providers: Sequence[str], model_id: str) -> str
     probes = {p: get_provider(p).probe(read_machine()) for p in sorted(runners)}
     if not any(p.available for p in probes.values()):
         return "; ".join(p.reason for p in probes.values())
-    lacking = [
-        f"{c.provider} needs {c.needs}, which this device does not report ({', '.join(probes[c.provider].capabilities)})"
-        for c in rows(precision=precision)
-        if c.provider in probes and c.needs is not None and c.needs not in probes[c.provider].capabilities
-    ]
-    if lacking and len(lacking) == len([c for c in rows(precision=precision) if c.provider in probes]):
-        return "; ".join(lacking)
+    why = [_lacks(c, probes[c.provider]) for c in rows(precision=precision) if c.provider in probes]
+    if all(why):  # every row here needs what the device lacks: no export would help
+        return "; ".join(w for w in why if w)
     return f"run: pixelift export --precision {precision} {model_id}"
 
 
@@ -279,10 +276,17 @@ def runnable(cap: Capability) -> bool:
     probe = probe_all().get(cap.provider)
     if probe is None or not probe.available:
         return False
-    if cap.needs is not None and cap.needs not in probe.capabilities:
-        log.info("%s: not offered: the device reports no %s (%s)", cap.key, cap.needs, ", ".join(probe.capabilities))
-        return False
-    return True
+    why = _lacks(cap, probe)
+    if why:
+        log.info("%s: not offered: %s", cap.key, why)
+    return why is None
+
+
+def _lacks(cap: Capability, probe: ProbeResult) -> str | None:
+    """Why ``probe``'s device cannot run row ``cap`` as labelled; None when it can."""
+    if cap.needs is None or cap.needs in probe.capabilities:
+        return None
+    return f"{cap.provider} needs {cap.needs}, which this device does not report ({', '.join(probe.capabilities)})"
 
 
 def measure_model(

@@ -81,7 +81,8 @@ def _ov(bytes_per_input_pixel: float) -> tuple[tuple[str, float], ...]:
 # 1%, FFDNet's re-measured with VmHWM); overlaps
 # 2026-12-03 with bench/overlap.py (worst of 4 photo crops 128x192, tile 64, >= 60 dB vs whole;
 # bench/results/overlap.json). ESRGAN: 32 (49.6 dB worst, 56.3 mean at tile 64; 48 gives 56.0
-# worst but, with its memory-bound ~212 px tiles, 2.07x the pixels of a 12 MP photo against 1.58x).
+# worst but, with the ~212 px tiles onnxruntime's footprint then allowed, 2.07x the pixels of a 12 MP
+# photo against 1.58x).
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
