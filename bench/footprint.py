@@ -5,7 +5,7 @@ two sizes; the slope between them is the bytes per input pixel that the tile cho
 (onnxruntime CPU: ``Architecture.bytes_per_input_pixel``; OpenVINO, compiled for the tile's
 static shape at the f32 hint, its largest: ``Architecture.backend_bytes_per_input_pixel``).
 
-    python -m bench.footprint [--models ID ...] [--backends cpu openvino]
+    python -m bench.footprint [--models ID ...] [--backends cpu openvino ncnn]
 """
 
 from __future__ import annotations
@@ -48,8 +48,22 @@ x = np.random.default_rng(0).random((1, channels, size, size), dtype=np.float32)
 req.infer({0: x})
 print(peak())
 """,
+    # the ncnn-fp32 artifact through pixelift's session (contract included), fp32 storage (its largest)
+    "ncnn": PEAK
+    + r"""
+import sys, numpy as np
+from pathlib import Path
+from pixelift.providers.ncnn import NcnnProvider, NcnnOptions
+path, size, channels = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = NcnnProvider().open(Path(path), NcnnOptions(threads=2))
+x = np.random.default_rng(0).random((1, channels, size, size), dtype=np.float32)
+s.run(x)
+print(peak())
+""",
 }
 
+#: the artifact each child runs
+TARGET = {"cpu": "onnx-fp32", "openvino": "onnx-fp32", "ncnn": "ncnn-fp32"}
 SIZES = (64, 256)
 DEFAULT_IDS = (
     "realesrgan-x4plus",
@@ -71,7 +85,8 @@ def peak_rss(path: str, size: int, channels: int = 3, backend: str = "cpu") -> i
 
 def main() -> None:
     from pixelift import models
-    from pixelift.export import to_onnx
+    from pixelift.export.ncnn import refusal
+    from pixelift.export.targets import build
     from pixelift.models.architectures import input_channels
 
     ap = argparse.ArgumentParser()
@@ -83,9 +98,12 @@ def main() -> None:
     for mid in args.models:
         spec = models.get(mid)
         size_a, size_b = (spec.alignment * (s // spec.alignment) for s in args.sizes)
-        path = str(to_onnx(mid).path)
         channels = input_channels(spec.architecture)
         for backend in args.backends:
+            target = TARGET[backend]
+            if refusal(spec) and target == "ncnn-fp32":
+                continue
+            path = str(build(mid, target).path)
             a, b = peak_rss(path, size_a, channels, backend), peak_rss(path, size_b, channels, backend)
             per_px = (b - a) / (size_b * size_b - size_a * size_a)
             rows.append(

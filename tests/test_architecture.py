@@ -168,6 +168,7 @@ class _FakeProvider:
     devices: tuple[str, ...] = ("NPU0",)
     accelerator_devices: tuple[str, ...] = ()
     options_type: type[ProviderOptions] = _FakeOptions
+    suffixes: tuple[str, ...] = (".onnx",)
 
     def __init__(self) -> None:
         self.opened_with: list[_FakeOptions] = []

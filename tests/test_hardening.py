@@ -30,7 +30,7 @@ from pixelift.errors import (
 )
 from pixelift.export import to_onnx
 from pixelift.ids import inside, validate_id
-from pixelift.providers import PROVIDERS, ProbeResult, ProviderError
+from pixelift.providers import PROVIDERS, ProbeResult, ProviderError, probe_all
 from pixelift.samples import sample_photo
 
 MODEL = "span-x2-ch48"
@@ -140,7 +140,7 @@ def test_user_spec_files_are_validated_when_read_back(pixelift_home: Path, caplo
 
 # --- 2. an absent accelerator ----------------------------------------------------------------------
 
-ABSENT = [n for n in PROVIDERS if n not in ("cpu", "openvino")] + ["openvino:GPU", "openvino:NPU"]
+ABSENT = [n for n, probe in probe_all().items() if not probe.available] + ["openvino:GPU", "openvino:NPU"]
 PRECISIONS = ["auto", "fp32", "bf16", "fp16", "int8"]
 
 
@@ -163,7 +163,7 @@ def test_absent_provider_falls_back_loudly_or_raises_when_strict(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["cpu", "openvino"])
+@pytest.mark.parametrize("name", ["cpu", "openvino", "ncnn"])
 def test_present_provider_made_absent_by_a_fake(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from pixelift.runtime.session import clear_cache
 
@@ -512,12 +512,13 @@ def test_bf16_without_openvino_names_the_extra(monkeypatch: pytest.MonkeyPatch, 
     from pixelift.runtime.session import clear_cache
 
     clear_cache()
-    monkeypatch.setattr(
-        PROVIDERS["openvino"], "probe", lambda facts: ProbeResult(False, "openvino is not installed: pip install 'pixelift[openvino]'")
-    )
+    for name in ("openvino", "ncnn"):  # the providers with a bf16 row here
+        monkeypatch.setattr(
+            PROVIDERS[name], "probe", lambda facts, n=name: ProbeResult(False, f"{n} is not installed: pip install 'pixelift[{n}]'")
+        )
     with caplog.at_level(logging.WARNING, logger="pixelift"):
         Enhancer(MODEL, precision="bf16").enhance(sample_photo()[:16, :16])
-    assert "pixelift[openvino]" in caplog.text
+    assert "pixelift[openvino]" in caplog.text and "pixelift[ncnn]" in caplog.text
     with pytest.raises(ProviderError, match=r"pixelift\[openvino\]"):
         Enhancer(MODEL, precision="bf16", provider="openvino", strict=True).enhance(sample_photo()[:16, :16])
     clear_cache()

@@ -341,7 +341,8 @@ def test_auto_precision_falls_back_row_by_row_when_a_backend_breaks(monkeypatch:
 
     monkeypatch.setattr(PROVIDERS["openvino"], "open", broken)
     lm = session.load("span-x2-ch48", Request(), precision="auto")
-    assert lm.provider == "cpu" and lm.artifact.path.suffix == ".onnx"
+    # the next row (onnxruntime's, or ncnn's original graph) on a file its provider opens
+    assert lm.provider != "openvino" and lm.artifact.path.suffix in PROVIDERS[lm.provider].suffixes
     rejected = dict(lm.selection.rejected)
     assert any(k.startswith("openvino:") and "GPU driver reset" in v for k, v in rejected.items())
     with pytest.raises(Exception, match="GPU driver reset"):

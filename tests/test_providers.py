@@ -109,7 +109,10 @@ def test_default_order_and_every_rejection_has_a_reason() -> None:
     everything = _probes(tensorrt=True, cuda=True, coreml=True, openvino=True, openvino_gpu=True, cpu=True)
     p = plan(Request(), everything, cpu_ranker=lambda: (["openvino", "cpu"], "measured"))
     assert [c.label for c in p.candidates] == ["tensorrt", "cuda", "coreml", "openvino:GPU", "openvino", "cpu"]
-    laptop = plan(Request(), _probes(openvino=True, cpu=True), cpu_ranker=lambda: (["cpu", "openvino"], "measured"))
+    # an ONNX file: ncnn (which opens only its .param graphs) is no candidate, missing or not
+    laptop = plan(
+        Request(), _probes(openvino=True, cpu=True), cpu_ranker=lambda: (["cpu", "openvino"], "measured"), suffix=".onnx"
+    )
     assert [c.label for c in laptop.candidates] == ["cpu", "openvino"]
     assert dict(laptop.rejected) == {
         "tensorrt": "tensorrt missing",
@@ -154,6 +157,7 @@ class FakeProvider:
     devices: tuple[str, ...] = ()
     accelerator_devices: tuple[str, ...] = ()
     options_type: type[ProviderOptions] = ProviderOptions
+    suffixes: tuple[str, ...] = (".onnx",)
 
     def __init__(self, name: str, *, open_error: Exception | None = None, run_error: Exception | None = None) -> None:
         self.name, self.open_error, self.run_error = name, open_error, run_error

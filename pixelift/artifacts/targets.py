@@ -17,6 +17,7 @@ class Format(StrEnum):
     ONNX = "onnx"
     OPENVINO_IR = "openvino-ir"
     COREML = "coreml"
+    NCNN = "ncnn"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class Target:
     note: str = ""
     #: measured for fidelity and speed as a row of the capability table (SE-sync is a helper graph)
     measured: bool = True
+    #: built straight from the model's own weight files of this source kind (no conversion,
+    #: seconds): the runtime builds it on first use where a provider runs it
+    from_source: str | None = None
 
 
 ONNX_FP32 = "onnx-fp32"
@@ -47,6 +51,15 @@ TARGETS: dict[str, Target] = {
         Target("openvino-fp16", Format.OPENVINO_IR, "fp16", "model.xml", "IR with weights compressed to fp16"),
         Target("openvino-int8", Format.OPENVINO_IR, "int8", "model.xml", "NNCF post-training quantization, convs only"),
         # run by the coreml-native provider (macOS); pixelift.export.coreml validates it anywhere
+        # the original graph copied from its package; run by the ncnn provider (not every model has one)
+        Target(
+            "ncnn-fp32",
+            Format.NCNN,
+            "fp32",
+            "model.param",
+            "the zoo's original ncnn graph, with its contract (border, residual)",
+            from_source="ncnn-package",
+        ),
         Target("coreml-fp16", Format.COREML, "fp16", "model.mlpackage", "ML Program, fp16 compute, RangeDim H/W"),
     )
 }

@@ -91,7 +91,7 @@ def _ncnn(cfg: dict[str, Any]) -> tuple[Any, Any]:
     spec = get(cfg["model"])
     src = next(s for s in spec.sources if isinstance(s, NcnnPackageSource))
     param, binf = src.files()
-    net = NcnnNet(param, binf, threads=cfg["threads"], bf16_storage=cfg["precision"] == "bf16")
+    net = NcnnNet(param, binf, threads=cfg["threads"], storage="bf16" if cfg["precision"] == "bf16" else "fp32")
 
     def run(x: np.ndarray) -> np.ndarray:  # same contract as the oracle and the exported model
         return contract_run(spec, net, x[0])[None]

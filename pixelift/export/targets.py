@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 def _registry() -> dict[str, Callable[..., Artifact]]:
     from pixelift.export import to_onnx, to_onnx_se
     from pixelift.export.coreml import to_coreml
+    from pixelift.export.ncnn import to_ncnn
     from pixelift.export.openvino_int8 import to_openvino_int8
     from pixelift.export.precision import to_fp16, to_int8, to_openvino_ir
 
@@ -36,6 +37,7 @@ def _registry() -> dict[str, Callable[..., Artifact]]:
         "openvino-fp16": functools.partial(to_openvino_ir, fp16=True),
         "openvino-int8": to_openvino_int8,
         "coreml-fp16": to_coreml,
+        "ncnn-fp32": to_ncnn,
     }
 
 
@@ -57,7 +59,7 @@ def build(model_id: str, target: str, *, force: bool = False) -> Artifact:
 
 
 #: a target format that needs a runtime to build (and measure)
-FORMAT_NEEDS = {Format.OPENVINO_IR: "openvino"}
+FORMAT_NEEDS = {Format.OPENVINO_IR: "openvino", Format.NCNN: "ncnn"}
 
 
 def export_precision(model_id: str, precision: str, **kw: Any) -> list[Artifact]:
@@ -71,6 +73,9 @@ def export_precision(model_id: str, precision: str, **kw: Any) -> list[Artifact]
         # derived targets only: onnx-fp32 is out[0]; Core ML has its own flag (export --coreml)
         if target is None or name == ONNX_FP32 or target.format == Format.COREML or target.precision != precision:
             continue
+        if target.from_source is not None and not _has_source(model_id, target.from_source):
+            log.info("%s: %s skipped: the model has no %s weights", model_id, name, target.from_source)
+            continue
         needs = FORMAT_NEEDS.get(target.format)
         if needs is not None and not P.probe_available(needs):
             log.info("%s: %s skipped: %s is not available", model_id, name, needs)
@@ -79,6 +84,12 @@ def export_precision(model_id: str, precision: str, **kw: Any) -> list[Artifact]
         out.append(make(model_id, **{k: v for k, v in kw.items() if k in params}))
     P.measure_model(model_id, precisions=(precision,))
     return [find(model_id, a.target) or a for a in out]
+
+
+def _has_source(model_id: str, kind: str) -> bool:
+    from pixelift.models import get as get_spec
+
+    return any(s.kind == kind for s in get_spec(model_id).sources)
 
 
 __all__ = ["FORMAT_NEEDS", "build", "builders", "export_precision"]

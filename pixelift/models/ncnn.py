@@ -8,6 +8,7 @@ exactly to its last byte; a short or over-long file raises ``WeightFormatError``
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,34 @@ def load(param_path: Path, bin_path: Path) -> NcnnModel:
     graph = parse_param(param_path.read_text(encoding="utf-8", errors="strict"), source=str(param_path))
     weights = read_bin(graph, bin_path.read_bytes(), source=str(bin_path))
     return NcnnModel(graph, weights, param_path, bin_path)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """How an original ncnn graph meets the :class:`~pixelift.models.spec.ModelSpec` contract:
+    the input is reflect-padded by ``border`` on each side, run, and the output centre-cropped
+    to ``scale`` times the unpadded size; ``residual="nearest"`` (Real-CUGAN x4) adds the
+    nearest-upsampled input, which the original app does in a shader."""
+
+    scale: int
+    border: int = 0
+    residual: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale < 1 or self.border < 0 or self.residual not in (None, "nearest"):
+            raise ValueError(f"bad ncnn contract: {self}")
+
+    def apply(self, run: Callable[[np.ndarray], np.ndarray], chw: np.ndarray) -> np.ndarray:
+        """``run`` (one CHW float32 image through the graph) under the contract."""
+        b, s = self.border, self.scale
+        _, h, w = chw.shape
+        padded = np.pad(chw, ((0, 0), (b, b), (b, b)), mode="reflect") if b else chw
+        out = run(np.ascontiguousarray(padded, dtype=np.float32))
+        oh, ow = h * s, w * s
+        top, left = (out.shape[1] - oh) // 2, (out.shape[2] - ow) // 2
+        if top < 0 or left < 0:
+            raise WeightFormatError(f"ncnn output {out.shape} is smaller than {oh}x{ow}: the contract does not fit")
+        out = out[:, top : top + oh, left : left + ow]
+        if self.residual == "nearest":
+            out = out + chw.repeat(s, axis=1).repeat(s, axis=2)
+        return out

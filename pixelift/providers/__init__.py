@@ -7,7 +7,7 @@ from pixelift.providers.base import ProbeResult, Provider, ProviderError, Role, 
 from pixelift.providers.machine import MachineFacts, read_machine
 from pixelift.providers.options import ProviderOptions
 from pixelift.providers.select import Request, Selection, open_session, plan, probe_all, requested_unavailable
-from pixelift.providers.table import PROVIDERS, cpu_backends, provider_choices, provider_options, with_role
+from pixelift.providers.table import PROVIDERS, cpu_backends, opening, provider_choices, provider_options, with_role
 
 
 def validate_provider(value: str) -> str:
@@ -46,6 +46,7 @@ __all__ = [
     "cpu_backends",
     "get_provider",
     "open_session",
+    "opening",
     "plan",
     "probe_all",
     "provider_choices",

@@ -68,6 +68,9 @@ class Provider(Protocol):
     accelerator_devices: tuple[str, ...]
     #: the options ``open`` takes (a provider with ``devices`` has a ``device`` option)
     options_type: type[ProviderOptions]
+    #: the model files it opens, by suffix (an ncnn graph is not an ONNX file): selection
+    #: offers a provider only the files it can open
+    suffixes: tuple[str, ...]
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         """Is the backend usable here? Cheap, no side effects, builds no session."""

@@ -83,6 +83,7 @@ class CoreMLProvider:
     devices: tuple[str, ...] = ()
     accelerator_devices: tuple[str, ...] = ()
     options_type: type[ProviderOptions] = CoreMLOptions
+    suffixes: tuple[str, ...] = (".onnx",)
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if not facts.apple_silicon:

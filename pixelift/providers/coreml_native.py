@@ -53,6 +53,7 @@ class CoreMLNativeProvider:
     devices: tuple[str, ...] = ()
     accelerator_devices: tuple[str, ...] = ()
     options_type: type[ProviderOptions] = CoreMLNativeOptions
+    suffixes: tuple[str, ...] = (".mlpackage",)
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if facts.os != "Darwin":

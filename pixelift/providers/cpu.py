@@ -25,6 +25,7 @@ class CpuProvider:
     devices: tuple[str, ...] = ()
     accelerator_devices: tuple[str, ...] = ()
     options_type: type[ProviderOptions] = CpuOptions
+    suffixes: tuple[str, ...] = (".onnx",)
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if not ort.installed():

@@ -56,6 +56,7 @@ class CudaProvider:
     devices: tuple[str, ...] = ()
     accelerator_devices: tuple[str, ...] = ()
     options_type: type[ProviderOptions] = CudaOptions
+    suffixes: tuple[str, ...] = (".onnx",)
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         return probe_nvidia(facts, EP, ort.build_eps())

@@ -147,6 +147,7 @@ class OpenVINOProvider:
     devices: tuple[str, ...] = DEVICES
     accelerator_devices: tuple[str, ...] = ("GPU", "NPU")  # ranked above the CPU backends when present
     options_type: type[ProviderOptions] = OpenVINOOptions
+    suffixes: tuple[str, ...] = (".onnx", ".xml")
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if importlib.util.find_spec("openvino") is None:

@@ -122,7 +122,15 @@ def requested_unavailable(request: Request, probes: dict[str, ProbeResult]) -> t
     return label, why
 
 
-def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker | None = None) -> Plan:
+def plan(
+    request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker | None = None, suffix: str | None = None
+) -> Plan:
+    """The candidates, best first, and the providers passed over with why. ``suffix``: the
+    model file's; a provider that cannot open such files is no candidate (named when requested)."""
+
+    def opens(pname: str) -> bool:
+        return suffix is None or suffix in PROVIDERS[pname].suffixes
+
     def options(pname: str, device: str | None = None) -> ProviderOptions:
         return provider_options(pname, {"device": device} if device else None, base=request.options)
 
@@ -132,13 +140,15 @@ def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker
     device = device_text.upper() or None
     if request.provider != "auto":
         missing = requested_unavailable(request, probes)
+        if missing is None and not opens(name):
+            missing = (_label(name, device), f"{name} opens {', '.join(PROVIDERS[name].suffixes)} files, not {suffix}")
         if missing is None:
             cands.append(Candidate(_label(name, device), name, options(name, device), "requested"))
         else:
             rejected.append(missing)
         if request.strict:
             return Plan(tuple(cands), tuple(rejected))
-    for pname in with_role(Role.ACCELERATOR):
+    for pname in filter(opens, with_role(Role.ACCELERATOR)):
         if any(c.provider == pname for c in cands) or any(label == pname for label, _ in rejected):
             continue  # the requested one, already judged above
         probe = probes[pname]
@@ -147,6 +157,8 @@ def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker
         else:
             rejected.append((pname, probe.reason))
     for pname, provider in PROVIDERS.items():  # devices of other providers that rank as accelerators
+        if not opens(pname):
+            continue
         probe = probes[pname]
         for dev in provider.accelerator_devices:
             label = _label(pname, dev)
@@ -155,7 +167,7 @@ def plan(request: Request, probes: dict[str, ProbeResult], cpu_ranker: CpuRanker
                     cands.append(Candidate(label, pname, options(pname, dev), f"{pname} {dev} device"))
             elif not any(seen == label for seen, _ in rejected):
                 rejected.append((label, probe.reason if not probe.available else f"no {pname} {dev} device"))
-    cpu_names = with_role(Role.CPU)
+    cpu_names = tuple(filter(opens, with_role(Role.CPU)))
     cpu_backends = [n for n in cpu_names if probes.get(n) and probes[n].available]
     for n in cpu_names:
         if n not in cpu_backends:
@@ -204,7 +216,7 @@ def open_session(
     cpu_ranker: CpuRanker | None = None,
 ) -> Selection:
     """Open a session on the best candidate that works; log and record every rejection."""
-    the_plan = plan(request, probes if probes is not None else probe_all(), cpu_ranker)
+    the_plan = plan(request, probes if probes is not None else probe_all(), cpu_ranker, model_path.suffix)
     rejected = list(the_plan.rejected)
     for cand in the_plan.candidates:
         stage = "open"

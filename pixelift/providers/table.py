@@ -16,6 +16,7 @@ from pixelift.providers.coreml import CoreMLProvider
 from pixelift.providers.coreml_native import CoreMLNativeProvider
 from pixelift.providers.cpu import CpuProvider
 from pixelift.providers.cuda import CudaProvider
+from pixelift.providers.ncnn import NcnnProvider
 from pixelift.providers.openvino import OpenVINOProvider
 from pixelift.providers.options import ProviderOptions, parse
 from pixelift.providers.tensorrt import TensorRTProvider
@@ -28,6 +29,7 @@ PROVIDERS: dict[str, Provider] = {
         CoreMLProvider(),
         OpenVINOProvider(),
         CpuProvider(),
+        NcnnProvider(),
         CoreMLNativeProvider(),
     )
 }
@@ -40,6 +42,11 @@ def with_role(role: Role) -> tuple[str, ...]:
 
 def cpu_backends() -> tuple[str, ...]:
     return with_role(Role.CPU)
+
+
+def opening(suffix: str, names: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """Of ``names`` (default: every provider), those that open model files ending in ``suffix``."""
+    return tuple(n for n in (PROVIDERS if names is None else names) if suffix in PROVIDERS[n].suffixes)
 
 
 def provider_choices() -> list[str]:

@@ -73,6 +73,7 @@ class TensorRTProvider:
     devices: tuple[str, ...] = ()
     accelerator_devices: tuple[str, ...] = ()
     options_type: type[ProviderOptions] = TensorRTOptions
+    suffixes: tuple[str, ...] = (".onnx",)
 
     def probe(self, facts: MachineFacts) -> ProbeResult:
         base = probe_nvidia(facts, EP, ort.build_eps())

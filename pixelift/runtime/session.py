@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from dataclasses import dataclass, replace
@@ -10,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from pixelift.artifacts import ONNX_FP32, Artifact, Builder, resolve_artifact
-from pixelift.errors import ArtifactMissingError, UsageError
+from pixelift.artifacts import ONNX_FP32, TARGETS, Artifact, Builder, find, resolve_artifact
+from pixelift.errors import ArtifactMissingError, PixeliftError, UsageError
 from pixelift.models.architectures import pack
 from pixelift.models.spec import ModelSpec
 from pixelift.providers import (
@@ -22,6 +21,7 @@ from pixelift.providers import (
     Selection,
     cpu_backends,
     open_session,
+    opening,
     probe_all,
     provider_options,
     read_machine,
@@ -64,7 +64,7 @@ def load(
     fast: bool = False,
     builder: Builder | None = None,
 ) -> LoadedModel:
-    if precision != "fp32":
+    if precision != "fp32" or not _opens_onnx(request):
         return _load_precision(model_id, request, precision, fast, auto_export, builder)
     art = resolve_artifact(model_id, ONNX_FP32, builder=builder, auto_build=auto_export)
     spec = ModelSpec.from_dict(dict(art.manifest.spec))
@@ -75,7 +75,7 @@ def load(
         def opener(name: str):  # type: ignore[no-untyped-def]
             return PROVIDERS[name].open(art.path, provider_options(name, base=request.options))
 
-        contenders = cpu_backends()
+        contenders = opening(".onnx", cpu_backends())
         choice = faster_cpu_backend(art.path, art.sha256, read_machine().fingerprint(), x, opener, contenders)
         loser = [n for n in contenders if n != choice.winner]
         return [choice.winner, *loser], choice.reason()
@@ -86,6 +86,52 @@ def load(
             sel = open_session(art.path, request, probe_input=x, scale=spec.scale, cpu_ranker=rank_cpu)
             _CACHE[key] = sel
     return LoadedModel(spec, art, sel)
+
+
+def _opens_onnx(request: Request) -> bool:
+    """Whether the provider a request names (any, for ``auto``) opens the fp32 ONNX artifact;
+    one that runs only its own artifacts (ncnn) is reached through the capability table."""
+    name = request.provider.partition(":")[0]
+    return request.provider == "auto" or name not in PROVIDERS or ".onnx" in PROVIDERS[name].suffixes
+
+
+def _fp32_fallback(
+    model_id: str, request: Request, why: str, auto_export: bool, builder: Builder | None
+) -> LoadedModel:
+    """The fp32 path; a requested provider that cannot open the fp32 ONNX (and has no row of
+    its own that ran) gives way to automatic selection, recorded, or raises when strict."""
+    if _opens_onnx(request):
+        return load(model_id, request, auto_export=auto_export, builder=builder)
+    if request.strict:
+        raise ProviderError(f"provider {request.provider} (strict): {why}")
+    log.warning("provider %s cannot run %s (%s); falling back to automatic selection", request.provider, model_id, why)
+    lm = load(model_id, replace(request, provider="auto"), auto_export=auto_export, builder=builder)
+    sel = lm.selection
+    return replace(lm, selection=replace(sel, rejected=((request.provider, why), *sel.rejected)))
+
+
+def _build_companions(
+    model_id: str, spec: ModelSpec, providers: tuple[str, ...], auto_export: bool, builder: Builder | None
+) -> None:
+    """Targets made straight from the model's own weight files (the ncnn original: a copy and a
+    parity check, no conversion) are built on first use where a provider here runs them."""
+    from pixelift import precision as P
+
+    kinds = {s.kind for s in spec.sources}
+    for name, target in TARGETS.items():
+        if target.from_source not in kinds or find(model_id, name) is not None:
+            continue
+        if not any(c.target == name and c.provider in providers and P.runnable(c) for c in P.CAPABILITIES):
+            continue
+        if not auto_export:
+            log.info("%s: no %s artifact (auto export is off); its rows are not measured", model_id, name)
+            continue
+        try:
+            resolve_artifact(model_id, name, builder=builder, auto_build=True)
+        except ArtifactMissingError as exc:  # this install cannot build (no export extra)
+            log.info("%s: %s", model_id, exc)
+        except PixeliftError as exc:
+            log.warning("%s: the %s artifact could not be built (%s); its rows are not measured", model_id, name, exc)
 
 
 def _accelerator_available(request: Request) -> bool:
@@ -111,7 +157,12 @@ def _load_precision(
         label, why = missing
         auto = _load_precision(model_id, replace(request, provider="auto"), precision, fast, auto_export, builder)
         return replace(auto, selection=replace(auto.selection, rejected=((label, why), *auto.selection.rejected)))
-    fp32_load = functools.partial(load, model_id, request, auto_export=auto_export, builder=builder)
+
+    def fp32_load(why: str = "no row of its own ran") -> LoadedModel:
+        if precision != "fp32" and not _opens_onnx(request):  # the provider asked for, at fp32
+            return _load_precision(model_id, request, "fp32", False, auto_export, builder)
+        return _fp32_fallback(model_id, request, why, auto_export, builder)
+
     name, _, device = request.provider.partition(":")
     if device or (request.provider == "auto" and _accelerator_available(request)):
         # accelerators: the fp32 path and its provider ranking (fidelity is measured on CPU backends)
@@ -135,6 +186,7 @@ def _load_precision(
         if hit is not None:
             return hit
         wanted = P.PRECISIONS if precision == "auto" else ("fp32", precision)
+        _build_companions(model_id, spec, providers, auto_export, builder)
         records = P.measure_model(model_id, providers=providers, precisions=wanted)
         rows = [m for m in P.measured_rows(records) if precision == "auto" or m.capability.precision == precision]
         if spec.half_safe is False:
@@ -144,7 +196,7 @@ def _load_precision(
             if not any(m.meets(gate) for m in rows):
                 # nothing measured on these providers (none could run a row): the fp32 path decides
                 log.warning("%s: no measured precision row on %s; running fp32", model_id, ", ".join(providers))
-                return fp32_load()
+                return fp32_load(f"no measured row of {model_id} on {', '.join(providers)}")
             best, passed = P.choose_auto(rows, gate)
             if fast and not any(m.capability.precision == "int8" for m in rows):
                 log.warning(
@@ -162,7 +214,7 @@ def _load_precision(
                 if request.strict:
                     raise ProviderError(f"{msg} ({hint})")
                 log.warning("%s (%s); using fp32", msg, hint)
-                return fp32_load()
+                return fp32_load(f"{msg} ({hint})")
             order = sorted(rows, key=lambda m: (not m.finite, m.seconds))
             if not order[0].meets(gate):
                 log.warning(

@@ -1,0 +1,203 @@
+"""The ncnn provider: the zoo's original graphs as an artifact, a session that keeps the
+model contract, capability rows that auto measures, and every request it can get.
+
+Small models only (span-x2-ch48, waifu2x-photo-x2 for a border); thresholds in dB on real photos.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pixelift import precision as P
+from pixelift.errors import ExportError, InferenceOutOfMemoryError
+from pixelift.metrics import psnr
+from pixelift.samples import sample_photo, to_chw
+
+pytest.importorskip("ncnn")
+
+SPAN = "span-x2-ch48"
+BORDERED = "waifu2x-photo-x2"  # border 7: the session pads, runs and crops like the original app
+
+
+def _ncnn(model_id: str):  # type: ignore[no-untyped-def]
+    from pixelift.export.ncnn import to_ncnn
+
+    return to_ncnn(model_id)
+
+
+@pytest.mark.parametrize("model_id", [SPAN, BORDERED])
+def test_the_ncnn_target_is_the_verified_original(model_id: str) -> None:
+    from pixelift.export.ncnn import ncnn_source
+    from pixelift.models import get
+    from pixelift.paths import sha256_file
+
+    art = _ncnn(model_id)
+    src_param, src_bin = ncnn_source(get(model_id)).files()  # type: ignore[union-attr]
+    assert sha256_file(art.path) == sha256_file(src_param)
+    assert sha256_file(art.file("model.bin")) == sha256_file(src_bin)
+    contract = json.loads(art.file("contract.json").read_text())
+    assert contract["border"] == get(model_id).border and contract["scale"] == get(model_id).scale
+    assert art.parity_passed and all(c["psnr_db"] >= 60.0 for c in art.manifest["parity"]["checks"])
+
+
+@pytest.mark.parametrize(
+    ("model_id", "why"),
+    [("ffdnet-rgb", "no ncnn original"), ("realcugan-se-x2", "SE-sync ONNX graph")],
+)
+def test_models_without_a_usable_original_have_no_ncnn_target(model_id: str, why: str) -> None:
+    with pytest.raises(ExportError, match=why):
+        _ncnn(model_id)
+
+
+@pytest.mark.parametrize("model_id", [SPAN, BORDERED])
+def test_ncnn_enhances_like_onnx_whole_and_tiled(model_id: str) -> None:
+    from pixelift import Enhancer
+    from pixelift.runtime.enhancer import TileOptions
+
+    _ncnn(model_id)
+    img = sample_photo()[40:200, 24:216]  # 160x192 of a real photo
+    ref = Enhancer(model_id, provider="cpu", precision="fp32", tiles=TileOptions(tile=None)).enhance(img)
+    whole_enh = Enhancer(model_id, provider="ncnn", precision="fp32", strict=True, tiles=TileOptions(tile=None))
+    whole = whole_enh.enhance(img)
+    assert whole_enh.loaded()[0].provider == "ncnn" and whole_enh.loaded()[0].precision == "fp32"
+    tiled = Enhancer(model_id, provider="ncnn", precision="fp32", strict=True, tiles=TileOptions(tile=64)).enhance(img)
+    assert whole.shape == ref.shape == tiled.shape
+    assert psnr(ref.astype(np.float32) / 255, whole.astype(np.float32) / 255) >= 50.0
+    assert psnr(whole.astype(np.float32) / 255, tiled.astype(np.float32) / 255) >= 50.0
+
+
+def test_ncnn_rows_are_measured_and_bf16_storage_keeps_fidelity() -> None:
+    _ncnn(SPAN)
+    records = P.measure_model(SPAN, providers=("ncnn",))
+    bf16 = records["ncnn:bf16@ncnn-fp32"]
+    fp32 = records["ncnn:fp32@ncnn-fp32"]
+    assert fp32.psnr_db is not None and fp32.psnr_db >= 60.0, fp32  # the original vs the ONNX export
+    assert bf16.finite and bf16.psnr_db is not None and bf16.psnr_db >= P.HIGH_FIDELITY_DB, bf16
+    assert bf16.per_image_db is not None and set(bf16.per_image_db) == {n for n, _ in P.heldout_images()}
+
+
+def test_the_fp16_row_needs_fp16_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ncnn's fp16 storage on x86 silently computes fp32: the row is offered only where the probe
+    reports FP16 (ARM), as OpenVINO's bf16 row needs BF16."""
+    from dataclasses import replace
+
+    from pixelift.providers import PROVIDERS
+    from pixelift.providers.select import probe_all
+
+    (row,) = P.rows("ncnn", "fp16")
+    real = probe_all()["ncnn"]
+    for caps, offered in ((("FP32", "BF16_STORAGE"), False), (("FP32", "BF16_STORAGE", "FP16"), True)):
+        monkeypatch.setattr(PROVIDERS["ncnn"], "probe", lambda facts, c=caps: replace(real, capabilities=c))
+        assert P.runnable(row) == offered
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16", "fp16", "int8"])
+def test_every_request_for_ncnn_has_a_defined_outcome(
+    precision: str, strict: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--provider ncnn x precision x strict, for a model with an original and one without."""
+    from pixelift.providers import ProviderError, Request
+    from pixelift.runtime import session
+
+    _ncnn(SPAN)
+    session.clear_cache()
+    runs_here = precision in ("auto", "fp32", "bf16")  # fp16 needs ARM; int8 is not an ncnn row
+    if strict and not runs_here:
+        with pytest.raises(ProviderError, match=f"no {precision} artifact runnable on ncnn"):
+            session.load(SPAN, Request("ncnn", strict=True), precision=precision)
+    else:
+        with caplog.at_level(logging.WARNING, logger="pixelift"):
+            lm = session.load(SPAN, Request("ncnn", strict=strict), precision=precision)
+        assert lm.provider == "ncnn"  # a precision ncnn lacks runs ncnn's fp32, and says so
+        assert lm.precision == (precision if precision in ("fp32", "bf16") else lm.precision)
+        if not runs_here:
+            assert lm.precision == "fp32" and f"no {precision} artifact runnable on ncnn" in caplog.text
+        y = lm.selection.session.run(to_chw(sample_photo()[:32, :40])[None])
+        assert y.shape == (1, 3, 64, 80)
+    # a model with no ncnn original: automatic selection, recorded; strict raises
+    session.clear_cache()
+    if strict:
+        why = "ffdnet-rgb has none" if runs_here else f"no {precision} artifact runnable on ncnn"
+        with pytest.raises(ProviderError, match=why):
+            session.load("ffdnet-rgb", Request("ncnn", strict=True), precision=precision)
+    else:
+        lm = session.load("ffdnet-rgb", Request("ncnn"), precision=precision)
+        assert lm.provider != "ncnn" and any(label == "ncnn" for label, _ in lm.selection.rejected)
+    session.clear_cache()
+
+
+def test_selection_offers_a_provider_only_the_files_it_opens() -> None:
+    from pixelift.providers import Request, plan, probe_all
+
+    auto_onnx = plan(Request(), probe_all(), suffix=".onnx")
+    assert "ncnn" not in {c.provider for c in auto_onnx.candidates}
+    asked = plan(Request("ncnn"), probe_all(), suffix=".onnx")
+    assert "ncnn" not in {c.provider for c in asked.candidates}
+    assert any(label == "ncnn" and ".param" in why for label, why in asked.rejected)
+    assert [c.provider for c in plan(Request(), probe_all(), suffix=".param").candidates] == ["ncnn"]
+
+
+def test_auto_builds_the_ncnn_target_on_first_use_and_can_choose_it() -> None:
+    from pixelift.artifacts import find, remove
+    from pixelift.providers import Request
+    from pixelift.runtime import session
+
+    _ncnn(SPAN)
+    remove(SPAN, "ncnn-fp32")
+    session.clear_cache()
+    session.load(SPAN, Request(), precision="auto", auto_export=False)
+    assert find(SPAN, "ncnn-fp32") is None  # never built when building is off
+    session.clear_cache()
+    lm = session.load(SPAN, Request(), precision="auto")
+    assert find(SPAN, "ncnn-fp32") is not None
+    measured = {r.split("@")[0] for r in P.measure_model(SPAN)}
+    assert {"ncnn:fp32", "ncnn:bf16"} <= measured
+    # auto ran the fastest row that meets the gate, whichever backend that is
+    rows = [m for m in P.measured_rows(P.measure_model(SPAN)) if m.meets(P.HIGH_FIDELITY_DB)]
+    best = min(rows, key=lambda m: m.seconds)
+    assert (lm.provider, lm.precision) == (best.capability.provider, best.capability.precision)
+    session.clear_cache()
+
+
+def test_an_ncnn_allocation_failure_is_a_typed_out_of_memory_error() -> None:
+    """Tiling retries smaller on InferenceOutOfMemoryError: ncnn reports a failed allocation as -100."""
+    from pixelift.providers import get_provider
+
+    sess = get_provider("ncnn").open(_ncnn(SPAN).path)
+
+    class _Extractor:
+        def input(self, *_: object) -> int:
+            return 0
+
+        def extract(self, _: str) -> tuple[int, None]:
+            return -100, None
+
+    class _Net:
+        def create_extractor(self) -> _Extractor:
+            return _Extractor()
+
+    sess._net.net = _Net()  # type: ignore[attr-defined]
+    with pytest.raises(InferenceOutOfMemoryError):
+        sess.run(np.zeros((1, 3, 16, 16), np.float32))
+
+
+def test_cli_enhance_on_ncnn_file_to_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from pixelift.cli import main
+
+    _ncnn(SPAN)
+    src = tmp_path / "photo.png"
+    Image.fromarray(sample_photo()[:96, :128]).save(src)
+    res = CliRunner().invoke(main, ["enhance", str(src), "--provider", "ncnn", "--json", "-o", str(tmp_path / "o.png")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.splitlines()[-1])["provider"][0].split("/")[0] == "ncnn"
+    with Image.open(tmp_path / "o.png") as out:
+        assert out.size == (256, 192)
