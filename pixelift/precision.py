@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,9 +135,20 @@ class Measured:
         return self.finite and (self.capability.precision == "fp32" or self.psnr_db >= gate)
 
 
-def choose_auto(measured: Iterable[Measured], gate: float) -> tuple[Measured, list[tuple[str, str]]]:
-    """The fastest row that meets ``gate``; and (row, why) for every row passed over."""
-    ms = sorted(measured, key=lambda m: m.seconds)
+def choose_auto(
+    measured: Iterable[Measured], gate: float, weight: Callable[[Measured], float] | None = None
+) -> tuple[Measured, list[tuple[str, str]]]:
+    """The fastest row that meets ``gate``; and (row, why) for every row passed over. ``weight``
+    scales a row's measured seconds (the tiling its backend's footprint implies); none: 1."""
+
+    def cost(m: Measured) -> float:
+        return m.seconds * (weight(m) if weight is not None else 1.0)
+
+    def slower(m: Measured) -> str:
+        w = weight(m) if weight is not None else 1.0
+        return f"slower: {m.seconds * 1000:.1f} ms" + (f" x{w:.2f} tiling" if w != 1.0 else "")
+
+    ms = sorted(measured, key=cost)
     passed: list[tuple[str, str]] = []
     best: Measured | None = None
     for m in ms:
@@ -147,7 +158,7 @@ def choose_auto(measured: Iterable[Measured], gate: float) -> tuple[Measured, li
         elif best is None:
             best = m
         else:
-            passed.append((f"{m.capability.key}@{m.capability.target}", f"slower: {m.seconds * 1000:.1f} ms"))
+            passed.append((f"{m.capability.key}@{m.capability.target}", slower(m)))
     if best is None:
         raise PixeliftError(f"no measured precision row meets the {gate} dB gate (fp32 was not measured here)")
     return best, passed

@@ -201,3 +201,24 @@ def test_cli_enhance_on_ncnn_file_to_file(tmp_path: Path) -> None:
     assert json.loads(res.stdout.splitlines()[-1])["provider"][0].split("/")[0] == "ncnn"
     with Image.open(tmp_path / "o.png") as out:
         assert out.size == (256, 192)
+
+
+def test_auto_weighs_each_row_by_the_tiling_its_footprint_implies() -> None:
+    """ncnn holds ESRGAN at ~46 KB per input pixel (OpenVINO 8.6): on a 12 MP photo its tiles
+    overlap more, so a raw 10% lead per crop is not a lead per photo."""
+    from pixelift.models import get
+    from pixelift.runtime import footprint
+
+    budget = 5 << 30
+    esrgan = {p: footprint.reference_overhead(get("realesrgan-x4plus"), p, budget) for p in ("openvino", "ncnn")}
+    assert esrgan["ncnn"] > esrgan["openvino"] * 1.2 > 1.0
+    span = {p: footprint.reference_overhead(get(SPAN), p, budget) for p in ("openvino", "ncnn")}
+    assert span["ncnn"] == pytest.approx(span["openvino"], abs=0.01)  # both at the 768 px cap
+
+    def m(provider: str, precision: str, s: float) -> P.Measured:
+        return P.Measured(next(c for c in P.rows(provider, precision)), 55.0, s)
+
+    rows = [m("openvino", "fp32", 0.190), m("ncnn", "bf16", 0.172)]
+    assert P.choose_auto(rows, 50.0)[0].capability.provider == "ncnn"  # per crop
+    best, passed = P.choose_auto(rows, 50.0, lambda r: esrgan[r.capability.provider])
+    assert best.capability.provider == "openvino" and "tiling" in dict(passed)["ncnn:bf16@ncnn-fp32"]

@@ -330,7 +330,7 @@ def test_auto_precision_falls_back_row_by_row_when_a_backend_breaks(monkeypatch:
     """If the chosen row is an OpenVINO IR and OpenVINO fails, the next row opens its *own*
     artifact (onnxruntime cannot read an IR) instead of handing the IR to onnxruntime."""
     from pixelift.export.targets import export_precision
-    from pixelift.providers import PROVIDERS, Request
+    from pixelift.providers import PROVIDERS, ProbeResult, Request
     from pixelift.runtime import session
 
     export_precision("span-x2-ch48", "fp16")  # builds openvino-fp16 (an IR) and onnx-fp16
@@ -340,9 +340,10 @@ def test_auto_precision_falls_back_row_by_row_when_a_backend_breaks(monkeypatch:
         raise RuntimeError("GPU driver reset")
 
     monkeypatch.setattr(PROVIDERS["openvino"], "open", broken)
+    # OpenVINO's rows first (ncnn's, often faster here, are out of this test)
+    monkeypatch.setattr(PROVIDERS["ncnn"], "probe", lambda facts: ProbeResult(False, "not in this test"))
     lm = session.load("span-x2-ch48", Request(), precision="auto")
-    # the next row (onnxruntime's, or ncnn's original graph) on a file its provider opens
-    assert lm.provider != "openvino" and lm.artifact.path.suffix in PROVIDERS[lm.provider].suffixes
+    assert lm.provider == "cpu" and lm.artifact.path.suffix == ".onnx"
     rejected = dict(lm.selection.rejected)
     assert any(k.startswith("openvino:") and "GPU driver reset" in v for k, v in rejected.items())
     with pytest.raises(Exception, match="GPU driver reset"):

@@ -29,25 +29,20 @@ from pixelift.models.architectures import architecture, pack
 from pixelift.models.spec import ModelSpec
 from pixelift.providers.select import Request
 from pixelift.runtime import autopilot, footprint, imageio, noise, se_sync, tiling
+from pixelift.runtime.footprint import (  # noqa: F401  (re-exported: the Enhancer's tile budget)
+    FALLBACK_MEMORY,
+    MAX_AUTO_TILE,
+    TILE_MEMORY_CAP,
+    TILE_MEMORY_FLOOR,
+    TILE_MEMORY_SHARE,
+    tile_memory_budget,
+)
 from pixelift.runtime.session import LoadedModel, load
 
 log = logging.getLogger(__name__)
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 ALPHA_EPS = 1.0 / 1024
-FALLBACK_MEMORY = 2 << 30  # when free memory cannot be read
-# Measured (span-x2-ch48, 1600x1200, OpenVINO): tile 128/256/512/768 took 9.95/7.05/6.09/5.91 s.
-# With edge tiles unpadded and overlaps measured per architecture, 768 keeps every architecture
-# but ESRGAN (memory-bound: 368-494 px tiles on OpenVINO) at <= 1.04x the pixels of a 12 MP photo (bench/results/overlap.json).
-MAX_AUTO_TILE = 768
-#: bytes of model activations an auto tile may use: a quarter of the memory available, at least
-#: TILE_MEMORY_FLOOR (what every machine had before, if it has that much) and at most
-#: TILE_MEMORY_CAP; PIXELIFT_TILE_MEMORY sets it. ESRGAN on OpenVINO (8.6 KB/px measured) at
-#: 20 GB available: a 0.25 MP photo in one run instead of 4 tiles (1.28x the pixels), 12 MP at
-#: 1.27x the pixels instead of 1.36x
-TILE_MEMORY_FLOOR = 3 << 30
-TILE_MEMORY_CAP = 8 << 30
-TILE_MEMORY_SHARE = 4
 Progress = Callable[[int, int], None]
 MIN_TILE = 16  # smaller tiles are all overlap
 #: the denoiser ``denoise="auto"`` puts first in the chain
@@ -160,12 +155,6 @@ def resize_hwc(f: np.ndarray, height: int, width: int) -> np.ndarray:
         plane = Image.fromarray(np.ascontiguousarray(f[..., c], dtype=np.float32))
         out[..., c] = np.asarray(plane.resize((width, height), method))
     return np.clip(out, 0.0, 1.0, out=out)  # Lanczos overshoots
-
-
-def tile_memory_budget(available: int | None = None) -> int:
-    """The auto tile's activation budget from the memory available now (see TILE_MEMORY_SHARE)."""
-    avail = available if available is not None else (tiling.available_memory_bytes() or FALLBACK_MEMORY)
-    return min(avail, max(TILE_MEMORY_FLOOR, min(avail // TILE_MEMORY_SHARE, TILE_MEMORY_CAP)))
 
 
 class Enhancer:
@@ -326,15 +315,8 @@ class Enhancer:
         """The tile size for an ``h`` x ``w`` input of ``lm``: the one asked for, or "auto" from free memory."""
         tile = self.tiles.tile
         if isinstance(tile, str):  # "auto": TileOptions admits no other string
-            tile = tiling.choose_tile(
-                h,
-                w,
-                bytes_per_input_pixel=footprint.bytes_per_input_pixel(lm.spec.architecture, lm.provider),
-                available_bytes=self.tile_memory if self.tile_memory is not None else tile_memory_budget(),
-                alignment=lm.spec.alignment,
-                max_tile=MAX_AUTO_TILE,
-                overlap=self.overlap_for(lm.spec),
-            )
+            budget = self.tile_memory if self.tile_memory is not None else tile_memory_budget()
+            tile = footprint.auto_tile(lm.spec, lm.provider, h, w, budget, overlap=self.overlap_for(lm.spec))
         return tile
 
     def _noise_map(self, chw: np.ndarray, notes: list[str]) -> np.ndarray:

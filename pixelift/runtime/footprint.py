@@ -11,10 +11,29 @@ import functools
 import logging
 
 from pixelift.models.architectures import UNMEASURED_BYTES_PER_PIXEL, architecture
+from pixelift.models.spec import ModelSpec
+from pixelift.runtime import tiling
 
 log = logging.getLogger(__name__)
 
 MARGIN = 1.5
+FALLBACK_MEMORY = 2 << 30  # when free memory cannot be read
+# Measured (span-x2-ch48, 1600x1200, OpenVINO): tile 128/256/512/768 took 9.95/7.05/6.09/5.91 s.
+# With edge tiles unpadded and overlaps measured per architecture, 768 keeps every architecture
+# but ESRGAN (memory-bound: 368-494 px tiles on OpenVINO) at <= 1.04x the pixels of a 12 MP photo (bench/results/overlap.json).
+MAX_AUTO_TILE = 768
+#: bytes of model activations an auto tile may use: a quarter of the memory available, at least
+#: TILE_MEMORY_FLOOR (what every machine had before, if it has that much) and at most
+#: TILE_MEMORY_CAP; PIXELIFT_TILE_MEMORY sets it. ESRGAN on OpenVINO (8.6 KB/px measured) at
+#: 20 GB available: a 0.25 MP photo in one run instead of 4 tiles (1.28x the pixels), 12 MP at
+#: 1.27x the pixels instead of 1.36x
+TILE_MEMORY_FLOOR = 3 << 30
+TILE_MEMORY_CAP = 8 << 30
+TILE_MEMORY_SHARE = 4
+#: the photo a row's per-crop time is scaled to when auto compares backends whose footprints
+#: differ (a camera's 12 MP): ncnn holds ESRGAN at 46 KB per pixel against OpenVINO's 8.6, so
+#: its tiles are smaller and overlap more
+REFERENCE_PHOTO = (3000, 4000)
 
 
 @functools.cache
@@ -30,3 +49,34 @@ def bytes_per_input_pixel(name: str, provider: str | None = None) -> float:
         )
         return UNMEASURED_BYTES_PER_PIXEL * MARGIN
     return measured * MARGIN
+
+
+def tile_memory_budget(available: int | None = None) -> int:
+    """The auto tile's activation budget from the memory available now (see TILE_MEMORY_SHARE)."""
+    avail = available if available is not None else (tiling.available_memory_bytes() or FALLBACK_MEMORY)
+    return min(avail, max(TILE_MEMORY_FLOOR, min(avail // TILE_MEMORY_SHARE, TILE_MEMORY_CAP)))
+
+
+def auto_tile(
+    spec: ModelSpec, provider: str | None, height: int, width: int, budget: int, *, overlap: int | None = None
+) -> int | None:
+    """The auto tile of ``spec`` on ``provider`` for an ``height`` x ``width`` input within ``budget``
+    bytes of activations (None: the whole image in one run)."""
+    ov = architecture(spec.architecture).overlap if overlap is None else overlap
+    return tiling.choose_tile(
+        height,
+        width,
+        bytes_per_input_pixel=bytes_per_input_pixel(spec.architecture, provider),
+        available_bytes=budget,
+        alignment=spec.alignment,
+        max_tile=MAX_AUTO_TILE,
+        overlap=ov,
+    )
+
+
+def reference_overhead(spec: ModelSpec, provider: str, budget: int | None = None) -> float:
+    """Pixels computed per image pixel when ``provider`` runs :data:`REFERENCE_PHOTO` with auto tiles."""
+    h, w = REFERENCE_PHOTO
+    ov = architecture(spec.architecture).overlap
+    tile = auto_tile(spec, provider, h, w, tile_memory_budget() if budget is None else budget)
+    return tiling.plan_tiles(h, w, tile=tile, overlap=ov, alignment=spec.alignment).overhead

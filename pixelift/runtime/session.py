@@ -28,6 +28,7 @@ from pixelift.providers import (
     requested_unavailable,
 )
 from pixelift.providers.microbench import faster_cpu_backend
+from pixelift.runtime import footprint
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,14 @@ def _load_precision(
                 # nothing measured on these providers (none could run a row): the fp32 path decides
                 log.warning("%s: no measured precision row on %s; running fp32", model_id, ", ".join(providers))
                 return fp32_load(f"no measured row of {model_id} on {', '.join(providers)}")
-            best, passed = P.choose_auto(rows, gate)
+            # a row's time per crop, scaled by the tiling its backend's footprint implies on a
+            # camera photo (ncnn's ESRGAN tiles are a third the side of OpenVINO's)
+            overhead = {p: footprint.reference_overhead(spec, p) for p in {m.capability.provider for m in rows}}
+
+            def per_photo(m: P.Measured) -> float:
+                return round(overhead[m.capability.provider], 2)
+
+            best, passed = P.choose_auto(rows, gate, per_photo)
             if fast and not any(m.capability.precision == "int8" for m in rows):
                 log.warning(
                     "%s: --fast found no int8 artifact (%s); running %s meanwhile",
@@ -206,7 +214,10 @@ def _load_precision(
                     best.capability.key,
                 )
             # the fastest row that meets the gate first, then the other rows that meet it
-            order = [best, *sorted((m for m in rows if m is not best and m.meets(gate)), key=lambda m: m.seconds)]
+            order = [
+                best,
+                *sorted((m for m in rows if m is not best and m.meets(gate)), key=lambda m: m.seconds * per_photo(m)),
+            ]
         else:
             if not rows:
                 msg = f"{model_id}: no {precision} artifact runnable on {', '.join(providers)}"
