@@ -168,10 +168,12 @@ def auto_route(case: Case) -> str | None:
     """The row ``--precision auto`` chose for ``case`` on this machine (read from the records the
     warm-up measured; a CPU without bf16 or VNNI runs fp32, which explains most of a ratio)."""
     from pixelift import precision as P
+    from pixelift.models import get
+    from pixelift.runtime.session import photo_weight
 
     try:
         rows = P.measured_rows(P.measure_model(case.model))
-        best, _ = P.choose_auto(rows, P.gate_db(case.fast))
+        best, _ = P.choose_auto(rows, P.gate_db(case.fast), photo_weight(get(case.model), rows))
     except Exception as exc:  # the ratio stands without it
         return f"unknown ({exc})"
     return f"{best.capability.key}@{best.capability.target}"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from pixelift.providers import (
 )
 from pixelift.providers.microbench import faster_cpu_backend
 from pixelift.runtime import footprint
+
+if TYPE_CHECKING:
+    from pixelift.precision import Measured
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +139,13 @@ def _build_companions(
             log.warning("%s: the %s artifact could not be built (%s); its rows are not measured", model_id, name, exc)
 
 
+def photo_weight(spec: ModelSpec, rows: Iterable[Measured]) -> Callable[[Measured], float]:
+    """What ``auto`` scales a row's time per crop by: the tiling its backend's footprint implies on
+    a camera photo (ncnn's ESRGAN tiles are a third the side of OpenVINO's)."""
+    overhead = {p: footprint.reference_overhead(spec, p) for p in {m.capability.provider for m in rows}}
+    return lambda m: round(overhead[m.capability.provider], 2)
+
+
 def _accelerator_available(request: Request) -> bool:
     probes = probe_all()
     return any(
@@ -198,13 +209,7 @@ def _load_precision(
                 # nothing measured on these providers (none could run a row): the fp32 path decides
                 log.warning("%s: no measured precision row on %s; running fp32", model_id, ", ".join(providers))
                 return fp32_load(f"no measured row of {model_id} on {', '.join(providers)}")
-            # a row's time per crop, scaled by the tiling its backend's footprint implies on a
-            # camera photo (ncnn's ESRGAN tiles are a third the side of OpenVINO's)
-            overhead = {p: footprint.reference_overhead(spec, p) for p in {m.capability.provider for m in rows}}
-
-            def per_photo(m: P.Measured) -> float:
-                return round(overhead[m.capability.provider], 2)
-
+            per_photo = photo_weight(spec, rows)
             best, passed = P.choose_auto(rows, gate, per_photo)
             if fast and not any(m.capability.precision == "int8" for m in rows):
                 log.warning(
