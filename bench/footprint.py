@@ -5,7 +5,7 @@ two sizes; the slope between them is the bytes per input pixel that the tile cho
 (onnxruntime CPU: ``Architecture.bytes_per_input_pixel``; OpenVINO, compiled for the tile's
 static shape at the f32 hint, its largest: ``Architecture.backend_bytes_per_input_pixel``).
 
-    python -m bench.footprint [--models ID ...] [--backends cpu openvino ncnn]
+    python -m bench.footprint [--models ID ...] [--backends cpu openvino ncnn:fp32 ncnn:bf16]
 """
 
 from __future__ import annotations
@@ -48,22 +48,25 @@ x = np.random.default_rng(0).random((1, channels, size, size), dtype=np.float32)
 req.infer({0: x})
 print(peak())
 """,
-    # the ncnn-fp32 artifact through pixelift's session (contract included), fp32 storage (its largest)
-    "ncnn": PEAK
-    + r"""
+    # the ncnn-fp32 artifact through pixelift's session (contract included), per storage mode
+    **dict.fromkeys(
+        ("ncnn:fp32", "ncnn:bf16"),
+        PEAK
+        + r"""
 import sys, numpy as np
 from pathlib import Path
 from pixelift.providers.ncnn import NcnnProvider, NcnnOptions
-path, size, channels = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-s = NcnnProvider().open(Path(path), NcnnOptions(threads=2))
+path, size, channels, backend = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+s = NcnnProvider().open(Path(path), NcnnOptions(threads=2, storage=backend.split(":")[1]))
 x = np.random.default_rng(0).random((1, channels, size, size), dtype=np.float32)
 s.run(x)
 print(peak())
 """,
+    ),
 }
 
 #: the artifact each child runs
-TARGET = {"cpu": "onnx-fp32", "openvino": "onnx-fp32", "ncnn": "ncnn-fp32"}
+TARGET = {"cpu": "onnx-fp32", "openvino": "onnx-fp32", "ncnn:fp32": "ncnn-fp32", "ncnn:bf16": "ncnn-fp32"}
 SIZES = (64, 256)
 DEFAULT_IDS = (
     "realesrgan-x4plus",
@@ -78,7 +81,7 @@ DEFAULT_IDS = (
 
 def peak_rss(path: str, size: int, channels: int = 3, backend: str = "cpu") -> int:
     """``channels``: the graph input's (the image's 3, plus packed extra inputs such as a noise map)."""
-    cmd = [sys.executable, "-c", CHILD[backend], path, str(size), str(channels)]
+    cmd = [sys.executable, "-c", CHILD[backend], path, str(size), str(channels), backend]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 

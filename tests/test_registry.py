@@ -105,14 +105,19 @@ def test_backend_footprints_name_real_providers_and_buy_larger_tiles() -> None:
     """A footprint measured on one backend sizes tiles only for that backend's sessions; ESRGAN's
     OpenVINO figure (half onnxruntime's) gives a 12 MP photo larger tiles and fewer pixels computed."""
     from pixelift.models.architectures import ARCHITECTURES
+    from pixelift.precision import PRECISIONS
     from pixelift.providers import PROVIDERS
     from pixelift.runtime import footprint
     from pixelift.runtime.tiling import choose_tile, plan_tiles
 
     for arch in ARCHITECTURES.values():
-        for provider, per_px in arch.backend_bytes_per_input_pixel:
-            assert provider in PROVIDERS and per_px > 0, arch.name
-            assert footprint.bytes_per_input_pixel(arch.name, provider) == per_px * footprint.MARGIN
+        for key, per_px in arch.backend_bytes_per_input_pixel:  # "provider" or "provider:precision"
+            provider, _, precision = key.partition(":")
+            assert provider in PROVIDERS and precision in ("", *PRECISIONS) and per_px > 0, arch.name
+            assert footprint.bytes_per_input_pixel(arch.name, provider, precision or None) == per_px * footprint.MARGIN
+    # a precision measured apart is sized apart; one not measured takes its backend's figure
+    assert footprint.bytes_per_input_pixel("SPAN", "ncnn", "bf16") < footprint.bytes_per_input_pixel("SPAN", "ncnn")
+    assert footprint.bytes_per_input_pixel("SPAN", "ncnn", "fp32") == footprint.bytes_per_input_pixel("SPAN", "ncnn")
     esr = ARCHITECTURES["ESRGAN"]
     assert footprint.bytes_per_input_pixel("ESRGAN", "cpu") == esr.bytes_per_input_pixel * footprint.MARGIN
     assert footprint.bytes_per_input_pixel("ESRGAN", "openvino:GPU") == footprint.bytes_per_input_pixel("ESRGAN")

@@ -62,9 +62,11 @@ class Architecture:
     def measured(self) -> bool:
         return self.bytes_per_input_pixel is not None
 
-    def bytes_per_input_pixel_on(self, provider: str | None) -> float | None:
-        """The footprint measured on ``provider``'s backend, else the onnxruntime figure."""
-        return dict(self.backend_bytes_per_input_pixel).get(provider or "", self.bytes_per_input_pixel)
+    def bytes_per_input_pixel_on(self, provider: str | None, precision: str | None = None) -> float | None:
+        """The footprint measured on ``provider``'s backend at ``precision`` (``ncnn:bf16``), else on
+        that backend, else the onnxruntime figure."""
+        measured = dict(self.backend_bytes_per_input_pixel)
+        return measured.get(f"{provider}:{precision}", measured.get(provider or "", self.bytes_per_input_pixel))
 
 
 #: FFDNet's conditioning: sigma per pixel and RGB channel, in 0..1 units (sigma_8bit / 255)
@@ -72,15 +74,15 @@ NOISE_MAP = ExtraInput("noise_map", 3, "noise standard deviation per pixel and c
 IMAGE_CHANNELS = 3  # the model contract: RGB in, RGB out
 
 
-def _on(openvino: float, ncnn: float | None = None) -> tuple[tuple[str, float], ...]:
-    """Footprints measured apart: OpenVINO's, and ncnn's where it runs the architecture."""
-    return (("openvino", openvino), *((("ncnn", ncnn),) if ncnn is not None else ()))
+def _on(openvino: float, ncnn: tuple[float, float] | None = None) -> tuple[tuple[str, float], ...]:
+    """Footprints measured apart: OpenVINO's, and ncnn's (fp32, bf16 storage) where it runs the architecture."""
+    return (("openvino", openvino), *((("ncnn", ncnn[0]), ("ncnn:bf16", ncnn[1])) if ncnn is not None else ()))
 
 
 # footprints measured 2026-11-25 (see pixelift/runtime/footprint.py for the margin), OpenVINO's
 # 2026-12-04 (python -m bench.footprint: f32 hint, static shape; onnxruntime's reproduced within
-# 1%, FFDNet's re-measured with VmHWM), ncnn's the same day (fp32 storage, its largest: ESRGAN
-# 46 KB/px, Winograd buffers and a pool that reuses few blocks); overlaps
+# 1%, FFDNet's re-measured with VmHWM), ncnn's the same day (fp32 and bf16 storage: ESRGAN 46
+# and 34 KB/px, Winograd buffers and a pool that reuses few blocks); overlaps
 # 2026-12-03 with bench/overlap.py (worst of 4 photo crops 128x192, tile 64, >= 60 dB vs whole;
 # bench/results/overlap.json). ESRGAN: 32 (49.6 dB worst, 56.3 mean at tile 64; 48 gives 56.0
 # worst but, with the ~212 px tiles onnxruntime's footprint then allowed, 2.07x the pixels of a 12 MP
@@ -88,11 +90,11 @@ def _on(openvino: float, ncnn: float | None = None) -> tuple[tuple[str, float], 
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
-        Architecture("ESRGAN", "esrgan", 16861, _on(8617, 45960), overlap=32),
-        Architecture("Compact", "compact", 817, _on(999, 3013), overlap=8),
-        Architecture("SPAN", "span", 2631, _on(1958, 4390), overlap=2),
+        Architecture("ESRGAN", "esrgan", 16861, _on(8617, (45960, 34260)), overlap=32),
+        Architecture("Compact", "compact", 817, _on(999, (3013, 2955)), overlap=8),
+        Architecture("SPAN", "span", 2631, _on(1958, (4390, 2848)), overlap=2),
         Architecture("RealCUGAN", "realcugan", 6140, _on(2895), tile_safe=False, se_blocks=True, overlap=12),
-        Architecture("waifu2x-UpConv7", "waifu2x", 3975, _on(1677, 6280), overlap=2),
+        Architecture("waifu2x-UpConv7", "waifu2x", 3975, _on(1677, (6280, 4982)), overlap=2),
         Architecture("waifu2x-CUNet", "waifu2x", 1252, _on(803), tile_safe=False, se_blocks=True, overlap=2),
         # 1024 -> 2048 px (below 1024 px the run stays under onnxruntime's 515 MB start-up peak)
         Architecture("FFDNet", "ffdnet", 318, _on(268), extra_inputs=(NOISE_MAP,), overlap=8),

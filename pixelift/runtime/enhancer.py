@@ -316,7 +316,9 @@ class Enhancer:
         tile = self.tiles.tile
         if isinstance(tile, str):  # "auto": TileOptions admits no other string
             budget = self.tile_memory if self.tile_memory is not None else tile_memory_budget()
-            tile = footprint.auto_tile(lm.spec, lm.provider, h, w, budget, overlap=self.overlap_for(lm.spec))
+            tile = footprint.auto_tile(
+                lm.spec, lm.provider, h, w, budget, precision=lm.precision, overlap=self.overlap_for(lm.spec)
+            )
         return tile
 
     def _noise_map(self, chw: np.ndarray, notes: list[str]) -> np.ndarray:

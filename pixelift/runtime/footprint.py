@@ -37,10 +37,11 @@ REFERENCE_PHOTO = (3000, 4000)
 
 
 @functools.cache
-def bytes_per_input_pixel(name: str, provider: str | None = None) -> float:
-    """Peak bytes per input pixel of one call of architecture ``name`` on ``provider``, with the margin."""
+def bytes_per_input_pixel(name: str, provider: str | None = None, precision: str | None = None) -> float:
+    """Peak bytes per input pixel of one call of architecture ``name`` on ``provider`` at
+    ``precision``, with the margin."""
     arch = architecture(name)
-    measured = arch.bytes_per_input_pixel_on(provider)
+    measured = arch.bytes_per_input_pixel_on(provider, precision)
     if measured is None:
         log.info(
             "%s: memory per pixel not measured; tiles are sized as for %.0f B/px (run python -m bench.footprint)",
@@ -58,15 +59,22 @@ def tile_memory_budget(available: int | None = None) -> int:
 
 
 def auto_tile(
-    spec: ModelSpec, provider: str | None, height: int, width: int, budget: int, *, overlap: int | None = None
+    spec: ModelSpec,
+    provider: str | None,
+    height: int,
+    width: int,
+    budget: int,
+    *,
+    precision: str | None = None,
+    overlap: int | None = None,
 ) -> int | None:
-    """The auto tile of ``spec`` on ``provider`` for an ``height`` x ``width`` input within ``budget``
-    bytes of activations (None: the whole image in one run)."""
+    """The auto tile of ``spec`` on ``provider`` at ``precision`` for an ``height`` x ``width``
+    input within ``budget`` bytes of activations (None: the whole image in one run)."""
     ov = architecture(spec.architecture).overlap if overlap is None else overlap
     return tiling.choose_tile(
         height,
         width,
-        bytes_per_input_pixel=bytes_per_input_pixel(spec.architecture, provider),
+        bytes_per_input_pixel=bytes_per_input_pixel(spec.architecture, provider, precision),
         available_bytes=budget,
         alignment=spec.alignment,
         max_tile=MAX_AUTO_TILE,
@@ -74,9 +82,11 @@ def auto_tile(
     )
 
 
-def reference_overhead(spec: ModelSpec, provider: str, budget: int | None = None) -> float:
+def reference_overhead(
+    spec: ModelSpec, provider: str, budget: int | None = None, precision: str | None = None
+) -> float:
     """Pixels computed per image pixel when ``provider`` runs :data:`REFERENCE_PHOTO` with auto tiles."""
     h, w = REFERENCE_PHOTO
     ov = architecture(spec.architecture).overlap
-    tile = auto_tile(spec, provider, h, w, tile_memory_budget() if budget is None else budget)
+    tile = auto_tile(spec, provider, h, w, tile_memory_budget() if budget is None else budget, precision=precision)
     return tiling.plan_tiles(h, w, tile=tile, overlap=ov, alignment=spec.alignment).overhead

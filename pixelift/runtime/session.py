@@ -142,8 +142,11 @@ def _build_companions(
 def photo_weight(spec: ModelSpec, rows: Iterable[Measured]) -> Callable[[Measured], float]:
     """What ``auto`` scales a row's time per crop by: the tiling its backend's footprint implies on
     a camera photo (ncnn's ESRGAN tiles are a third the side of OpenVINO's)."""
-    overhead = {p: footprint.reference_overhead(spec, p) for p in {m.capability.provider for m in rows}}
-    return lambda m: round(overhead[m.capability.provider], 2)
+    overhead = {
+        (p, q): footprint.reference_overhead(spec, p, precision=q)
+        for p, q in {(m.capability.provider, m.capability.precision) for m in rows}
+    }
+    return lambda m: round(overhead[m.capability.provider, m.capability.precision], 2)
 
 
 def _accelerator_available(request: Request) -> bool:
