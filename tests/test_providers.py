@@ -111,7 +111,10 @@ def test_default_order_and_every_rejection_has_a_reason() -> None:
     assert [c.label for c in p.candidates] == ["tensorrt", "cuda", "coreml", "openvino:GPU", "openvino", "cpu"]
     # an ONNX file: ncnn (which opens only its .param graphs) is no candidate, missing or not
     laptop = plan(
-        Request(), _probes(openvino=True, cpu=True), cpu_ranker=lambda: (["cpu", "openvino"], "measured"), suffix=".onnx"
+        Request(),
+        _probes(openvino=True, cpu=True),
+        cpu_ranker=lambda: (["cpu", "openvino"], "measured"),
+        suffix=".onnx",
     )
     assert [c.label for c in laptop.candidates] == ["cpu", "openvino"]
     assert dict(laptop.rejected) == {
@@ -541,3 +544,35 @@ def test_openvino_static_shapes_match_dynamic_and_stay_bounded(caplog: pytest.Lo
         assert psnr(dyn.run(x), st.run(x)) >= 100.0
     assert any("dynamic shapes from now on" in r.getMessage() for r in caplog.records)
     assert st._static_max == 0
+
+
+def test_probe_results_are_kept_across_processes_until_what_they_read_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new process reads the previous one's probes (no OpenVINO import to learn the devices
+    again); a change in the environment, the packages or the machine, or age, probes afresh."""
+    from pixelift.providers import PROVIDERS, probe_all, probe_cache, select
+
+    def fresh_process() -> dict[str, ProbeResult]:
+        select._PROBES.clear()
+        return probe_all()
+
+    first = fresh_process()
+    ov = type(PROVIDERS["openvino"])
+
+    def must_not_run(self: object, facts: object) -> ProbeResult:
+        raise RuntimeError("probed again")
+
+    monkeypatch.setattr(ov, "probe", must_not_run)  # on the class: the table is still genuine
+    assert fresh_process() == first  # kept: no probe ran
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")  # what a probe reads changed
+    again = fresh_process()
+    assert again["openvino"].reason.startswith("probe failed") and not again["openvino"].available
+    assert fresh_process()["openvino"].reason.startswith("probe failed")  # a failed probe is never kept
+    monkeypatch.undo()
+    fresh_process()
+    monkeypatch.setattr(probe_cache, "MAX_AGE_S", -1.0)
+    monkeypatch.setattr(ov, "probe", must_not_run)
+    assert not fresh_process()["openvino"].available  # too old: probed afresh
+    monkeypatch.undo()
+    select._PROBES.clear()

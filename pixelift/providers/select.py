@@ -19,6 +19,7 @@ import numpy as np
 
 from pixelift import stamps
 from pixelift.errors import ProviderOptionError
+from pixelift.providers import probe_cache
 from pixelift.providers.base import ProbeResult, ProviderError, Role, Session
 from pixelift.providers.machine import MachineFacts, read_machine
 from pixelift.providers.options import ProviderOptions
@@ -73,6 +74,7 @@ CpuRanker = Callable[[], tuple[list[str], str]]
 
 
 _PROBES: dict[tuple[object, ...], dict[str, ProbeResult]] = {}
+PROBE_FAILED = "probe failed"  # such a result is not kept for the next process
 
 
 def probe_all(facts: MachineFacts | None = None) -> dict[str, ProbeResult]:
@@ -84,8 +86,23 @@ def probe_all(facts: MachineFacts | None = None) -> dict[str, ProbeResult]:
     key = tuple((name, p, getattr(p.probe, "__func__", p.probe)) for name, p in PROVIDERS.items())
     got = _PROBES.get(key)
     if got is None:
-        got = _PROBES[key] = _probe(read_machine())
+        got = _PROBES[key] = _kept_or_probed(read_machine())
     return dict(got)
+
+
+def _kept_or_probed(facts: MachineFacts) -> dict[str, ProbeResult]:
+    """This machine's probes, from the previous process where nothing they read has changed
+    (:mod:`pixelift.providers.probe_cache`); a probe replaced on its instance (a test's fake) is
+    always run."""
+    genuine = all("probe" not in vars(p) for p in PROVIDERS.values())
+    k = probe_cache.key(facts, PROVIDERS) if genuine else None
+    kept = probe_cache.load(k) if k is not None else None
+    if kept is not None and set(kept) == set(PROVIDERS):
+        return kept
+    got = _probe(facts)
+    if k is not None and not any(r.reason.startswith(PROBE_FAILED) for r in got.values()):
+        probe_cache.store(k, got)
+    return got
 
 
 def _probe(facts: MachineFacts) -> dict[str, ProbeResult]:
@@ -94,7 +111,7 @@ def _probe(facts: MachineFacts) -> dict[str, ProbeResult]:
         try:
             out[name] = provider.probe(facts)
         except Exception as exc:  # a probe must never take the program down
-            out[name] = ProbeResult(False, f"probe failed: {type(exc).__name__}: {exc}")
+            out[name] = ProbeResult(False, f"{PROBE_FAILED}: {type(exc).__name__}: {exc}")
     return out
 
 
