@@ -222,3 +222,21 @@ def test_auto_weighs_each_row_by_the_tiling_its_footprint_implies() -> None:
     assert P.choose_auto(rows, 50.0)[0].capability.provider == "ncnn"  # per crop
     best, passed = P.choose_auto(rows, 50.0, lambda r: esrgan[r.capability.provider])
     assert best.capability.provider == "openvino" and "tiling" in dict(passed)["ncnn:bf16@ncnn-fp32"]
+
+
+def test_a_refused_ncnn_target_is_said_once_not_on_every_run(caplog: pytest.LogCaptureFixture) -> None:
+    """An SE model has an ncnn original but no ncnn-fp32 target: auto says so once, then stops
+    asking the builder (until the model's fp32 artifact changes)."""
+    from pixelift.providers import Request
+    from pixelift.runtime import session
+
+    model = "realcugan-se-x2"
+    for attempt in range(2):
+        session.clear_cache()
+        with caplog.at_level(logging.WARNING, logger="pixelift"):
+            lm = session.load(model, Request(), precision="auto")
+        assert lm.provider != "ncnn"
+        said = "no ncnn-fp32 artifact" in caplog.text and "SE-sync" in caplog.text
+        assert said == (attempt == 0), caplog.text
+        caplog.clear()
+    session.clear_cache()

@@ -75,6 +75,8 @@ CpuRanker = Callable[[], tuple[list[str], str]]
 
 _PROBES: dict[tuple[object, ...], dict[str, ProbeResult]] = {}
 PROBE_FAILED = "probe failed"  # such a result is not kept for the next process
+#: the probe functions the table was loaded with: a probe replaced since (a test's fake) is never kept
+_TABLE_PROBES = {name: getattr(type(p), "probe", None) for name, p in PROVIDERS.items()}
 
 
 def probe_all(facts: MachineFacts | None = None) -> dict[str, ProbeResult]:
@@ -94,7 +96,9 @@ def _kept_or_probed(facts: MachineFacts) -> dict[str, ProbeResult]:
     """This machine's probes, from the previous process where nothing they read has changed
     (:mod:`pixelift.providers.probe_cache`); a probe replaced on its instance (a test's fake) is
     always run."""
-    genuine = all("probe" not in vars(p) for p in PROVIDERS.values())
+    genuine = all(
+        "probe" not in vars(p) and _TABLE_PROBES.get(n) is getattr(type(p), "probe", None) for n, p in PROVIDERS.items()
+    )
     k = probe_cache.key(facts, PROVIDERS) if genuine else None
     kept = probe_cache.load(k) if k is not None else None
     if kept is not None and set(kept) == set(PROVIDERS):

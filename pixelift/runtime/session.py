@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pixelift import stamps
 from pixelift.artifacts import ONNX_FP32, TARGETS, Artifact, Builder, find, resolve_artifact
 from pixelift.errors import ArtifactMissingError, PixeliftError, UsageError
 from pixelift.models.architectures import pack
@@ -49,6 +50,8 @@ class LoadedModel:
         return self.selection.provider
 
 
+#: stamps of companion targets their builder refused for an fp32 artifact
+REFUSED = "refused-target"
 _CACHE: dict[tuple[str, str, bool, str], Selection] = {}
 _LOCK = threading.RLock()
 _PCACHE: dict[tuple[str, str, bool, str], LoadedModel] = {}
@@ -116,15 +119,19 @@ def _fp32_fallback(
 
 
 def _build_companions(
-    model_id: str, spec: ModelSpec, providers: tuple[str, ...], auto_export: bool, builder: Builder | None
+    fp32: Artifact, spec: ModelSpec, providers: tuple[str, ...], auto_export: bool, builder: Builder | None
 ) -> None:
     """Targets made straight from the model's own weight files (the ncnn original: a copy and a
-    parity check, no conversion) are built on first use where a provider here runs them."""
+    parity check, no conversion) are built on first use where a provider here runs them. A model
+    the builder refuses (SE blocks, a failed parity check) is not tried again until its fp32
+    artifact changes."""
     from pixelift import precision as P
 
+    model_id = fp32.model_id
     kinds = {s.kind for s in spec.sources}
     for name, target in TARGETS.items():
-        if target.from_source not in kinds or find(model_id, name) is not None:
+        refused = f"{model_id}|{name}|{fp32.sha256}"
+        if target.from_source not in kinds or stamps.recall(REFUSED, refused) or find(model_id, name) is not None:
             continue
         if not any(c.target == name and c.provider in providers and P.runnable(c) for c in P.CAPABILITIES):
             continue
@@ -136,7 +143,8 @@ def _build_companions(
         except ArtifactMissingError as exc:  # this install cannot build (no export extra)
             log.info("%s: %s", model_id, exc)
         except PixeliftError as exc:
-            log.warning("%s: the %s artifact could not be built (%s); its rows are not measured", model_id, name, exc)
+            log.warning("%s: no %s artifact (%s); its rows are not measured", model_id, name, exc)
+            stamps.remember(REFUSED, refused)
 
 
 def photo_weight(spec: ModelSpec, rows: Iterable[Measured]) -> Callable[[Measured], float]:
@@ -201,7 +209,7 @@ def _load_precision(
         if hit is not None:
             return hit
         wanted = P.PRECISIONS if precision == "auto" else ("fp32", precision)
-        _build_companions(model_id, spec, providers, auto_export, builder)
+        _build_companions(fp32, spec, providers, auto_export, builder)
         records = P.measure_model(model_id, providers=providers, precisions=wanted)
         rows = [m for m in P.measured_rows(records) if precision == "auto" or m.capability.precision == precision]
         if spec.half_safe is False:
