@@ -31,6 +31,7 @@ from pixelift.artifacts import TARGETS as ALL_TARGETS
 from pixelift.artifacts.manifest import fidelity_records
 from pixelift.artifacts.targets import Target
 from pixelift.errors import PixeliftError
+from pixelift.ids import inside, validate_id
 from pixelift.metrics import psnr
 from pixelift.paths import atomic_write_bytes, writable
 from pixelift.providers.base import ProbeResult
@@ -273,6 +274,9 @@ def missing_hint(precision: str, providers: Sequence[str], model_id: str) -> str
         needed = {ALL_TARGETS[c.target].from_source for c in rows(precision=precision) if c.provider in runners}
         if None not in needed and not needed & kinds:
             return f"{', '.join(sorted(runners))} runs only artifacts made from {', '.join(map(str, needed))} weights; {model_id} has none"
+        refused = [refusal(fp32, c.target) for c in rows(precision=precision) if c.provider in runners]
+        if refused and all(refused):  # the builder said no to every one of them
+            return str(refused[0])
     probes = {p: get_provider(p).probe(read_machine()) for p in sorted(runners)}
     if not any(p.available for p in probes.values()):
         return "; ".join(p.reason for p in probes.values())
@@ -280,6 +284,27 @@ def missing_hint(precision: str, providers: Sequence[str], model_id: str) -> str
     if all(why):  # every row here needs what the device lacks: no export would help
         return "; ".join(w for w in why if w)
     return f"run: pixelift export --precision {precision} {model_id}"
+
+
+def _refusal_file(fp32: Artifact, target: str) -> Path:
+    return inside(writable("refusals"), f"{validate_id(fp32.model_id)}--{validate_id(target, 'target')}.json")
+
+
+def record_refusal(fp32: Artifact, target: str, why: str) -> None:
+    """The builder refused ``target`` for the model of ``fp32``: said once, kept until ``fp32`` changes."""
+    try:
+        atomic_write_bytes(_refusal_file(fp32, target), json.dumps({"fp32": fp32.sha256, "why": why}).encode())
+    except OSError as exc:
+        log.debug("refusal of %s not recorded (%s)", target, exc)
+
+
+def refusal(fp32: Artifact, target: str) -> str | None:
+    """Why the builder refused ``target`` for this fp32 artifact; None when it has not."""
+    try:
+        d = json.loads(_refusal_file(fp32, target).read_text())
+        return str(d["why"]) if d.get("fp32") == fp32.sha256 else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def probe_available(provider: str) -> bool:

@@ -227,7 +227,7 @@ def test_auto_weighs_each_row_by_the_tiling_its_footprint_implies() -> None:
 def test_a_refused_ncnn_target_is_said_once_not_on_every_run(caplog: pytest.LogCaptureFixture) -> None:
     """An SE model has an ncnn original but no ncnn-fp32 target: auto says so once, then stops
     asking the builder (until the model's fp32 artifact changes)."""
-    from pixelift.providers import Request
+    from pixelift.providers import ProviderError, Request
     from pixelift.runtime import session
 
     model = "realcugan-se-x2"
@@ -239,4 +239,8 @@ def test_a_refused_ncnn_target_is_said_once_not_on_every_run(caplog: pytest.LogC
         said = "no ncnn-fp32 artifact" in caplog.text and "SE-sync" in caplog.text
         assert said == (attempt == 0), caplog.text
         caplog.clear()
+    # asked for by name, the refusal is the reason given (not an export that would fail again)
+    session.clear_cache()
+    with pytest.raises(ProviderError, match="SE-sync"):
+        session.load(model, Request("ncnn", strict=True), precision="bf16")
     session.clear_cache()

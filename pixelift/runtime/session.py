@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pixelift import stamps
 from pixelift.artifacts import ONNX_FP32, TARGETS, Artifact, Builder, find, resolve_artifact
 from pixelift.errors import ArtifactMissingError, PixeliftError, UsageError
 from pixelift.models.architectures import pack
@@ -50,8 +49,6 @@ class LoadedModel:
         return self.selection.provider
 
 
-#: stamps of companion targets their builder refused for an fp32 artifact
-REFUSED = "refused-target"
 _CACHE: dict[tuple[str, str, bool, str], Selection] = {}
 _LOCK = threading.RLock()
 _PCACHE: dict[tuple[str, str, bool, str], LoadedModel] = {}
@@ -130,8 +127,7 @@ def _build_companions(
     model_id = fp32.model_id
     kinds = {s.kind for s in spec.sources}
     for name, target in TARGETS.items():
-        refused = f"{model_id}|{name}|{fp32.sha256}"
-        if target.from_source not in kinds or stamps.recall(REFUSED, refused) or find(model_id, name) is not None:
+        if target.from_source not in kinds or P.refusal(fp32, name) or find(model_id, name) is not None:
             continue
         if not any(c.target == name and c.provider in providers and P.runnable(c) for c in P.CAPABILITIES):
             continue
@@ -144,12 +140,12 @@ def _build_companions(
             log.info("%s: %s", model_id, exc)
         except PixeliftError as exc:
             log.warning("%s: no %s artifact (%s); its rows are not measured", model_id, name, exc)
-            stamps.remember(REFUSED, refused)
+            P.record_refusal(fp32, name, str(exc))
 
 
 def photo_weight(spec: ModelSpec, rows: Iterable[Measured]) -> Callable[[Measured], float]:
     """What ``auto`` scales a row's time per crop by: the tiling its backend's footprint implies on
-    a camera photo (ncnn's ESRGAN tiles are a third the side of OpenVINO's)."""
+    a camera photo (ncnn's ESRGAN tiles are less than half the side of OpenVINO's)."""
     overhead = {
         (p, q): footprint.reference_overhead(spec, p, precision=q)
         for p, q in {(m.capability.provider, m.capability.precision) for m in rows}
