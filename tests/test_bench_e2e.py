@@ -80,3 +80,25 @@ def test_report_headline_with_a_noisy_and_a_failed_side() -> None:
     row = lines[-1]
     assert "failed: exit 1: boom" in row and "machine too noisy" in row and "×" not in row.split("|")[7]
     assert asdict(res.case)["model"] == "span-x2-ch48"
+
+
+def test_output_psnr_reads_outputs_beyond_the_decompression_bomb_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 12 MP photo upscaled x4 is 192 MP, past Pillow's bomb limit: the bench compares its own
+    outputs anyway (the full cases crashed there), and the limit is back afterwards."""
+    from PIL import Image
+
+    from pixelift.bench.e2e import _psnr_files
+    from pixelift.metrics import psnr
+    from pixelift.samples import sample_photo
+
+    img = sample_photo()[:200, :240]
+    noisy = np.clip(img.astype(np.int16) + np.random.default_rng(0).integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    Image.fromarray(noisy).save(tmp_path / "b.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # both files are "bombs" now
+    got = _psnr_files(tmp_path / "a.png", tmp_path / "b.png")
+    assert got == pytest.approx(psnr(img / 255.0, noisy / 255.0), abs=0.01)
+    assert Image.MAX_IMAGE_PIXELS == 1000
+    assert _psnr_files(tmp_path / "a.png", tmp_path / "a.png") == 200.0
