@@ -151,7 +151,10 @@ class NcnnProvider:
         import ncnn
 
         caps = ("FP32", "BF16_STORAGE", *(("FP16",) if ncnn.cpu_support_arm_asimdhp() else ()))
-        version = importlib.metadata.version("ncnn")
+        try:
+            version = importlib.metadata.version("ncnn")
+        except importlib.metadata.PackageNotFoundError:  # a build installed under another name
+            version = getattr(ncnn, "__version__", "(version unknown)")
         return ProbeResult(True, f"ncnn {version} CPU on {facts.cpu_count} threads", ("CPU",), {}, caps)
 
     def open(self, model_path: Path, options: ProviderOptions | None = None) -> Session:
