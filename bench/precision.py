@@ -45,7 +45,8 @@ def ncnn_seconds(model_id: str, x: np.ndarray, runs: int) -> dict[str, float]:
     from pixelift.models import ncnn as fmt
 
     spec = get(model_id)
-    src = next(s for s in spec.sources if isinstance(s, NcnnPackageSource))
+    src = spec.source(NcnnPackageSource)
+    assert src is not None, spec.id
     param, binf = src.files()
     graph = fmt.parse_param(param.read_text(), source=str(param))
     out = {}

@@ -33,6 +33,7 @@ from pixelift.artifacts.targets import Target
 from pixelift.errors import PixeliftError
 from pixelift.ids import inside, validate_id
 from pixelift.metrics import psnr
+from pixelift.models.spec import ModelSpec
 from pixelift.paths import atomic_write_bytes, writable
 from pixelift.providers.base import ProbeResult
 from pixelift.providers.microbench import time_session
@@ -92,7 +93,8 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("openvino", "int8", "onnx-int8", {"precision": "bf16"}, "the QDQ ONNX, run by OpenVINO"),
     Capability("openvino", "int8", "openvino-int8", {"precision": "bf16"}, "NNCF-quantized IR"),
     Capability("ncnn", "fp32", "ncnn-fp32"),
-    # bf16 storage, fp32 arithmetic: faster on AVX2-only CPUs too (SPAN 4.24 vs 4.88 us/px, 57 dB)
+    # bf16 storage, fp32 arithmetic: faster than fp32 storage on AVX2-only CPUs too (SPAN 4.24 vs
+    # 4.88 us/px at 256 px; 53 dB vs the fp32 ONNX on the held-out crops)
     Capability("ncnn", "bf16", "ncnn-fp32", {"storage": "bf16"}, "bf16 storage, fp32 arithmetic"),
     Capability("ncnn", "fp16", "ncnn-fp32", {"storage": "fp16"}, "fp16 storage and arithmetic (ARM)", "FP16"),
     Capability("cuda", "fp32", "onnx-fp32"),
@@ -270,7 +272,7 @@ def missing_hint(precision: str, providers: Sequence[str], model_id: str) -> str
         return f"{precision} runs on {', '.join(able) or 'no provider'} only"
     fp32 = find(model_id, ONNX_FP32)
     if fp32 is not None:  # rows whose artifacts come from weights the model does not have: no export helps
-        kinds = {s.get("kind") for s in fp32.manifest.spec.get("sources", [])}
+        kinds = ModelSpec.from_dict(dict(fp32.manifest.spec)).source_kinds
         needed = {ALL_TARGETS[c.target].from_source for c in rows(precision=precision) if c.provider in runners}
         if None not in needed and not needed & kinds:
             return f"{', '.join(sorted(runners))} runs only artifacts made from {', '.join(map(str, needed))} weights; {model_id} has none"

@@ -32,12 +32,12 @@ def _ncnn(model_id: str):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("model_id", [SPAN, BORDERED])
 def test_the_ncnn_target_is_the_verified_original(model_id: str) -> None:
-    from pixelift.export.ncnn import ncnn_source
     from pixelift.models import get
+    from pixelift.models.sources import NcnnPackageSource
     from pixelift.paths import sha256_file
 
     art = _ncnn(model_id)
-    src_param, src_bin = ncnn_source(get(model_id)).files()  # type: ignore[union-attr]
+    src_param, src_bin = get(model_id).source(NcnnPackageSource).files()  # type: ignore[union-attr]
     assert sha256_file(art.path) == sha256_file(src_param)
     assert sha256_file(art.file("model.bin")) == sha256_file(src_bin)
     contract = json.loads(art.file("contract.json").read_text())
@@ -115,7 +115,8 @@ def test_every_request_for_ncnn_has_a_defined_outcome(
         with caplog.at_level(logging.WARNING, logger="pixelift"):
             lm = session.load(SPAN, Request("ncnn", strict=strict), precision=precision)
         assert lm.provider == "ncnn"  # a precision ncnn lacks runs ncnn's fp32, and says so
-        assert lm.precision == (precision if precision in ("fp32", "bf16") else lm.precision)
+        assert lm.precision == {"auto": lm.precision, "fp32": "fp32", "bf16": "bf16"}.get(precision, "fp32")
+        assert lm.precision in ("fp32", "bf16")
         if not runs_here:
             assert lm.precision == "fp32" and f"no {precision} artifact runnable on ncnn" in caplog.text
         y = lm.selection.session.run(to_chw(sample_photo()[:32, :40])[None])
@@ -158,9 +159,10 @@ def test_auto_builds_the_ncnn_target_on_first_use_and_can_choose_it() -> None:
     assert find(SPAN, "ncnn-fp32") is not None
     measured = {r.split("@")[0] for r in P.measure_model(SPAN)}
     assert {"ncnn:fp32", "ncnn:bf16"} <= measured
-    # auto ran the fastest row that meets the gate, whichever backend that is
+    # auto ran the fastest row per photo that meets the gate, whichever backend that is
     rows = [m for m in P.measured_rows(P.measure_model(SPAN)) if m.meets(P.HIGH_FIDELITY_DB)]
-    best = min(rows, key=lambda m: m.seconds)
+    weight = session.photo_weight(lm.spec, rows)
+    best = min(rows, key=lambda m: m.seconds * weight(m))
     assert (lm.provider, lm.precision) == (best.capability.provider, best.capability.precision)
     session.clear_cache()
 
@@ -243,4 +245,52 @@ def test_a_refused_ncnn_target_is_said_once_not_on_every_run(caplog: pytest.LogC
     session.clear_cache()
     with pytest.raises(ProviderError, match="SE-sync"):
         session.load(model, Request("ncnn", strict=True), precision="bf16")
+    session.clear_cache()
+
+
+def test_the_per_photo_weight_follows_the_configured_budget_and_explicit_precisions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PIXELIFT_TILE_MEMORY sizes the tiles the weighting assumes, as it sizes the Enhancer's; an
+    explicit precision with two backends (bf16: OpenVINO's hint where the CPU has BF16, ncnn's
+    storage) is ordered per photo too, not per crop."""
+    from dataclasses import replace
+
+    from pixelift.models import get
+    from pixelift.providers import PROVIDERS, Request
+    from pixelift.providers.select import probe_all
+    from pixelift.runtime import footprint, session
+
+    esrgan = get("realesrgan-x4plus")
+    def overheads() -> tuple[float, float]:
+        return tuple(footprint.reference_overhead(esrgan, p, precision="bf16") for p in ("ncnn", "openvino"))  # type: ignore[return-value]
+
+    monkeypatch.setenv("PIXELIFT_TILE_MEMORY", "64G")  # both backends reach the 768 px tile cap
+    big = overheads()
+    assert big[0] == pytest.approx(big[1])
+    monkeypatch.setenv("PIXELIFT_TILE_MEMORY", "2G")
+    small = overheads()
+    assert small[0] > small[1] * 1.2 and small[0] > big[0]
+    monkeypatch.delenv("PIXELIFT_TILE_MEMORY")
+
+    # ESRGAN with bf16 on both backends, ncnn faster per crop: the per-photo order opens OpenVINO
+    real = probe_all()["openvino"]
+    monkeypatch.setattr(
+        PROVIDERS["openvino"], "probe", lambda facts: replace(real, capabilities=("FP32", "BF16", "INT8"))
+    )
+    ov = P.Measured(P.rows("openvino", "bf16")[0], 55.0, 1.20)
+    nc = P.Measured(P.rows("ncnn", "bf16")[0], 55.0, 1.00)
+    monkeypatch.setattr(P, "measure_model", lambda *a, **k: {})
+    monkeypatch.setattr(P, "measured_rows", lambda records: [nc, ov])
+    opened: list[str] = []
+
+    def first_row(model_id, spec, order, request, gate, passed):  # type: ignore[no-untyped-def]
+        opened.extend(m.capability.provider for m in order)
+        return None
+
+    monkeypatch.setattr(session, "_open_first_row", first_row)
+    monkeypatch.setattr(session, "_build_companions", lambda *a, **k: None)
+    session.clear_cache()
+    session.load("realesrgan-x4plus", Request(), precision="bf16")
+    assert opened[:2] == ["openvino", "ncnn"]
     session.clear_cache()

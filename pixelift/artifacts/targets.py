@@ -50,7 +50,6 @@ TARGETS: dict[str, Target] = {
         Target("openvino-fp32", Format.OPENVINO_IR, "fp32", "model.xml", "ov.convert_model + ov.save_model"),
         Target("openvino-fp16", Format.OPENVINO_IR, "fp16", "model.xml", "IR with weights compressed to fp16"),
         Target("openvino-int8", Format.OPENVINO_IR, "int8", "model.xml", "NNCF post-training quantization, convs only"),
-        # run by the coreml-native provider (macOS); pixelift.export.coreml validates it anywhere
         # the original graph copied from its package; run by the ncnn provider (not every model has one)
         Target(
             "ncnn-fp32",
@@ -60,6 +59,7 @@ TARGETS: dict[str, Target] = {
             "the zoo's original ncnn graph, with its contract (border, residual)",
             from_source="ncnn-package",
         ),
+        # run by the coreml-native provider (macOS); pixelift.export.coreml validates it anywhere
         Target("coreml-fp16", Format.COREML, "fp16", "model.mlpackage", "ML Program, fp16 compute, RangeDim H/W"),
     )
 }

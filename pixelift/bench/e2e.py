@@ -239,7 +239,9 @@ def ncnn_job(model: str) -> NcnnJob:
     from pixelift.models.sources import NcnnPackageSource
 
     spec = get(model)
-    source = next(s for s in spec.sources if isinstance(s, NcnnPackageSource))
+    source = spec.source(NcnnPackageSource)
+    if source is None:
+        raise ValueError(f"{model}: no ncnn original to compare with")
     param, binf = source.files()
     graph = parse_param(param.read_text(), source=str(param))
     residual = spec.options.get("ncnn_residual") == "nearest"

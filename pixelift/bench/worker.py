@@ -89,7 +89,9 @@ def _ncnn(cfg: dict[str, Any]) -> tuple[Any, Any]:
     from pixelift.models.sources import NcnnPackageSource
 
     spec = get(cfg["model"])
-    src = next(s for s in spec.sources if isinstance(s, NcnnPackageSource))
+    src = spec.source(NcnnPackageSource)
+    if src is None:
+        raise ValueError(f"{spec.id} has no ncnn original to bench")
     param, binf = src.files()
     net = NcnnNet(param, binf, threads=cfg["threads"], storage="bf16" if cfg["precision"] == "bf16" else "fp32")
 

@@ -28,13 +28,9 @@ TARGET = "ncnn-fp32"
 RECIPE = 1
 
 
-def ncnn_source(spec: ModelSpec) -> NcnnPackageSource | None:
-    return next((s for s in spec.sources if isinstance(s, NcnnPackageSource)), None)
-
-
 def refusal(spec: ModelSpec) -> str | None:
     """Why ``spec`` has no ncnn-fp32 target; None when it can have one."""
-    if ncnn_source(spec) is None:
+    if spec.source(NcnnPackageSource) is None:
         return "only models shipped as ncnn graphs have one (this one has no ncnn original)"
     if architecture(spec.architecture).se_blocks:
         # the original computes each SE block's mean per tile; pixelift's tiles take the
@@ -67,7 +63,7 @@ def to_ncnn(model_id: str, *, force: bool = False) -> Artifact:
 
 
 def _build(spec: ModelSpec, fp32: Artifact) -> Artifact:
-    source = ncnn_source(spec)
+    source = spec.source(NcnnPackageSource)
     assert source is not None  # refusal() said so
     t0 = time.perf_counter()
     verified = {f["name"]: f["sha256"] for s in fp32.manifest.get("sources", []) for f in s.get("files", [])}
@@ -107,4 +103,4 @@ def _build(spec: ModelSpec, fp32: Artifact) -> Artifact:
         return publish(spec.id, TARGET, param, manifest, extra={"model.bin": binf, side.name: side})
 
 
-__all__ = ["TARGET", "ncnn_source", "refusal", "to_ncnn"]
+__all__ = ["TARGET", "refusal", "to_ncnn"]

@@ -65,6 +65,8 @@ FORMAT_NEEDS = {Format.OPENVINO_IR: "openvino", Format.NCNN: "ncnn"}
 def export_precision(model_id: str, precision: str, **kw: Any) -> list[Artifact]:
     """Build every target stored at ``precision`` (bf16 is a hint on onnx-fp32: nothing to
     build) and measure each runnable capability row. ``kw`` go to the builders that take them."""
+    from pixelift.models import get as get_spec
+
     if precision not in P.PRECISIONS:
         raise ExportError(f"precision must be one of {P.PRECISIONS}")
     out: list[Artifact] = [build(model_id, ONNX_FP32)]
@@ -73,7 +75,7 @@ def export_precision(model_id: str, precision: str, **kw: Any) -> list[Artifact]
         # derived targets only: onnx-fp32 is out[0]; Core ML has its own flag (export --coreml)
         if target is None or name == ONNX_FP32 or target.format == Format.COREML or target.precision != precision:
             continue
-        if target.from_source is not None and not _has_source(model_id, target.from_source):
+        if target.from_source is not None and target.from_source not in get_spec(model_id).source_kinds:
             log.info("%s: %s skipped: the model has no %s weights", model_id, name, target.from_source)
             continue
         needs = FORMAT_NEEDS.get(target.format)
@@ -84,12 +86,6 @@ def export_precision(model_id: str, precision: str, **kw: Any) -> list[Artifact]
         out.append(make(model_id, **{k: v for k, v in kw.items() if k in params}))
     P.measure_model(model_id, precisions=(precision,))
     return [find(model_id, a.target) or a for a in out]
-
-
-def _has_source(model_id: str, kind: str) -> bool:
-    from pixelift.models import get as get_spec
-
-    return any(s.kind == kind for s in get_spec(model_id).sources)
 
 
 __all__ = ["FORMAT_NEEDS", "build", "builders", "export_precision"]

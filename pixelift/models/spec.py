@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pixelift.ids import validate_id
 from pixelift.models.sources import WeightSource, source_from_dict
+
+S = TypeVar("S", bound=WeightSource)
 
 
 class Task(enum.StrEnum):
@@ -53,6 +55,14 @@ class ModelSpec:
             raise ValueError(f"{self.id}: scale/alignment must be >= 1 and border >= 0")
         if not self.sources:
             raise ValueError(f"{self.id}: a model needs at least one weight source")
+
+    def source(self, kind: type[S]) -> S | None:
+        """The first weight source of type ``kind`` (e.g. the ncnn original), or None."""
+        return next((s for s in self.sources if isinstance(s, kind)), None)
+
+    @property
+    def source_kinds(self) -> frozenset[str]:
+        return frozenset(s.kind for s in self.sources)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -7,7 +7,15 @@ from pixelift.providers.base import ProbeResult, Provider, ProviderError, Role, 
 from pixelift.providers.machine import MachineFacts, read_machine
 from pixelift.providers.options import ProviderOptions
 from pixelift.providers.select import Request, Selection, open_session, plan, probe_all, requested_unavailable
-from pixelift.providers.table import PROVIDERS, cpu_backends, opening, provider_choices, provider_options, with_role
+from pixelift.providers.table import (
+    PROVIDERS,
+    cpu_backends,
+    opening,
+    opens,
+    provider_choices,
+    provider_options,
+    with_role,
+)
 
 
 def validate_provider(value: str) -> str:
@@ -47,6 +55,7 @@ __all__ = [
     "get_provider",
     "open_session",
     "opening",
+    "opens",
     "plan",
     "probe_all",
     "provider_choices",

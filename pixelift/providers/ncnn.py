@@ -129,7 +129,7 @@ class NcnnSession:
             raise ProviderError(f"ncnn session takes NCHW input, not shape {x.shape}")
         with self._lock:
             outs = [self._contract.apply(self._net.run, x[i]) for i in range(x.shape[0])]
-        return np.stack(outs).astype(np.float32, copy=False)
+        return outs[0][None] if len(outs) == 1 else np.stack(outs)
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if set(feeds) != {"input"}:

@@ -23,7 +23,7 @@ from pixelift.providers import probe_cache
 from pixelift.providers.base import ProbeResult, ProviderError, Role, Session
 from pixelift.providers.machine import MachineFacts, read_machine
 from pixelift.providers.options import ProviderOptions
-from pixelift.providers.table import PROVIDERS, provider_options, with_role
+from pixelift.providers.table import PROVIDERS, opening, opens, provider_options, with_role
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +149,6 @@ def plan(
     """The candidates, best first, and the providers passed over with why. ``suffix``: the
     model file's; a provider that cannot open such files is no candidate (named when requested)."""
 
-    def opens(pname: str) -> bool:
-        return suffix is None or suffix in PROVIDERS[pname].suffixes
-
     def options(pname: str, device: str | None = None) -> ProviderOptions:
         return provider_options(pname, {"device": device} if device else None, base=request.options)
 
@@ -161,7 +158,7 @@ def plan(
     device = device_text.upper() or None
     if request.provider != "auto":
         missing = requested_unavailable(request, probes)
-        if missing is None and not opens(name):
+        if missing is None and not opens(name, suffix):
             missing = (_label(name, device), f"{name} opens {', '.join(PROVIDERS[name].suffixes)} files, not {suffix}")
         if missing is None:
             cands.append(Candidate(_label(name, device), name, options(name, device), "requested"))
@@ -169,7 +166,7 @@ def plan(
             rejected.append(missing)
         if request.strict:
             return Plan(tuple(cands), tuple(rejected))
-    for pname in filter(opens, with_role(Role.ACCELERATOR)):
+    for pname in opening(suffix, with_role(Role.ACCELERATOR)):
         if any(c.provider == pname for c in cands) or any(label == pname for label, _ in rejected):
             continue  # the requested one, already judged above
         probe = probes[pname]
@@ -178,7 +175,7 @@ def plan(
         else:
             rejected.append((pname, probe.reason))
     for pname, provider in PROVIDERS.items():  # devices of other providers that rank as accelerators
-        if not opens(pname):
+        if not opens(pname, suffix):
             continue
         probe = probes[pname]
         for dev in provider.accelerator_devices:
@@ -188,7 +185,7 @@ def plan(
                     cands.append(Candidate(label, pname, options(pname, dev), f"{pname} {dev} device"))
             elif not any(seen == label for seen, _ in rejected):
                 rejected.append((label, probe.reason if not probe.available else f"no {pname} {dev} device"))
-    cpu_names = tuple(filter(opens, with_role(Role.CPU)))
+    cpu_names = opening(suffix, with_role(Role.CPU))
     cpu_backends = [n for n in cpu_names if probes.get(n) and probes[n].available]
     for n in cpu_names:
         if n not in cpu_backends:

@@ -44,9 +44,14 @@ def cpu_backends() -> tuple[str, ...]:
     return with_role(Role.CPU)
 
 
-def opening(suffix: str, names: tuple[str, ...] | None = None) -> tuple[str, ...]:
+def opens(name: str, suffix: str | None) -> bool:
+    """Whether provider ``name`` opens model files ending in ``suffix`` (None: any file)."""
+    return suffix is None or suffix in PROVIDERS[name].suffixes
+
+
+def opening(suffix: str | None, names: tuple[str, ...] | None = None) -> tuple[str, ...]:
     """Of ``names`` (default: every provider), those that open model files ending in ``suffix``."""
-    return tuple(n for n in (PROVIDERS if names is None else names) if suffix in PROVIDERS[n].suffixes)
+    return tuple(n for n in (PROVIDERS if names is None else names) if opens(n, suffix))
 
 
 def provider_choices() -> list[str]:

@@ -8,7 +8,6 @@ premultiplied by alpha first so transparent pixels cannot bleed dark fringes int
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -29,14 +28,7 @@ from pixelift.models.architectures import architecture, pack
 from pixelift.models.spec import ModelSpec
 from pixelift.providers.select import Request
 from pixelift.runtime import autopilot, footprint, imageio, noise, se_sync, tiling
-from pixelift.runtime.footprint import (  # noqa: F401  (re-exported: the Enhancer's tile budget)
-    FALLBACK_MEMORY,
-    MAX_AUTO_TILE,
-    TILE_MEMORY_CAP,
-    TILE_MEMORY_FLOOR,
-    TILE_MEMORY_SHARE,
-    tile_memory_budget,
-)
+from pixelift.runtime.footprint import tile_memory_budget
 from pixelift.runtime.session import LoadedModel, load
 
 log = logging.getLogger(__name__)
@@ -225,9 +217,8 @@ class Enhancer:
         self.max_output_pixels = limits.resolve_limit(
             max_output_pixels, limits.DEFAULT_MAX_OUTPUT_PIXELS, limits.ENV_MAX_OUTPUT_PIXELS, "max_output_pixels"
         )
-        raw_memory = os.environ.get(limits.ENV_TILE_MEMORY, "").strip()
         #: the activation budget set by PIXELIFT_TILE_MEMORY; None: from the memory available per image
-        self.tile_memory = limits.parse_bytes(raw_memory, limits.ENV_TILE_MEMORY) if raw_memory else None
+        self.tile_memory = footprint.configured_tile_memory()
         if precision not in CHOICES:
             raise UsageError(f"precision must be one of {', '.join(CHOICES)}, not {precision!r}")
         # auto: the fastest measured precision whose fidelity vs fp32 meets the gate

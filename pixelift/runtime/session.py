@@ -23,6 +23,7 @@ from pixelift.providers import (
     cpu_backends,
     open_session,
     opening,
+    opens,
     probe_all,
     provider_options,
     read_machine,
@@ -97,7 +98,7 @@ def _opens_onnx(request: Request) -> bool:
     """Whether the provider a request names (any, for ``auto``) opens the fp32 ONNX artifact;
     one that runs only its own artifacts (ncnn) is reached through the capability table."""
     name = request.provider.partition(":")[0]
-    return request.provider == "auto" or name not in PROVIDERS or ".onnx" in PROVIDERS[name].suffixes
+    return request.provider == "auto" or name not in PROVIDERS or opens(name, ".onnx")
 
 
 def _fp32_fallback(
@@ -125,9 +126,8 @@ def _build_companions(
     from pixelift import precision as P
 
     model_id = fp32.model_id
-    kinds = {s.kind for s in spec.sources}
     for name, target in TARGETS.items():
-        if target.from_source not in kinds or P.refusal(fp32, name) or find(model_id, name) is not None:
+        if target.from_source not in spec.source_kinds or P.refusal(fp32, name) or find(model_id, name) is not None:
             continue
         if not any(c.target == name and c.provider in providers and P.runnable(c) for c in P.CAPABILITIES):
             continue
@@ -211,12 +211,12 @@ def _load_precision(
         if spec.half_safe is False:
             rows = [m for m in rows if m.capability.precision != "fp16"]
         passed: list[tuple[str, str]] = []
+        per_photo = photo_weight(spec, rows)
         if precision == "auto":
             if not any(m.meets(gate) for m in rows):
                 # nothing measured on these providers (none could run a row): the fp32 path decides
                 log.warning("%s: no measured precision row on %s; running fp32", model_id, ", ".join(providers))
                 return fp32_load(f"no measured row of {model_id} on {', '.join(providers)}")
-            per_photo = photo_weight(spec, rows)
             best, passed = P.choose_auto(rows, gate, per_photo)
             if fast and not any(m.capability.precision == "int8" for m in rows):
                 log.warning(
@@ -238,7 +238,7 @@ def _load_precision(
                     raise ProviderError(f"{msg} ({hint})")
                 log.warning("%s (%s); using fp32", msg, hint)
                 return fp32_load(f"{msg} ({hint})")
-            order = sorted(rows, key=lambda m: (not m.finite, m.seconds))
+            order = sorted(rows, key=lambda m: (not m.finite, m.seconds * per_photo(m)))
             if not order[0].meets(gate):
                 log.warning(
                     "%s: %s on %s measured %s dB vs fp32 on held-out images, below the %s dB gate",

@@ -35,7 +35,7 @@ def require_torch() -> None:
 
 
 def load_ncnn(spec: ModelSpec) -> ncnn_format.NcnnModel:
-    src = next((s for s in spec.sources if isinstance(s, NcnnPackageSource)), None)
+    src = spec.source(NcnnPackageSource)
     if src is None:
         raise UnknownArchitectureError(f"{spec.id} has no ncnn weight source")
     param, binf = src.files()
