@@ -22,6 +22,7 @@ from pixelift.artifacts import Manifest
 from pixelift.export import ONNX_FP32, find, to_onnx
 from pixelift.export.onnx_export import OPSET, read_metadata, trace_size
 from pixelift.export.parity import PARITY_DB, parity_size
+from pixelift.models.importers import form_name
 from pixelift.models.sources import NcnnPackageSource
 from pixelift.models.spec import ModelSpec
 
@@ -78,6 +79,7 @@ def _check_artifact(spec: ModelSpec, manifest: Manifest) -> None:
     assert {f["name"].rsplit(".", 1)[1] for f in files} == ({"param", "bin"} if ncnn_pair else {"pth"})
     assert all(len(f["sha256"]) == 64 for f in files)
     assert ModelSpec.from_dict(manifest["spec"]) == spec
+    assert manifest.get("form") == form_name(spec)  # ESRGAN: its tail in strips (test below)
 
 
 def test_onnx_runs_batched_and_at_other_sizes_with_onnxruntime_alone() -> None:
@@ -114,3 +116,56 @@ def test_cached_artifact_is_reused_and_tampering_detected(caplog: pytest.LogCapt
     assert c.path.read_bytes() != tampered
     d = to_onnx("realesrgan-animevideov3-x4", force=True)
     d.verify()
+
+
+@pytest.mark.parametrize(
+    ("scale", "shuffle", "upsampler"),
+    [(4, None, "upconv"), (2, 2, "upconv"), (3, None, "upconv"), (4, None, "pixel_shuffle")],
+)
+def test_esrgan_tail_strips_equal_the_module(scale: int, shuffle: int | None, upsampler: str) -> None:
+    """The exported form of an RRDBNet (its upsampling tail in row strips, for memory) computes
+    what the module computes, at any height, including fewer rows than strips; x2 models
+    pixel-unshuffle ahead of the body, and spandrel's upsamplers all keep the equality."""
+    import torch
+    from spandrel.architectures.ESRGAN import ESRGAN as RRDBNet
+
+    from pixelift.models.importers.esrgan import FORM, TAIL_STRIPS, export_form
+
+    torch.manual_seed(0)
+    in_nc = 3 * (shuffle or 1) ** 2
+    net = RRDBNet(in_nc=in_nc, num_filters=16, num_blocks=2, scale=scale, shuffle_factor=shuffle, upsampler=upsampler)
+    net.eval()
+    form, name = export_form(net)
+    assert name == FORM and form is not net
+    # (one row is below what spandrel's reflect padding of an x2 model's unshuffle takes)
+    for h, w in ((37, 29), (TAIL_STRIPS - 3, 11), (2 if shuffle else 1, 5), (2 * TAIL_STRIPS + 1, 4)):
+        x = torch.rand(1, 3, h, w)
+        with torch.no_grad():
+            want, got = net(x), form(x)
+        assert got.shape == want.shape
+        assert float((got - want).abs().max()) < 1e-5, (h, w)
+    # a module whose layers are not RRDBNet's sequence is exported as it is
+    other = torch.nn.Conv2d(3, 3, 3)
+    assert export_form(other) == (other, None)
+
+
+@pytest.mark.slow
+def test_an_artifact_of_another_form_is_exported_again(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ESRGAN artifact exported before its tail ran in strips (or in another number of them)
+    holds 3x the memory the tile chooser plans for: it is not reused."""
+    import logging
+
+    from pixelift.models import importers
+
+    spec = models.get("realesrgan-x4plus-anime")
+    to_onnx(spec)
+    caplog.set_level(logging.INFO, logger="pixelift")
+    to_onnx(spec)
+    assert "using cached artifact" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(importers, "form_name", lambda spec: "tail-strips-99")
+    art = to_onnx(spec)
+    assert "using cached artifact" not in caplog.text
+    assert art.manifest.get("form") == importers.esrgan.FORM  # type: ignore[attr-defined]

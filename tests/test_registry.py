@@ -136,3 +136,22 @@ def test_backend_footprints_name_real_providers_and_buy_larger_tiles() -> None:
     assert tiles["cpu"] is not None and tiles["openvino"] is not None and tiles["openvino"] > tiles["cpu"]
     overhead = {p: plan_tiles(3000, 4000, tile=t, overlap=esr.overlap).overhead for p, t in tiles.items()}
     assert overhead["openvino"] < overhead["cpu"] - 0.1
+
+
+def test_a_12mp_photo_computes_at_most_110_percent_of_its_pixels() -> None:
+    """Issue 13, goal 2: on OpenVINO (where auto runs every architecture on an AVX2 CPU) with the
+    budget 23 GB available gives, a camera photo's auto tiles compute <= 1.10x its pixels; ESRGAN
+    reaches it because its tail runs in strips (2.7 KB/px, was 8.6) and its 32 px overlap lifts
+    the tile cap to 1024 px."""
+    from pixelift.runtime import footprint
+
+    budget = footprint.tile_memory_budget(23 << 30)
+    first = {}
+    for spec in models.all_specs():
+        first.setdefault(spec.architecture, spec)
+    for arch, spec in first.items():
+        assert footprint.reference_overhead(spec, "openvino", budget, "fp32") <= 1.10, arch
+    esrgan = first["ESRGAN"]
+    assert footprint.auto_tile(esrgan, "openvino", 3000, 4000, budget, precision="fp32") == 1024
+    # and a photo that fits the budget runs whole: one tile, nothing computed twice
+    assert footprint.auto_tile(esrgan, "openvino", 768, 1024, budget, precision="fp32") is None

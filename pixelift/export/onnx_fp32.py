@@ -133,22 +133,29 @@ def _intact(cached: Artifact | None) -> Artifact | None:
 def _to_onnx(spec: ModelSpec, force: bool, simplify: bool, threshold_db: float) -> Artifact:
     from pixelift.export import se_sync
     from pixelift.export.onnx_export import export_module
-    from pixelift.models.importers import build_torch
+    from pixelift.models.importers import build_torch, export_form, form_name
 
     sources = source_fingerprint(spec)
     cached = find(spec.id, ONNX_FP32)
-    fresh = cached and cached.manifest.get("sources") == sources and "se_blocks" in cached.manifest
+    fresh = (
+        cached
+        and cached.manifest.get("sources") == sources
+        and "se_blocks" in cached.manifest
+        and cached.manifest.get("form") == form_name(spec)
+    )
     if cached and fresh and not force and cached.parity_passed and _intact(cached):
         log.info("%s: using cached artifact %s", spec.id, cached.path)
         return cached
     t0 = time.perf_counter()
-    module = build_torch(spec)
+    module, form = export_form(spec, build_torch(spec))
+    if form != form_name(spec):
+        log.warning("%s: exported as the module itself (its layers are not those %s expects)", spec.id, form_name(spec))
     with tempfile.TemporaryDirectory(prefix="pixelift-export-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         facts = export_module(module, spec, onnx_path, simplify=simplify)
         checks = parity_checks(spec, module, onnx_path, threshold_db=threshold_db)
         # SE blocks the SE-sync variant (to_onnx_se) can sync across tiles; [] if none
-        extra = {**facts, "se_blocks": se_sync.geometry_or_empty(module, spec.alignment)}
+        extra = {**facts, "se_blocks": se_sync.geometry_or_empty(module, spec.alignment), "form": form}
         return _publish_verified(spec, ONNX_FP32, onnx_path, checks, threshold_db, sources, extra, t0)
 
 

@@ -82,7 +82,8 @@ def _on(openvino: float, ncnn: tuple[float, float] | None = None) -> tuple[tuple
 # footprints measured 2026-11-25 (see pixelift/runtime/footprint.py for the margin), OpenVINO's
 # 2026-12-04 (python -m bench.footprint: f32 hint, static shape; onnxruntime's reproduced within
 # 1%, FFDNet's re-measured with VmHWM), ncnn's the same day (fp32 and bf16 storage: ESRGAN 46
-# and 34 KB/px, Winograd buffers and a pool that reuses few blocks); overlaps
+# and 34 KB/px, Winograd buffers and a pool that reuses few blocks); ESRGAN's again that day once its
+# tail ran in strips (onnxruntime 16861 -> 7044, OpenVINO 8617 -> 2734: bench/results/esrgan_strips.json); overlaps
 # 2026-12-03 with bench/overlap.py (worst of 4 photo crops 128x192, tile 64, >= 60 dB vs whole;
 # bench/results/overlap.json). ESRGAN: 32 (49.6 dB worst, 56.3 mean at tile 64; 48 gives 56.0
 # worst but, with the ~212 px tiles onnxruntime's footprint then allowed, 2.07x the pixels of a 12 MP
@@ -90,7 +91,7 @@ def _on(openvino: float, ncnn: tuple[float, float] | None = None) -> tuple[tuple
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
-        Architecture("ESRGAN", "esrgan", 16861, _on(8617, (45960, 34260)), overlap=32),
+        Architecture("ESRGAN", "esrgan", 7044, _on(2734, (45960, 34260)), overlap=32),
         Architecture("Compact", "compact", 817, _on(999, (3013, 2955)), overlap=8),
         Architecture("SPAN", "span", 2631, _on(1958, (4390, 2848)), overlap=2),
         Architecture("RealCUGAN", "realcugan", 6140, _on(2895), tile_safe=False, se_blocks=True, overlap=12),

@@ -22,18 +22,21 @@ MARGIN = 1.5
 FALLBACK_MEMORY = 2 << 30  # when free memory cannot be read
 # Measured (span-x2-ch48, 1600x1200, OpenVINO): tile 128/256/512/768 took 9.95/7.05/6.09/5.91 s.
 # With edge tiles unpadded and overlaps measured per architecture, 768 keeps every architecture
-# but ESRGAN (memory-bound: 368-494 px tiles on OpenVINO) at <= 1.04x the pixels of a 12 MP photo (bench/results/overlap.json).
+# with an overlap under 24 px at <= 1.04x the pixels of a 12 MP photo (bench/results/overlap.json).
 MAX_AUTO_TILE = 768
-#: bytes of model activations an auto tile may use: a quarter of the memory available, at least
+#: a wider overlap raises the cap to this many overlaps, where memory allows: ESRGAN (32 px) may
+#: take 1024 px tiles, 3x4 of them on a 12 MP photo (1.09x its pixels) instead of 4x6 (1.15x)
+TILE_PER_OVERLAP = 32
+#: bytes of model activations an auto tile may use: a third of the memory available, at least
 #: TILE_MEMORY_FLOOR (what every machine had before, if it has that much) and at most
-#: TILE_MEMORY_CAP; PIXELIFT_TILE_MEMORY sets it. ESRGAN on OpenVINO (8.6 KB/px measured) at
-#: 20 GB available: a 0.25 MP photo in one run instead of 4 tiles (1.28x the pixels), 12 MP at
-#: 1.27x the pixels instead of 1.36x
+#: TILE_MEMORY_CAP; PIXELIFT_TILE_MEMORY sets it. The tile chooser plans for 3/4 of it and each
+#: footprint carries a 1.5x margin, so a tile is sized to use about a sixth of the memory available
+#: (ESRGAN on OpenVINO at 23 GB available: 1024 px tiles, about 3.3 GB)
 TILE_MEMORY_FLOOR = 3 << 30
 TILE_MEMORY_CAP = 8 << 30
-TILE_MEMORY_SHARE = 4
+TILE_MEMORY_SHARE = 3
 #: the photo a row's per-crop time is scaled to when auto compares backends whose footprints
-#: differ (a camera's 12 MP): ncnn holds ESRGAN at 46 KB per pixel against OpenVINO's 8.6, so
+#: differ (a camera's 12 MP): ncnn holds ESRGAN at 46 KB per pixel against OpenVINO's 2.7, so
 #: its tiles are smaller and overlap more
 REFERENCE_PHOTO = (3000, 4000)
 
@@ -86,7 +89,7 @@ def auto_tile(
         bytes_per_input_pixel=bytes_per_input_pixel(spec.architecture, provider, precision),
         available_bytes=budget,
         alignment=spec.alignment,
-        max_tile=MAX_AUTO_TILE,
+        max_tile=max(MAX_AUTO_TILE, TILE_PER_OVERLAP * ov),
         overlap=ov,
     )
 

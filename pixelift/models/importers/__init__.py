@@ -55,6 +55,22 @@ def build_torch(spec: ModelSpec) -> torch.nn.Module:
     return module.eval().float()
 
 
+def form_name(spec: ModelSpec) -> str | None:
+    """The form :func:`export_form` gives ``spec``'s module, without building it (a cached artifact
+    of another form is re-exported)."""
+    importer = architecture(spec.architecture).importer
+    return getattr(importlib.import_module(f"pixelift.models.importers.{importer}"), "FORM", None) if importer else None
+
+
+def export_form(spec: ModelSpec, module: torch.nn.Module) -> tuple[torch.nn.Module, str | None]:
+    """The module an ONNX graph is exported from, and its form's name for the manifest (None: the
+    module itself). An architecture may restructure its graph for memory, never its output
+    (ESRGAN: :func:`pixelift.models.importers.esrgan.export_form`)."""
+    if form_name(spec) is None:
+        return module, None
+    return _importer(spec).export_form(module)  # type: ignore[no-any-return]
+
+
 def _importer(spec: ModelSpec) -> ModuleType:
     importer = architecture(spec.architecture).importer
     if importer is None:
