@@ -294,3 +294,145 @@ def test_the_per_photo_weight_follows_the_configured_budget_and_explicit_precisi
     session.load("realesrgan-x4plus", Request(), precision="bf16")
     assert opened[:2] == ["openvino", "ncnn"]
     session.clear_cache()
+
+
+# --- ncnn:GPU (Vulkan) --------------------------------------------------------------------
+# CI installs Mesa's lavapipe (a Vulkan driver that computes on the CPU): the Vulkan path runs
+# there for real, while the probe rightly refuses to call it a GPU. A test that needs a device
+# to count as one says so by treating the CPU kind as hardware.
+
+
+def _vulkan():  # type: ignore[no-untyped-def]
+    from pixelift.providers import ncnn as N
+
+    devices = N.vulkan_devices()
+    if not devices:
+        pytest.skip("no Vulkan device (CI installs mesa-vulkan-drivers: lavapipe)")
+    return N, devices
+
+
+@pytest.fixture
+def lavapipe_as_gpu(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The probe counts a CPU Vulkan device as a GPU (a probe replaced on the instance is run afresh)."""
+    from pixelift.providers import PROVIDERS
+    from pixelift.runtime import session
+
+    N, _ = _vulkan()
+    monkeypatch.setattr(N, "SOFTWARE_KINDS", frozenset())
+    monkeypatch.setattr(PROVIDERS["ncnn"], "probe", lambda facts: N.NcnnProvider.probe(PROVIDERS["ncnn"], facts))
+    session.clear_cache()
+    yield N
+    session.clear_cache()
+
+
+def test_a_cpu_vulkan_driver_is_listed_but_never_offered_as_a_gpu() -> None:
+    from pixelift.providers.machine import read_machine
+
+    N, devices = _vulkan()
+    software = [d for d in devices if not d.hardware]
+    if not software:
+        pytest.skip("this machine has a hardware Vulkan GPU")
+    probe = N.NcnnProvider().probe(read_machine())
+    assert probe.available and "GPU" not in probe.devices
+    assert "a CPU implementation, not offered" in probe.reason and str(software[0]) in probe.details["vulkan"]
+    with pytest.raises(N.ProviderError, match="no Vulkan GPU"):  # no device named: the first GPU, and there is none
+        N.NcnnProvider().open(_ncnn(SPAN).path, N.NcnnOptions(device="GPU"))
+
+
+def test_vulkan_runs_the_original_graph_like_the_cpu() -> None:
+    """On the Vulkan device itself: fp32 storage matches ncnn on the CPU; fp16 storage (where
+    the device has it) stays above the 50 dB gate on a real photo; bf16 is refused (a CPU mode);
+    a device index that does not exist is a clear error."""
+    from pixelift.errors import ProviderOptionError
+
+    N, devices = _vulkan()
+    path = _ncnn(BORDERED).path
+    x = to_chw(sample_photo()[40:136, 24:152])[None]
+    ref = N.NcnnProvider().open(path, N.NcnnOptions(threads=2)).run(x)
+    fp32 = N.NcnnProvider().open(path, N.NcnnOptions(device="GPU", gpu=0))
+    assert fp32.provider == "ncnn:GPU"
+    y = fp32.run(x)
+    assert y.shape == ref.shape == (1, 3, 192, 256) and psnr(y, ref) >= 100.0
+    fp16 = N.NcnnProvider().open(path, N.NcnnOptions(device="GPU", gpu=0, storage="fp16")).run(x)
+    assert psnr(fp16, ref) >= P.HIGH_FIDELITY_DB
+    with pytest.raises(ProviderOptionError, match="bf16 is a CPU mode"):
+        N.NcnnProvider().open(path, N.NcnnOptions(device="GPU", gpu=0, storage="bf16"))
+    with pytest.raises(N.ProviderError, match=f"no Vulkan device {len(devices)}"):
+        N.NcnnProvider().open(path, N.NcnnOptions(device="GPU", gpu=len(devices)))
+    with pytest.raises(ProviderOptionError, match="ncnn:GPU"):
+        N.NcnnProvider().open(path, N.NcnnOptions(gpu=0))
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16", "fp16", "int8"])
+def test_every_request_for_ncnn_gpu_has_a_defined_outcome(
+    precision: str, strict: bool, lavapipe_as_gpu: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--provider ncnn:GPU x precision x strict: fp32 (auto too: no fidelity is measured on the
+    device) and fp16 storage run as asked; bf16 (a CPU mode) and int8 (no row) run fp32 and say
+    so, or raise when strict; a model with no ncnn original goes to automatic selection, recorded."""
+    from pixelift.providers import ProviderError, Request
+    from pixelift.runtime import session
+
+    _ncnn(SPAN)
+    runs = {"auto": "fp32", "fp32": "fp32", "fp16": "fp16"}.get(precision)
+    if strict and runs is None:
+        with pytest.raises(ProviderError, match="ncnn:GPU"):
+            session.load(SPAN, Request("ncnn:GPU", strict=True), precision=precision)
+    else:
+        with caplog.at_level(logging.WARNING, logger="pixelift"):
+            lm = session.load(SPAN, Request("ncnn:GPU", strict=strict), precision=precision)
+        assert lm.provider == "ncnn:GPU" and lm.precision == (runs or "fp32")
+        if runs is None:
+            assert f"no {precision} row that ran here; running fp32" in caplog.text
+        x = to_chw(sample_photo()[:32, :40])[None]
+        assert lm.selection.session.run(x).shape == (1, 3, 64, 80)
+    session.clear_cache()
+    if strict:
+        with pytest.raises(ProviderError):
+            session.load("ffdnet-rgb", Request("ncnn:GPU", strict=True), precision=precision)
+    else:
+        lm = session.load("ffdnet-rgb", Request("ncnn:GPU"), precision=precision)
+        assert lm.provider != "ncnn:GPU" and any(label == "ncnn:GPU" for label, _ in lm.selection.rejected)
+
+
+def test_ncnn_gpu_without_a_gpu_falls_back_out_loud(tmp_path: Path) -> None:
+    """No hardware Vulkan device (lavapipe only, or none): the CLI runs automatic selection and
+    says why; --strict refuses and writes nothing."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from pixelift.cli import main
+    from pixelift.providers import PROVIDERS
+    from pixelift.providers.machine import read_machine
+
+    if "GPU" in PROVIDERS["ncnn"].probe(read_machine()).devices:
+        pytest.skip("this machine has a hardware Vulkan GPU")
+    _ncnn(SPAN)
+    src = tmp_path / "photo.png"
+    Image.fromarray(sample_photo()[:48, :64]).save(src)
+    args = ["enhance", str(src), "-m", SPAN, "--provider", "ncnn:GPU", "--json"]
+    res = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "o.png")])
+    assert res.exit_code == 0, res.output
+    record = json.loads(res.stdout.splitlines()[-1])
+    assert not record["provider"][0].startswith("ncnn:GPU") and "ncnn:GPU" in json.dumps(record)
+    strict = CliRunner().invoke(main, [*args, "--strict", "-o", str(tmp_path / "s.png")])
+    assert strict.exit_code != 0 and "ncnn:GPU" in strict.output and "Traceback" not in strict.output
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_cli_enhance_on_ncnn_gpu_file_to_file(tmp_path: Path, lavapipe_as_gpu: object) -> None:
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from pixelift.cli import main
+
+    _ncnn(SPAN)
+    src = tmp_path / "photo.png"
+    Image.fromarray(sample_photo()[:48, :64]).save(src)
+    cmd = ["enhance", str(src), "-m", SPAN, "--provider", "ncnn:GPU", "--precision", "fp16", "--json"]
+    res = CliRunner().invoke(main, [*cmd, "-o", str(tmp_path / "o.png")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.splitlines()[-1])["provider"][0].split("/")[0] == "ncnn:GPU"
+    with Image.open(tmp_path / "o.png") as out:
+        assert out.size == (128, 96)

@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 
 MAX_AGE_S = 24 * 3600
 #: environment variables the backends' probes read (library paths, visible devices)
-ENV_PREFIXES = ("CUDA_", "NVIDIA_", "OV_", "ORT_", "LD_LIBRARY_PATH", "DYLD_", "PATH")
-#: device nodes a GPU/NPU driver creates (Intel GPU and NPU for OpenVINO, NVIDIA)
-DEVICE_DIRS = ("/dev/dri", "/dev/accel")
+ENV_PREFIXES = ("CUDA_", "NVIDIA_", "OV_", "ORT_", "LD_LIBRARY_PATH", "DYLD_", "PATH", "VK_")
+#: device nodes a GPU/NPU driver creates (Intel GPU and NPU for OpenVINO, NVIDIA), and where
+#: Vulkan drivers register (ncnn:GPU): installing one changes the listing
+DEVICE_DIRS = ("/dev/dri", "/dev/accel", "/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d")
 
 
 def _file() -> Path:

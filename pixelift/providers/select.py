@@ -136,7 +136,8 @@ def requested_unavailable(request: Request, probes: dict[str, ProbeResult]) -> t
     if probe.available and (device is None or device in probe.devices):
         return None
     label = _label(name, device)
-    why = probe.reason if not probe.available else f"no {device} device (have {', '.join(probe.devices) or 'none'})"
+    have = ", ".join(probe.devices) or "none"
+    why = probe.reason if not probe.available else f"no {device} device (have {have}; {probe.reason})"
     if request.strict:
         raise ProviderError(f"provider {label} (strict): {why}")
     log.warning("provider %s is not available (%s); falling back to automatic selection", label, why)

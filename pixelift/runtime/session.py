@@ -183,6 +183,8 @@ def _load_precision(
         return _fp32_fallback(model_id, request, why, auto_export, builder)
 
     name, _, device = request.provider.partition(":")
+    if device and not _opens_onnx(request):  # ncnn:GPU: its own artifact, on that device
+        return _load_on_device(model_id, request, precision, fp32, spec, auto_export, builder)
     if device or (request.provider == "auto" and _accelerator_available(request)):
         # accelerators: the fp32 path and its provider ranking (fidelity is measured on CPU backends)
         log.info(
@@ -255,6 +257,51 @@ def _load_precision(
             lm = replace(fallback, selection=replace(sel, rejected=(*passed, *sel.rejected)))
         _PCACHE[key] = lm
     return lm
+
+
+def _load_on_device(
+    model_id: str,
+    request: Request,
+    precision: str,
+    fp32: Artifact,
+    spec: ModelSpec,
+    auto_export: bool,
+    builder: Builder | None,
+) -> LoadedModel:
+    """A device of a provider that runs only its own artifacts (``ncnn:GPU``): the provider's row
+    of ``precision`` with the device added to its options, else its fp32 row, said (strict: raised).
+    ``auto`` is fp32 there: fidelity rows are measured on CPU backends, not on this device."""
+    from pixelift import precision as P
+
+    name, _, device = request.provider.partition(":")
+    _build_companions(fp32, spec, (name,), auto_export, builder)
+    asked = "fp32" if precision == "auto" else precision
+    passed: list[tuple[str, str]] = []
+    for cap in [*P.rows(name, asked), *(P.rows(name, "fp32") if asked != "fp32" else [])]:
+        art = find(model_id, cap.target)
+        if art is None:
+            why = P.refusal(fp32, cap.target) or f"no {cap.target} artifact"
+            passed.append((f"{request.provider}:{cap.precision}@{cap.target}", why))
+            continue
+        try:
+            opts = provider_options(name, {**cap.options, "device": device}, base=request.options)
+            sub = Request(provider=request.provider, strict=True, options=opts)
+            sel = open_session(art.path, sub, probe_input=probe_input(spec), scale=spec.scale)
+        except PixeliftError as exc:  # an option the device refuses (bf16 storage), a failed open or first run
+            if request.strict:
+                raise ProviderError(f"provider {request.provider} (strict) at {cap.precision}: {exc}") from exc
+            log.warning("%s: %s at %s failed (%s)", model_id, request.provider, cap.precision, exc)
+            passed.append((f"{request.provider}:{cap.precision}@{cap.target}", str(exc)))
+            continue
+        if cap.precision != asked:
+            msg = f"{model_id}: {request.provider} has no {asked} row that ran here; running {cap.precision}"
+            if request.strict:
+                raise ProviderError(f"provider {request.provider} (strict): {msg}")
+            log.warning("%s", msg)
+        why = f"precision {cap.precision} on {request.provider} @{cap.target}"
+        return LoadedModel(spec, art, replace(sel, rejected=(*passed, *sel.rejected), why=why), cap.precision)
+    why = "; ".join(f"{k}: {w}" for k, w in passed) or f"{name} has no row here"
+    return _fp32_fallback(model_id, request, why, auto_export, builder)
 
 
 def _open_first_row(
