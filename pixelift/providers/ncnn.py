@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes.util
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -91,8 +92,10 @@ def _vulkan_loader() -> bool:
     return ctypes.util.find_library("vulkan-1" if sys.platform == "win32" else "vulkan") is not None
 
 
+@functools.cache
 def vulkan_devices() -> tuple[VulkanDevice, ...]:
-    """The Vulkan devices ncnn sees (creating its Vulkan instance, once per process)."""
+    """The Vulkan devices ncnn sees (creating its Vulkan instance: once per process, so stderr is
+    silenced once, not under a service's other threads on every probe)."""
     if not _vulkan_loader():
         return ()
     import ncnn
