@@ -436,3 +436,31 @@ def test_cli_enhance_on_ncnn_gpu_file_to_file(tmp_path: Path, lavapipe_as_gpu: o
     assert json.loads(res.stdout.splitlines()[-1])["provider"][0].split("/")[0] == "ncnn:GPU"
     with Image.open(tmp_path / "o.png") as out:
         assert out.size == (128, 96)
+
+
+def test_tiles_on_a_vulkan_device_fit_its_own_memory(lavapipe_as_gpu, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A GPU's memory is not the host's: auto tiles on ncnn:GPU are sized within the Vulkan heap
+    budget ncnn reports (lavapipe: 1 GB), not the host's free memory; PIXELIFT_TILE_MEMORY still
+    sets the budget outright."""
+    from pixelift import Enhancer
+    from pixelift.providers.base import device_memory
+    from pixelift.runtime import footprint
+
+    _ncnn(SPAN)
+    enh = Enhancer(SPAN, provider="ncnn:GPU", precision="fp32", strict=True)
+    (lm,) = enh.loaded()
+    heap = device_memory(lm.selection.session)
+    assert lm.provider == "ncnn:GPU" and heap is not None and heap > 0
+    budget = min(footprint.tile_memory_budget(), heap)
+    want = footprint.auto_tile(lm.spec, lm.provider, 3000, 4000, budget, precision="fp32")
+    assert enh.tile_for(lm, 3000, 4000) == want
+    if heap < footprint.tile_memory_budget():
+        assert want is not None and want < footprint.auto_tile(
+            lm.spec, lm.provider, 3000, 4000, footprint.tile_memory_budget(), precision="fp32"
+        )  # type: ignore[operator]
+    monkeypatch.setenv("PIXELIFT_TILE_MEMORY", "64G")
+    assert Enhancer(SPAN, provider="ncnn:GPU", precision="fp32").tile_for(lm, 3000, 4000) == footprint.auto_tile(
+        lm.spec, lm.provider, 3000, 4000, 64 << 30, precision="fp32"
+    )
+    # a CPU session's tiles are sized from the host's memory alone
+    assert device_memory(Enhancer(SPAN, provider="ncnn", precision="fp32").loaded()[0].selection.session) is None

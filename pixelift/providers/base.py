@@ -51,6 +51,14 @@ class Session(Protocol):
         ...
 
 
+def device_memory(session: Session) -> int | None:
+    """Bytes of activations a tile may take on the session's device, where it has memory of its
+    own that the host's free memory does not measure (ncnn:GPU: the Vulkan heap budget); None
+    for host memory. Sessions that have it set a ``device_memory`` attribute."""
+    value = getattr(session, "device_memory", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
 class Role(StrEnum):
     """Where a provider stands in automatic selection."""
 

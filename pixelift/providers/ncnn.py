@@ -208,8 +208,11 @@ class NcnnSession:
     input_names: tuple[str, ...] = ("input",)
     output_names: tuple[str, ...] = ("output",)
 
-    def __init__(self, net: NcnnNet, contract: ncnn_format.Contract, provider: str = "ncnn") -> None:
+    def __init__(
+        self, net: NcnnNet, contract: ncnn_format.Contract, provider: str = "ncnn", device_memory: int | None = None
+    ) -> None:
         self._net, self._contract, self.provider = net, contract, provider
+        self.device_memory = device_memory  # the Vulkan heap budget on a GPU (providers.base.device_memory)
         self._lock = threading.Lock()  # one extraction at a time: each uses every thread already
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -278,4 +281,9 @@ class NcnnProvider:
             storage=o.storage,
             gpu=gpu,
         )
-        return NcnnSession(net, contract, "ncnn:GPU" if gpu is not None else "ncnn")
+        if gpu is None:
+            return NcnnSession(net, contract)
+        import ncnn
+
+        heap = int(ncnn.get_gpu_device(gpu).get_heap_budget()) << 20  # ncnn reports MB
+        return NcnnSession(net, contract, "ncnn:GPU", heap)

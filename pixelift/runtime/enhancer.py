@@ -26,6 +26,7 @@ from pixelift.errors import ImageWriteError, InvalidImageError, OutputExistsErro
 from pixelift.models import DEFAULT_MODEL
 from pixelift.models.architectures import architecture, pack
 from pixelift.models.spec import ModelSpec
+from pixelift.providers.base import device_memory
 from pixelift.providers.select import Request
 from pixelift.runtime import autopilot, footprint, imageio, noise, se_sync, tiling
 from pixelift.runtime.footprint import tile_memory_budget
@@ -306,7 +307,10 @@ class Enhancer:
         """The tile size for an ``h`` x ``w`` input of ``lm``: the one asked for, or "auto" from free memory."""
         tile = self.tiles.tile
         if isinstance(tile, str):  # "auto": TileOptions admits no other string
-            budget = self.tile_memory if self.tile_memory is not None else tile_memory_budget()
+            budget = self.tile_memory
+            if budget is None:  # from free memory, and a GPU's own where the session runs on one
+                device = device_memory(lm.selection.session)
+                budget = min(tile_memory_budget(), device) if device is not None else tile_memory_budget()
             tile = footprint.auto_tile(
                 lm.spec, lm.provider, h, w, budget, precision=lm.precision, overlap=self.overlap_for(lm.spec)
             )
