@@ -275,7 +275,10 @@ def test_auto_streams_big_outputs_and_keeps_a_guard(tmp_path: Path, monkeypatch:
 def test_auto_tile_keeps_the_band_bounded() -> None:
     """For tile 'auto' the band of float output rows stays under BAND_BYTES whatever the width."""
     enh = Enhancer("span-x4-ch48", provider="cpu")
-    lm: Any = SimpleNamespace(spec=enh.specs[0], provider="cpu", precision="fp32")  # the tile choice reads these only
+    # the tile choice reads these only (and the session, for a device's own memory: none here)
+    lm: Any = SimpleNamespace(
+        spec=enh.specs[0], provider="cpu", precision="fp32", selection=SimpleNamespace(session=None)
+    )
     # per-architecture overlap (issue 13) where the Enhancer has it, else the one overlap
     overlap = int(enh.overlap_for(enh.specs[0]) if hasattr(enh, "overlap_for") else enh.tiles.overlap or 0)
     for w in (2_000, 10_000, 40_000):
