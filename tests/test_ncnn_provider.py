@@ -464,3 +464,55 @@ def test_tiles_on_a_vulkan_device_fit_its_own_memory(lavapipe_as_gpu, monkeypatc
     )
     # a CPU session's tiles are sized from the host's memory alone
     assert device_memory(Enhancer(SPAN, provider="ncnn", precision="fp32").loaded()[0].selection.session) is None
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto", "fp16", "bf16"])
+def test_auto_ranks_a_vulkan_gpu_before_the_cpu_backends(
+    precision: str, lavapipe_as_gpu, caplog: pytest.LogCaptureFixture  # type: ignore[no-untyped-def]
+) -> None:
+    """With no accelerator that opens the ONNX, auto runs a model with an ncnn original on the
+    Vulkan GPU (fp32 for auto, no fidelity being measured there; fp16 as asked); a precision the
+    GPU has not (bf16), or a model without an ncnn original, goes to the CPU backends with the GPU
+    recorded as passed over, and said once."""
+    from pixelift.providers import Request
+    from pixelift.runtime import session
+
+    _ncnn(SPAN)
+    lm = session.load(SPAN, Request(), precision=precision)
+    if precision == "bf16":
+        assert lm.provider != "ncnn:GPU" and lm.precision == "bf16"
+        assert any(label == "ncnn:GPU" and "bf16" in why for label, why in lm.selection.rejected)
+    else:
+        assert lm.provider == "ncnn:GPU" and lm.precision == ("fp16" if precision == "fp16" else "fp32")
+        assert session.load(SPAN, Request(), precision=precision) is lm  # kept, not reopened
+        x = to_chw(sample_photo()[:32, :40])[None]
+        assert lm.selection.session.run(x).shape == (1, 3, 64, 80)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pixelift"):
+        for _ in range(2):
+            other = session.load("ffdnet-rgb", Request(), precision=precision)
+            assert other.provider != "ncnn:GPU" and any(label == "ncnn:GPU" for label, _ in other.selection.rejected)
+    assert caplog.text.count("provider ncnn:GPU passed over") <= 1
+
+
+def test_a_vulkan_gpu_that_fails_gives_way_to_the_cpu_out_loud(
+    lavapipe_as_gpu, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture  # type: ignore[no-untyped-def]
+) -> None:
+    from pixelift.providers import ProviderError, Request
+    from pixelift.runtime import session
+
+    N = lavapipe_as_gpu
+    _ncnn(SPAN)
+    real = N.NcnnNet.__init__
+
+    def broken(self, *a, gpu=None, **k):  # type: ignore[no-untyped-def]
+        if gpu is not None:
+            raise ProviderError("vkCreateDevice failed (simulated)")
+        real(self, *a, **k)
+
+    monkeypatch.setattr(N.NcnnNet, "__init__", broken)
+    with caplog.at_level(logging.WARNING, logger="pixelift"):
+        lm = session.load(SPAN, Request(), precision="auto")
+    assert lm.provider != "ncnn:GPU"
+    assert any(label == "ncnn:GPU" and "simulated" in why for label, why in lm.selection.rejected)
+    assert "ncnn:GPU" in caplog.text and "simulated" in caplog.text

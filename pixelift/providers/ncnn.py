@@ -13,8 +13,9 @@ elsewhere ncnn silently computes fp32, so that row needs the probe to report ``F
 ``ncnn:GPU`` runs the same graphs through Vulkan on any GPU with a Vulkan driver (AMD, Intel,
 NVIDIA; Apple through MoltenVK), at fp32 or fp16 storage (bf16 is a CPU mode). It is offered
 only for a hardware device: a CPU implementation of Vulkan (Mesa's lavapipe, SwiftShader) is
-listed by the probe and never taken for a GPU. Automatic selection does not rank it yet (the
-measured precision rows cover CPU backends): it is asked for by name.
+listed by the probe and never taken for a GPU. Automatic selection ranks it after the
+accelerators that open the ONNX and before the CPU backends, at fp32 (the measured precision
+rows cover CPU backends; ``--precision fp16`` asks for fp16 storage).
 """
 
 from __future__ import annotations
@@ -232,7 +233,7 @@ class NcnnProvider:
     name = "ncnn"
     role = Role.CPU
     devices: tuple[str, ...] = ("GPU",)
-    accelerator_devices: tuple[str, ...] = ()  # ncnn:GPU is asked for by name (see the module's doc)
+    accelerator_devices: tuple[str, ...] = ("GPU",)  # ranked after the accelerators that open ONNX
     options_type: type[ProviderOptions] = NcnnOptions
     suffixes: tuple[str, ...] = (".param",)
 

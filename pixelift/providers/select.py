@@ -1,7 +1,8 @@
 """Provider selection that explains itself, and falls back out loud.
 
 Default order: the accelerator providers in table order (tensorrt > cuda > coreml) > the
-accelerator devices of other providers (openvino GPU/NPU) > the faster of the CPU
+accelerator devices of other providers (openvino GPU/NPU; ncnn GPU, which opens only its own
+artifact, is tried by :mod:`pixelift.runtime.session` when none of these is present) > the faster of the CPU
 backends (openvino-CPU and onnxruntime-CPU) for that model (a measured micro-benchmark, cached per model and
 machine). Every candidate that is passed over is recorded with its reason; a session
 that fails to open or fails its first run falls back to the next candidate with a

@@ -53,6 +53,7 @@ class LoadedModel:
 _CACHE: dict[tuple[str, str, bool, str], Selection] = {}
 _LOCK = threading.RLock()
 _PCACHE: dict[tuple[str, str, bool, str], LoadedModel] = {}
+_PASSED: dict[tuple[str, str, bool, str], str] = {}  # own-artifact accelerators that could not run a model
 
 
 def probe_input(spec: ModelSpec) -> np.ndarray:
@@ -74,6 +75,14 @@ def load(
         return _load_precision(model_id, request, precision, fast, auto_export, builder)
     art = resolve_artifact(model_id, ONNX_FP32, builder=builder, auto_build=auto_export)
     spec = ModelSpec.from_dict(dict(art.manifest.spec))
+    on_device, passed = _own_devices(model_id, request, precision, art, spec, auto_export, builder)
+    if on_device is not None:
+        return on_device
+    return _passed_over(_load_onnx_fp32(art, spec, request), passed)
+
+
+def _load_onnx_fp32(art: Artifact, spec: ModelSpec, request: Request) -> LoadedModel:
+    """The fp32 ONNX on the best provider that opens it (accelerators, then the faster CPU backend)."""
     key = (art.sha256, request.provider, request.strict, repr(request.options))
     x = probe_input(spec)
 
@@ -153,18 +162,79 @@ def photo_weight(spec: ModelSpec, rows: Iterable[Measured]) -> Callable[[Measure
     return lambda m: round(overhead[m.capability.provider, m.capability.precision], 2)
 
 
-def _accelerator_available(request: Request) -> bool:
+def _accelerators(onnx: bool) -> list[str]:
+    """Labels of the accelerators present here, in table order: those that open the fp32 ONNX
+    (``onnx``), or those that run only their own artifacts (ncnn:GPU)."""
     probes = probe_all()
-    return any(
-        probes[n].available and (p.role == Role.ACCELERATOR or set(p.accelerator_devices) & set(probes[n].devices))
-        for n, p in PROVIDERS.items()
-    )
+    out: list[str] = []
+    for n, p in PROVIDERS.items():
+        if not probes[n].available or opens(n, ".onnx") != onnx:
+            continue
+        if p.role == Role.ACCELERATOR:
+            out.append(n)
+        out.extend(f"{n}:{d}" for d in p.accelerator_devices if d in probes[n].devices)
+    return out
+
+
+def _accelerator_available(request: Request) -> bool:
+    return bool(_accelerators(onnx=True))
+
+
+def _own_devices(
+    model_id: str,
+    request: Request,
+    precision: str,
+    fp32: Artifact,
+    spec: ModelSpec,
+    auto_export: bool,
+    builder: Builder | None,
+) -> tuple[LoadedModel | None, list[tuple[str, str]]]:
+    """For ``auto`` with no accelerator that opens the ONNX: the accelerators that run only their
+    own artifact (ncnn:GPU), which rank before the CPU backends. The first that runs the model
+    at ``precision`` (auto: fp32, see :func:`_load_on_device`), else None and why each was
+    passed over (a model without an ncnn original, bf16 on a GPU, a device that failed)."""
+    passed: list[tuple[str, str]] = []
+    if request.provider != "auto" or _accelerator_available(request):
+        return None, passed
+    for label in _accelerators(onnx=False):
+        key = (fp32.sha256, f"{label}|{precision}", request.strict, repr(request.options))
+        with _LOCK:
+            hit = _PCACHE.get(key)
+            if hit is not None:
+                return hit, passed
+            if key in _PASSED:  # said once per process
+                passed.append((label, _PASSED[key]))
+                continue
+            try:
+                sub = replace(request, provider=label, strict=True)
+                lm = _PCACHE[key] = _load_on_device(model_id, sub, precision, fp32, spec, auto_export, builder)
+                return lm, passed
+            except PixeliftError as exc:
+                # warned once per model and device (the fp32 path after a failed row asks again)
+                said = any(k[0] == key[0] and k[1].partition("|")[0] == label for k in _PASSED)
+                (log.info if said else log.warning)(
+                    "%s: provider %s passed over (%s); the CPU backends decide", model_id, label, exc
+                )
+                passed.append((label, _PASSED.setdefault(key, str(exc))))
+    return None, passed
+
+
+def _passed_over(lm: LoadedModel, passed: list[tuple[str, str]]) -> LoadedModel:
+    return replace(lm, selection=replace(lm.selection, rejected=(*passed, *lm.selection.rejected))) if passed else lm
 
 
 def _load_precision(
-    model_id: str, request: Request, precision: str, fast: bool, auto_export: bool, builder: Builder | None
+    model_id: str,
+    request: Request,
+    precision: str,
+    fast: bool,
+    auto_export: bool,
+    builder: Builder | None,
+    *,
+    own_devices: bool = True,
 ) -> LoadedModel:
-    """Open ``precision`` (or ``auto``) through the capability table (:mod:`pixelift.precision`)."""
+    """Open ``precision`` (or ``auto``) through the capability table (:mod:`pixelift.precision`);
+    ``own_devices=False``: without trying the accelerators that run only their own artifacts."""
     from pixelift import precision as P
 
     if precision not in P.CHOICES:
@@ -185,6 +255,13 @@ def _load_precision(
     name, _, device = request.provider.partition(":")
     if device and not _opens_onnx(request):  # ncnn:GPU: its own artifact, on that device
         return _load_on_device(model_id, request, precision, fp32, spec, auto_export, builder)
+    if own_devices:
+        on_device, gpu_passed = _own_devices(model_id, request, precision, fp32, spec, auto_export, builder)
+        if on_device is not None:
+            return on_device
+        if gpu_passed:
+            cpu = _load_precision(model_id, request, precision, fast, auto_export, builder, own_devices=False)
+            return _passed_over(cpu, gpu_passed)
     if device or (request.provider == "auto" and _accelerator_available(request)):
         # accelerators: the fp32 path and its provider ranking (fidelity is measured on CPU backends)
         log.info(
@@ -340,3 +417,4 @@ def clear_cache() -> None:
     with _LOCK:
         _CACHE.clear()
         _PCACHE.clear()
+        _PASSED.clear()
