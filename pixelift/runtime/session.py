@@ -75,7 +75,7 @@ def load(
         return _load_precision(model_id, request, precision, fast, auto_export, builder)
     art = resolve_artifact(model_id, ONNX_FP32, builder=builder, auto_build=auto_export)
     spec = ModelSpec.from_dict(dict(art.manifest.spec))
-    on_device, passed = _own_devices(model_id, request, precision, art, spec, auto_export, builder)
+    on_device, passed = _own_devices(request, precision, _Job(model_id, art, spec, auto_export, builder))
     if on_device is not None:
         return on_device
     return _passed_over(_load_onnx_fp32(art, spec, request), passed)
@@ -176,19 +176,22 @@ def _accelerators(onnx: bool) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class _Job:
+    """A model being loaded: its fp32 artifact and spec, and how missing artifacts are built."""
+
+    model_id: str
+    fp32: Artifact
+    spec: ModelSpec
+    auto_export: bool
+    builder: Builder | None
+
+
 def _accelerator_available(request: Request) -> bool:
     return bool(_accelerators(onnx=True))
 
 
-def _own_devices(
-    model_id: str,
-    request: Request,
-    precision: str,
-    fp32: Artifact,
-    spec: ModelSpec,
-    auto_export: bool,
-    builder: Builder | None,
-) -> tuple[LoadedModel | None, list[tuple[str, str]]]:
+def _own_devices(request: Request, precision: str, job: _Job) -> tuple[LoadedModel | None, list[tuple[str, str]]]:
     """For ``auto`` with no accelerator that opens the ONNX: the accelerators that run only their
     own artifact (ncnn:GPU), which rank before the CPU backends. The first that runs the model
     at ``precision`` (auto: fp32, see :func:`_load_on_device`), else None and why each was
@@ -197,7 +200,7 @@ def _own_devices(
     if request.provider != "auto" or _accelerator_available(request):
         return None, passed
     for label in _accelerators(onnx=False):
-        key = (fp32.sha256, f"{label}|{precision}", request.strict, repr(request.options))
+        key = (job.fp32.sha256, f"{label}|{precision}", request.strict, repr(request.options))
         with _LOCK:
             hit = _PCACHE.get(key)
             if hit is not None:
@@ -207,13 +210,13 @@ def _own_devices(
                 continue
             try:
                 sub = replace(request, provider=label, strict=True)
-                lm = _PCACHE[key] = _load_on_device(model_id, sub, precision, fp32, spec, auto_export, builder)
+                lm = _PCACHE[key] = _load_on_device(sub, precision, job)
                 return lm, passed
             except PixeliftError as exc:
                 # warned once per model and device (the fp32 path after a failed row asks again)
                 said = any(k[0] == key[0] and k[1].partition("|")[0] == label for k in _PASSED)
                 (log.info if said else log.warning)(
-                    "%s: provider %s passed over (%s); the CPU backends decide", model_id, label, exc
+                    "%s: provider %s passed over (%s); the CPU backends decide", job.model_id, label, exc
                 )
                 passed.append((label, _PASSED.setdefault(key, str(exc))))
     return None, passed
@@ -254,9 +257,9 @@ def _load_precision(
 
     name, _, device = request.provider.partition(":")
     if device and not _opens_onnx(request):  # ncnn:GPU: its own artifact, on that device
-        return _load_on_device(model_id, request, precision, fp32, spec, auto_export, builder)
+        return _load_on_device(request, precision, _Job(model_id, fp32, spec, auto_export, builder))
     if own_devices:
-        on_device, gpu_passed = _own_devices(model_id, request, precision, fp32, spec, auto_export, builder)
+        on_device, gpu_passed = _own_devices(request, precision, _Job(model_id, fp32, spec, auto_export, builder))
         if on_device is not None:
             return on_device
         if gpu_passed:
@@ -336,22 +339,15 @@ def _load_precision(
     return lm
 
 
-def _load_on_device(
-    model_id: str,
-    request: Request,
-    precision: str,
-    fp32: Artifact,
-    spec: ModelSpec,
-    auto_export: bool,
-    builder: Builder | None,
-) -> LoadedModel:
+def _load_on_device(request: Request, precision: str, job: _Job) -> LoadedModel:
     """A device of a provider that runs only its own artifacts (``ncnn:GPU``): the provider's row
     of ``precision`` with the device added to its options, else its fp32 row, said (strict: raised).
     ``auto`` is fp32 there: fidelity rows are measured on CPU backends, not on this device."""
     from pixelift import precision as P
 
+    model_id, fp32, spec = job.model_id, job.fp32, job.spec
     name, _, device = request.provider.partition(":")
-    _build_companions(fp32, spec, (name,), auto_export, builder)
+    _build_companions(fp32, spec, (name,), job.auto_export, job.builder)
     asked = "fp32" if precision == "auto" else precision
     passed: list[tuple[str, str]] = []
     for cap in [*P.rows(name, asked), *(P.rows(name, "fp32") if asked != "fp32" else [])]:
@@ -378,7 +374,7 @@ def _load_on_device(
         why = f"precision {cap.precision} on {request.provider} @{cap.target}"
         return LoadedModel(spec, art, replace(sel, rejected=(*passed, *sel.rejected), why=why), cap.precision)
     why = "; ".join(f"{k}: {w}" for k, w in passed) or f"{name} has no row here"
-    return _fp32_fallback(model_id, request, why, auto_export, builder)
+    return _fp32_fallback(model_id, request, why, job.auto_export, job.builder)
 
 
 def _open_first_row(
