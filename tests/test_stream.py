@@ -293,3 +293,26 @@ def test_auto_tile_keeps_the_band_bounded() -> None:
 def _no_stray_parts(tmp_path: Path) -> object:
     yield
     assert not list(tmp_path.rglob("*.part"))
+
+
+def test_the_python_api_streams_big_outputs_like_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Enhancer.enhance_file`` streams an output past the threshold (the service and API users
+    get what the CLI gets), keeps it in memory below it or with stream="off", and refuses "on"
+    for a pipeline that cannot stream; the batch path (``enhance_files``) stays in memory."""
+    from pixelift.runtime.enhancer import AutoEnhancer
+
+    src = tmp_path / "a.png"
+    Image.fromarray(photo_crop("rocket", 40, 40)).save(src)
+    enh = Enhancer(MODEL, provider="cpu", tiles=TileOptions(tile=48))
+    _, small = enh.enhance_file(src, tmp_path / "small.tif")
+    assert not isinstance(small, stream.StreamedResult)
+    monkeypatch.setattr(stream, "STREAM_FROM_PIXELS", 80 * 80)
+    big_path, big = enh.enhance_file(src, tmp_path / "big.tif")
+    assert isinstance(big, stream.StreamedResult) and big.tile == 48
+    _, off = enh.enhance_file(src, tmp_path / "off.tif", stream="off")
+    assert not isinstance(off, stream.StreamedResult)
+    assert np.array_equal(tifffile.imread(big_path), tifffile.imread(tmp_path / "off.tif"))
+    (outcome,) = enh.enhance_files([(src, tmp_path / "batch.tif")], prefetch=0)
+    assert outcome.error is None and not isinstance(outcome.result, stream.StreamedResult)
+    with pytest.raises(StreamingUnsupportedError):
+        AutoEnhancer().enhance_file(src, tmp_path / "auto.tif", stream="on")

@@ -462,8 +462,27 @@ class Enhancer:
         format: str | None = None,
         quality: int = 95,
         overwrite: bool = False,
+        stream: str = "auto",
     ) -> tuple[Path, Result]:
-        """Read, enhance and write one file, carrying metadata; returns the output path."""
+        """Read, enhance and write one file, carrying metadata; returns the output path. A large
+        output (100 MP or more) is streamed, in bands of rows, where the pipeline allows it
+        (``stream``: auto, on or off, as the CLI's ``--stream``; :mod:`pixelift.runtime.stream`)."""
+        from pixelift.runtime import stream as streaming  # it imports this module
+
+        return streaming.enhance_file(
+            self, src, dst, format=format, quality=quality, overwrite=overwrite, stream=stream
+        )
+
+    def enhance_file_in_memory(
+        self,
+        src: str | Path,
+        dst: str | Path | None = None,
+        *,
+        format: str | None = None,
+        quality: int = 95,
+        overwrite: bool = False,
+    ) -> tuple[Path, Result]:
+        """:meth:`enhance_file` with the whole image in memory, never streamed."""
         job = self._prepare(Path(src), None if dst is None else Path(dst), format, overwrite)
         out, res = self._compute(job)
         return self._write(job, out, quality, overwrite), res
@@ -497,7 +516,9 @@ class Enhancer:
                 try:
                     if on_start is not None:
                         on_start(src)
-                    path, res = self.enhance_file(src, dst, format=format, quality=quality, overwrite=overwrite)
+                    path, res = self.enhance_file_in_memory(
+                        src, dst, format=format, quality=quality, overwrite=overwrite
+                    )
                     yield FileOutcome(src, path, res, None, time.perf_counter() - t0)
                 except Exception as exc:  # reported per file: a batch goes on past a bad file
                     yield FileOutcome(src, dst, None, exc, time.perf_counter() - t0)

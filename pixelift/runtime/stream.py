@@ -195,12 +195,13 @@ def enhance_file(
     overwrite: bool = False,
     stream: str = "auto",
 ) -> tuple[Path, Result]:
-    """``enh.enhance_file``, streamed when :func:`should_stream` says so."""
+    """``enh.enhance_file_in_memory``, streamed when :func:`should_stream` says so (what
+    ``Enhancer.enhance_file`` runs)."""
     src = Path(src)
     dst = None if dst is None else Path(dst)
     if not should_stream(enh, src, dst, format=format, mode=stream):
         try:
-            return enh.enhance_file(src, dst, format=format, quality=quality, overwrite=overwrite)
+            return enh.enhance_file_in_memory(src, dst, format=format, quality=quality, overwrite=overwrite)
         except ImageTooLargeError as e:
             why = cannot_stream(enh)
             if stream == "off" or why is None or "output would be" not in str(e):
