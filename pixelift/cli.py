@@ -463,7 +463,7 @@ def _plan_outputs(
     """Output path per input. Inputs that would share one (photo.jpg and photo.png both
     -> photo_pixelift.png) keep their source suffix in the name instead of failing."""
     from pixelift.runtime import imageio
-    from pixelift.runtime.enhancer import default_output_path
+    from pixelift.runtime.imageio import default_output_path
 
     def plan(src: Path, rel: Path, keep_suffix: bool) -> Path:
         if single is not None:

@@ -13,9 +13,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypedDict, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -29,15 +29,16 @@ from pixelift.models.spec import ModelSpec
 from pixelift.providers.base import device_memory
 from pixelift.providers.select import Request
 from pixelift.runtime import autopilot, footprint, imageio, noise, se_sync, tiling
+from pixelift.runtime import stream as streaming
 from pixelift.runtime.footprint import tile_memory_budget
+from pixelift.runtime.imageio import default_output_path
+from pixelift.runtime.pipeline import FileOutcome, Progress, Result, TileOptions, TilingArgs
+from pixelift.runtime.pixels import from_float, model_alpha, resize_hwc, to_float, unpremultiply
 from pixelift.runtime.session import LoadedModel, load
 
 log = logging.getLogger(__name__)
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
-ALPHA_EPS = 1.0 / 1024
-Progress = Callable[[int, int], None]
-MIN_TILE = 16  # smaller tiles are all overlap
 #: the denoiser ``denoise="auto"`` puts first in the chain
 DENOISER = "ffdnet-rgb"
 #: below this estimated sigma (8-bit levels) an image counts as clean and is not denoised
@@ -45,109 +46,6 @@ CLEAN_SIGMA = 1.0
 MAX_DENOISE_LEVEL = 75.0
 #: notes that report a decision rather than a loss (shown with --verbose, not as warnings)
 INFO_NOTES = ("autopilot: ", "estimated noise sigma", "denoise skipped")
-MAX_OVERLAP = 256
-MAX_BATCH = 64
-
-
-class TilingArgs(TypedDict):
-    """Keyword arguments of :func:`pixelift.runtime.tiling.run_tiled` and its streamed twin."""
-
-    scale: int
-    overlap: int
-    alignment: int
-    blend: tiling.Blend
-    batch: int
-    progress: Progress | None
-
-
-@dataclass(frozen=True)
-class TileOptions:
-    tile: int | str | None = "auto"  # pixels, None for whole image, "auto" from memory
-    overlap: int | None = None  # context pixels per side; None: the architecture's measured one
-    blend: tiling.Blend = tiling.DEFAULT_BLEND
-    batch: int = 1
-    # SE models (tile_safe=False with SE blocks): compute the whole image's SE means before a
-    # tiled run, so tiles match the untiled result (runtime.se_sync; ~3x the time of tiling alone)
-    sync_se: bool = True
-
-    def __post_init__(self) -> None:
-        t = self.tile
-        if not (t is None or t == "auto" or (isinstance(t, int) and not isinstance(t, bool) and t >= MIN_TILE)):
-            raise UsageError(f"tile must be a size >= {MIN_TILE} px, 'auto' or None, not {t!r}")
-        ov = self.overlap
-        if ov is not None and (not isinstance(ov, int) or isinstance(ov, bool) or not 0 <= ov <= MAX_OVERLAP):
-            raise UsageError(f"overlap must be a whole number of pixels from 0 to {MAX_OVERLAP}, not {self.overlap!r}")
-        if not isinstance(self.batch, int) or isinstance(self.batch, bool) or not 1 <= self.batch <= MAX_BATCH:
-            raise UsageError(f"batch must be a whole number from 1 to {MAX_BATCH}, not {self.batch!r}")
-        try:
-            object.__setattr__(self, "blend", tiling.Blend(self.blend))
-        except ValueError:
-            choices = ", ".join(b.value for b in tiling.Blend)
-            raise UsageError(f"blend must be one of {choices}, not {self.blend!r}") from None
-
-
-@dataclass
-class Result:
-    """What happened to one image: which models and providers ran, and any notes."""
-
-    models: list[str]
-    providers: list[str]
-    rejected: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # model -> (provider, why)
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    #: the autopilot's analysis and chosen steps (AutoEnhancer only)
-    autopilot: dict[str, Any] | None = None
-
-
-def _to_float(a: np.ndarray) -> tuple[np.ndarray, bool]:
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0, False
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / 65535.0, False
-    f = a.astype(np.float32)
-    if not np.isfinite(f).all():
-        bad = int(f.size - np.count_nonzero(np.isfinite(f)))
-        raise InvalidImageError(
-            f"the image holds {bad:,} NaN or infinite sample(s); pixelift refuses them rather than spread them "
-            "through the model (replace them first, e.g. numpy.nan_to_num)"
-        )
-    clipped = bool(f.min() < 0.0 or f.max() > 1.0)
-    return np.clip(f, 0.0, 1.0), clipped
-
-
-def _from_float(f: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """0..1 float to ``dtype``; works in one scratch buffer (12 MP x4 outputs are GBs)."""
-    if dtype in (np.uint8, np.uint16):
-        peak = float(np.iinfo(dtype).max)
-        g = np.multiply(f, peak, dtype=np.float32)
-        np.rint(g, out=g)
-        np.clip(g, 0.0, peak, out=g)
-        return g.astype(dtype)
-    return np.clip(f, 0.0, 1.0).astype(dtype, copy=False)
-
-
-def model_alpha(a_chw: np.ndarray) -> np.ndarray:
-    """Alpha as the model returned it (3 equal channels in, 3 slightly different out): their mean, (1, H, W)."""
-    return np.clip(a_chw.mean(axis=0, keepdims=True), 0.0, 1.0)
-
-
-def unpremultiply(out: np.ndarray, out_alpha: np.ndarray) -> np.ndarray:
-    """Colour (HWC, premultiplied before the model) divided by alpha (HW); 0 where alpha is about 0."""
-    safe = np.maximum(out_alpha, ALPHA_EPS)[..., None]
-    return np.where(out_alpha[..., None] > ALPHA_EPS, np.clip(out / safe, 0.0, 1.0), 0.0).astype(np.float32)
-
-
-def resize_hwc(f: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize float HWC with area averaging when shrinking and Lanczos when enlarging."""
-    h, w = f.shape[:2]
-    if (h, w) == (height, width):
-        return f
-    method = Image.Resampling.BOX if height * width < h * w else Image.Resampling.LANCZOS
-    out = np.empty((height, width, f.shape[2]), np.float32)
-    for c in range(f.shape[2]):
-        plane = Image.fromarray(np.ascontiguousarray(f[..., c], dtype=np.float32))
-        out[..., c] = np.asarray(plane.resize((width, height), method))
-    return np.clip(out, 0.0, 1.0, out=out)  # Lanczos overshoots
 
 
 class Enhancer:
@@ -228,6 +126,9 @@ class Enhancer:
         self.fast = bool(fast)
         self._loaded: list[LoadedModel] | None = None
         self._se: dict[str, se_sync.SESessions | str] = {}  # model id -> sessions, or why not
+
+    #: why this pipeline needs the whole image before it knows what to run (it cannot be streamed), or None
+    whole_image_reason: str | None = None
 
     @property
     def scale(self) -> float:
@@ -414,8 +315,8 @@ class Enhancer:
     # --- public ---------------------------------------------------------------------
 
     def enhance_data(self, data: imageio.ImageData) -> tuple[imageio.ImageData, Result]:
-        color, clipped = _to_float(data.color)
-        alpha = None if data.alpha is None else _to_float(data.alpha)[0]
+        color, clipped = to_float(data.color)
+        alpha = None if data.alpha is None else to_float(data.alpha)[0]
         out, out_alpha, res = self.enhance_float(color, alpha)
         if clipped:
             res.notes.append("float input outside 0..1 was clipped")
@@ -424,8 +325,8 @@ class Enhancer:
         return (
             replace(
                 data,
-                color=_from_float(out, dtype),
-                alpha=None if out_alpha is None else _from_float(out_alpha, dtype),
+                color=from_float(out, dtype),
+                alpha=None if out_alpha is None else from_float(out_alpha, dtype),
                 notes=res.notes,
             ),
             res,
@@ -467,8 +368,6 @@ class Enhancer:
         """Read, enhance and write one file, carrying metadata; returns the output path. A large
         output (100 MP or more) is streamed, in bands of rows, where the pipeline allows it
         (``stream``: auto, on or off, as the CLI's ``--stream``; :mod:`pixelift.runtime.stream`)."""
-        from pixelift.runtime import stream as streaming  # it imports this module
-
         return streaming.enhance_file(
             self, src, dst, format=format, quality=quality, overwrite=overwrite, stream=stream
         )
@@ -601,22 +500,13 @@ class _FileJob:
     jpeg: bytes | None = None
 
 
-@dataclass(frozen=True)
-class FileOutcome:
-    """What became of one file of :meth:`Enhancer.enhance_files`: its output, or its error."""
-
-    src: Path
-    output: Path | None
-    result: Result | None
-    error: Exception | None
-    seconds: float
-
-
 class AutoEnhancer(Enhancer):
     """The autopilot: each image is analysed (:mod:`pixelift.runtime.autopilot`) and runs through
     the steps chosen for it (denoise -> de-JPEG -> upscale), then is resized to ``outscale``.
     Takes the options of :class:`Enhancer` except ``model`` and ``denoise``; an Enhancer per
     distinct pipeline is kept warm."""
+
+    whole_image_reason = "the autopilot chooses its models per image, after analysing the whole image"
 
     def __init__(self, *, outscale: float = 2.0, **options: Any) -> None:
         for name in ("model", "denoise"):
@@ -643,7 +533,7 @@ class AutoEnhancer(Enhancer):
         return enh
 
     def enhance_data(self, data: imageio.ImageData) -> tuple[imageio.ImageData, Result]:
-        color, _ = _to_float(data.color)
+        color, _ = to_float(data.color)
         p = self.plan_for(color)
         info = {"analysis": p.analysis.to_dict(), "steps": p.models, "reasons": p.reasons()}
         if not p.steps:  # nothing to restore and no upscale: only the resize to outscale
@@ -651,10 +541,10 @@ class AutoEnhancer(Enhancer):
             hh, ww = self.output_size(color.shape[0], color.shape[1])
             out_alpha = None
             if data.alpha is not None:
-                alpha = _to_float(data.alpha)[0][..., None]
-                out_alpha = _from_float(resize_hwc(alpha, hh, ww)[..., 0], data.alpha.dtype)
+                alpha = to_float(data.alpha)[0][..., None]
+                out_alpha = from_float(resize_hwc(alpha, hh, ww)[..., 0], data.alpha.dtype)
             res = Result([], [], notes=[*data.notes, *(f"autopilot: {r}" for r in p.reasons())], autopilot=info)
-            color_out = _from_float(resize_hwc(color, hh, ww), data.color.dtype)
+            color_out = from_float(resize_hwc(color, hh, ww), data.color.dtype)
             return replace(data, color=color_out, alpha=out_alpha, notes=res.notes), res
         enh = self._pipeline(p.models)
         enh.progress = self.progress
@@ -685,10 +575,6 @@ def parse_denoise(value: str | float | None) -> str | float | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("auto", "off")):
         return value.strip().lower() if isinstance(value, str) else None
     return limits.parse_range(value, 0.0, MAX_DENOISE_LEVEL, "denoise")
-
-
-def default_output_path(src: Path, fmt: str) -> Path:
-    return src.with_name(f"{src.stem}_pixelift{imageio.suffix_for(fmt)}")
 
 
 def describe(lm: LoadedModel) -> dict[str, Any]:

@@ -4,8 +4,7 @@ Memory is one band of tile rows (:func:`pixelift.runtime.tiling.iter_tiled_rows`
 tiles, whatever the output size; a tiled or striped TIFF input is read by region too
 (:mod:`pixelift.runtime.imageio.stream_read`). The output is the in-memory path's, bit for bit, for the same
 tile size: the strips are the in-memory float result cut in rows (``run_tiled`` is their concatenation), and
-each goes through the same conversions (``enhancer._to_float``, ``model_alpha``, ``unpremultiply``,
-``_from_float``).
+each goes through the same conversions (:mod:`pixelift.runtime.pixels`).
 
 When (:func:`enhance_file`, ``stream=``)
     ``"auto"`` (the default) streams a TIFF or PNG output of :data:`STREAM_FROM_PIXELS` or more when the job can
@@ -55,17 +54,7 @@ from pixelift.errors import (
 )
 from pixelift.models.architectures import architecture
 from pixelift.runtime import imageio, tiling
-from pixelift.runtime.enhancer import (
-    AutoEnhancer,
-    Enhancer,
-    FileOutcome,
-    Result,
-    _from_float,
-    _to_float,
-    default_output_path,
-    model_alpha,
-    unpremultiply,
-)
+from pixelift.runtime.imageio import default_output_path
 from pixelift.runtime.imageio.stream_read import RowSource, open_rows, read_rows_checked
 from pixelift.runtime.imageio.stream_write import (
     STREAM_FORMATS,
@@ -73,6 +62,8 @@ from pixelift.runtime.imageio.stream_write import (
     check_format_limits,
     write_streamed,
 )
+from pixelift.runtime.pipeline import FileOutcome, Pipeline, Result
+from pixelift.runtime.pixels import from_float, model_alpha, to_float, unpremultiply
 from pixelift.runtime.session import LoadedModel
 
 STREAM_MODES = ("auto", "on", "off")
@@ -98,10 +89,10 @@ class StreamedResult(Result):
     tile: int | None = None
 
 
-def cannot_stream(enh: Enhancer) -> str | None:
+def cannot_stream(enh: Pipeline) -> str | None:
     """Why ``enh``'s pipeline cannot be streamed, or None when it can."""
-    if isinstance(enh, AutoEnhancer):
-        return "the autopilot chooses its models per image, after analysing the whole image"
+    if enh.whole_image_reason is not None:
+        return enh.whole_image_reason
     if len(enh.specs) != 1:
         return f"a chain of {len(enh.specs)} models needs each model's whole output before the next one runs"
     spec = enh.specs[0]
@@ -120,7 +111,7 @@ def cannot_stream(enh: Enhancer) -> str | None:
     return None
 
 
-def stream_limit(enh: Enhancer) -> int | None:
+def stream_limit(enh: Pipeline) -> int | None:
     """The output-size guard for a streamed output (see the module docstring)."""
     own = enh.max_output_pixels
     if own is None:
@@ -157,7 +148,7 @@ def probe(src: Path) -> tuple[str, int, int] | None:
         return None
 
 
-def should_stream(enh: Enhancer, src: Path, dst: Path | None, *, format: str | None, mode: str = "auto") -> bool:
+def should_stream(enh: Pipeline, src: Path, dst: Path | None, *, format: str | None, mode: str = "auto") -> bool:
     """Whether ``src`` -> ``dst`` is streamed under ``mode`` (see the module docstring). Raises, before any work,
     what is refused whatever the path: a JPEG/WebP output larger than its format holds, and ``mode="on"`` for a
     job that cannot stream."""
@@ -181,12 +172,14 @@ def should_stream(enh: Enhancer, src: Path, dst: Path | None, *, format: str | N
 
 def output_format(src_format: str, dst: Path | None, format: str | None) -> str:
     """The output format as ``Enhancer.enhance_file`` picks it: asked for, else the suffix's, else the default."""
-    fmt = (format or (imageio.format_for_path(dst) if dst else None) or imageio.default_output_format(src_format)).upper()
+    fmt = (
+        format or (imageio.format_for_path(dst) if dst else None) or imageio.default_output_format(src_format)
+    ).upper()
     return {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
 
 
 def enhance_file(
-    enh: Enhancer,
+    enh: Pipeline,
     src: str | Path,
     dst: str | Path | None = None,
     *,
@@ -221,7 +214,7 @@ def enhance_file(
 
 
 def enhance_files(
-    enh: Enhancer,
+    enh: Pipeline,
     jobs: Iterable[tuple[Path, Path | None]],
     *,
     format: str | None = None,
@@ -243,7 +236,7 @@ def enhance_files(
             yield FileOutcome(src, dst, None, exc, time.perf_counter() - t0)
 
 
-def stream_file(enh: Enhancer, src: Path, dst: Path, *, format: str, overwrite: bool = False) -> tuple[Path, Result]:
+def stream_file(enh: Pipeline, src: Path, dst: Path, *, format: str, overwrite: bool = False) -> tuple[Path, Result]:
     """Enhance ``src`` into ``dst`` (TIFF or PNG) by rows; memory does not depend on the output size."""
     why = cannot_stream(enh)
     if why:
@@ -292,7 +285,7 @@ def stream_file(enh: Enhancer, src: Path, dst: Path, *, format: str, overwrite: 
 _DONE = np.empty(0, np.float32)
 
 
-def stream_tile(enh: Enhancer, lm: LoadedModel, h: int, w: int) -> int | None:
+def stream_tile(enh: Pipeline, lm: LoadedModel, h: int, w: int) -> int | None:
     """The in-memory tile choice, lowered (for ``tile="auto"``) until a band of float output rows fits
     :data:`BAND_BYTES`."""
     tile = enh.tile_for(lm, h, w)
@@ -308,7 +301,7 @@ def stream_tile(enh: Enhancer, lm: LoadedModel, h: int, w: int) -> int | None:
     return None if tile >= h and tile >= w else tile
 
 
-def _check_stream_size(enh: Enhancer, rows: RowSource, out_h: int, out_w: int, dst: Path) -> None:
+def _check_stream_size(enh: Pipeline, rows: RowSource, out_h: int, out_w: int, dst: Path) -> None:
     what = f"{rows.width}x{rows.height} input at x{enh.scale:g}"
     limit = stream_limit(enh)
     if limit is not None and out_h * out_w > limit:
@@ -339,7 +332,7 @@ def _constant_alpha(rows: RowSource) -> float | None:
     for y in range(0, rows.height, _ALPHA_SCAN_ROWS):
         _, alpha = read_rows_checked(rows, y, min(y + _ALPHA_SCAN_ROWS, rows.height))
         assert alpha is not None
-        a = _to_float(alpha)[0]
+        a = to_float(alpha)[0]
         lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
         if lo != hi:
             return None
@@ -347,7 +340,7 @@ def _constant_alpha(rows: RowSource) -> float | None:
 
 
 def _strips(
-    enh: Enhancer, lm: LoadedModel, rows: RowSource, tile: int | None, const_alpha: float | None, notes: list[str]
+    enh: Pipeline, lm: LoadedModel, rows: RowSource, tile: int | None, const_alpha: float | None, notes: list[str]
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Output strips in the output dtype: the steps of ``Enhancer.enhance_float`` and ``enhance_data``, by rows."""
     spec = lm.spec
@@ -358,19 +351,19 @@ def _strips(
     def read_color(y0: int, y1: int) -> np.ndarray:
         nonlocal clipped
         color, alpha = read_rows_checked(rows, y0, y1)
-        rgb, clip = _to_float(color)
+        rgb, clip = to_float(color)
         clipped = clipped or clip
         if gray:
             rgb = np.repeat(rgb, 3, axis=2)
         if modelled:
             assert alpha is not None
-            rgb = rgb * _to_float(alpha)[0][..., None]
+            rgb = rgb * to_float(alpha)[0][..., None]
         return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
 
     def read_alpha(y0: int, y1: int) -> np.ndarray:
         _, alpha = read_rows_checked(rows, y0, y1)
         assert alpha is not None
-        return np.ascontiguousarray(np.repeat(_to_float(alpha)[0][None], 3, axis=0), dtype=np.float32)
+        return np.ascontiguousarray(np.repeat(to_float(alpha)[0][None], 3, axis=0), dtype=np.float32)
 
     run = lm.selection.session.run
     kw: dict[str, Any] = dict(enh.tiling_args(spec), height=rows.height, width=rows.width, tile=tile)
@@ -395,7 +388,7 @@ def _strips(
                 out_alpha = np.full(out.shape[:2], const_alpha, np.float32)
             if gray:
                 out = out.mean(axis=2, keepdims=True)
-            yield _from_float(out, dtype), None if out_alpha is None else _from_float(out_alpha, dtype)
+            yield from_float(out, dtype), None if out_alpha is None else from_float(out_alpha, dtype)
         del c, a, a_strip  # let go of the strip before the next band is computed
     if clipped and "float input outside 0..1 was clipped" not in notes:
         notes.append("float input outside 0..1 was clipped")

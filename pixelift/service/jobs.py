@@ -158,7 +158,7 @@ class JobSpec:
     def parse(cls, body: object) -> JobSpec:
         """Validate a submitted job; every refusal is a :class:`RequestError` (400) with a reason."""
         from pixelift.runtime import imageio
-        from pixelift.runtime.enhancer import default_output_path
+        from pixelift.runtime.imageio import default_output_path
 
         if not isinstance(body, dict):
             raise RequestError(400, "the job must be a JSON object")

@@ -116,6 +116,11 @@ def suffix_for(fmt: str) -> str:
     return _FORMAT_SUFFIX[key]
 
 
+def default_output_path(src: Path, fmt: str) -> Path:
+    """Where an output goes when none is named: beside ``src``, ``<stem>_pixelift`` with ``fmt``'s suffix."""
+    return src.with_name(f"{src.stem}_pixelift{suffix_for(fmt)}")
+
+
 def from_array(
     pixels: np.ndarray, alpha: np.ndarray | None = None, *, like: ImageData | None = None, **meta: Any
 ) -> ImageData:

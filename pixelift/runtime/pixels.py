@@ -1,0 +1,68 @@
+"""Sample conversions every enhance path shares (in memory and streamed alike, so the two agree bit for
+bit): integer or float samples to 0..1 float and back, the alpha a model returns, unpremultiplying, and
+the final resize."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from pixelift.errors import InvalidImageError
+
+#: alpha below this counts as transparent when colour is unpremultiplied
+ALPHA_EPS = 1.0 / 1024
+
+
+def to_float(a: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Samples as 0..1 float32, and whether float input had values outside 0..1 (then clipped)."""
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0, False
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / 65535.0, False
+    f = a.astype(np.float32)
+    if not np.isfinite(f).all():
+        bad = int(f.size - np.count_nonzero(np.isfinite(f)))
+        raise InvalidImageError(
+            f"the image holds {bad:,} NaN or infinite sample(s); pixelift refuses them rather than spread them "
+            "through the model (replace them first, e.g. numpy.nan_to_num)"
+        )
+    clipped = bool(f.min() < 0.0 or f.max() > 1.0)
+    return np.clip(f, 0.0, 1.0), clipped
+
+
+def from_float(f: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """0..1 float to ``dtype``; works in one scratch buffer (12 MP x4 outputs are GBs)."""
+    if dtype in (np.uint8, np.uint16):
+        peak = float(np.iinfo(dtype).max)
+        g = np.multiply(f, peak, dtype=np.float32)
+        np.rint(g, out=g)
+        np.clip(g, 0.0, peak, out=g)
+        return g.astype(dtype)
+    return np.clip(f, 0.0, 1.0).astype(dtype, copy=False)
+
+
+def model_alpha(a_chw: np.ndarray) -> np.ndarray:
+    """Alpha as the model returned it (3 equal channels in, 3 slightly different out): their mean, (1, H, W)."""
+    return np.clip(a_chw.mean(axis=0, keepdims=True), 0.0, 1.0)
+
+
+def unpremultiply(out: np.ndarray, out_alpha: np.ndarray) -> np.ndarray:
+    """Colour (HWC, premultiplied before the model) divided by alpha (HW); 0 where alpha is about 0."""
+    safe = np.maximum(out_alpha, ALPHA_EPS)[..., None]
+    return np.where(out_alpha[..., None] > ALPHA_EPS, np.clip(out / safe, 0.0, 1.0), 0.0).astype(np.float32)
+
+
+def resize_hwc(f: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize float HWC with area averaging when shrinking and Lanczos when enlarging."""
+    h, w = f.shape[:2]
+    if (h, w) == (height, width):
+        return f
+    method = Image.Resampling.BOX if height * width < h * w else Image.Resampling.LANCZOS
+    out = np.empty((height, width, f.shape[2]), np.float32)
+    for c in range(f.shape[2]):
+        plane = Image.fromarray(np.ascontiguousarray(f[..., c], dtype=np.float32))
+        out[..., c] = np.asarray(plane.resize((width, height), method))
+    return np.clip(out, 0.0, 1.0, out=out)  # Lanczos overshoots
+
+
+__all__ = ["ALPHA_EPS", "from_float", "model_alpha", "resize_hwc", "to_float", "unpremultiply"]
