@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +74,50 @@ def test_fp16_never_nan_and_fidelity_recorded() -> None:
         rec = art.manifest.fidelity["cpu:fp16"]
         assert rec.finite and rec.psnr_db is not None and rec.psnr_db >= P.HIGH_FIDELITY_DB, rec
         assert rec.per_image_db is not None and set(rec.per_image_db) == {n for n, _ in P.heldout_images()}
+
+
+@pytest.mark.slow
+def test_a_derived_target_asked_for_twice_at_once_is_built_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The cache check and the build of a derived target (fp16 here; int8 and OpenVINO IR share the code)
+    happen under the artifact's lock: a second caller waits for the first and reuses its artifact."""
+    import threading
+    import time
+
+    from pixelift.export import precision as EP
+
+    monkeypatch.setenv("PIXELIFT_HOME", str(tmp_path_factory.mktemp("own-home")))
+    real = EP.convert_fp16
+    calls: list[int] = []
+
+    def slow_convert(src: Path, dest: Path) -> None:
+        calls.append(threading.get_ident())
+        time.sleep(1.0)  # the other caller reaches the cache check meanwhile
+        real(src, dest)
+
+    monkeypatch.setattr(EP, "convert_fp16", slow_convert)
+    EP._fp32("span-x2-ch48")  # built once, before the race
+    start = threading.Barrier(2)
+    got: list[object] = []
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        start.wait()
+        try:
+            got.append(EP.to_fp16("span-x2-ch48"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(calls) == 1, "built twice"
+    a, b = got
+    assert a.manifest["sha256"] == b.manifest["sha256"]  # type: ignore[attr-defined]
 
 
 def _cpu_reports_bf16() -> bool:

@@ -15,18 +15,19 @@ never torch.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pixelift import precision as P
-from pixelift.artifacts import Artifact, find, publish
+from pixelift.artifacts import Artifact, find, locked, publish
 from pixelift.calibration import CalibrationSource
 from pixelift.metrics import psnr
 
@@ -80,6 +81,14 @@ def _fresh(model_id: str, target: str, fp32: Artifact, recipe: int = 1) -> Artif
     return None
 
 
+@contextlib.contextmanager
+def _building(model_id: str, target: str, fp32: Artifact, *, force: bool) -> Iterator[Artifact | None]:
+    """Hold ``target``'s lock from the cache check to the publish: yields the cached artifact (None: build
+    it, inside the block). Two processes asking at once build it once; the second waits and reuses it."""
+    with locked(model_id, target):
+        yield None if force else _fresh(model_id, target, fp32)
+
+
 # --- fp16 ------------------------------------------------------------------------------
 
 
@@ -97,18 +106,19 @@ def convert_fp16(src: Path, dest: Path) -> None:
 
 def to_fp16(model_id: str, *, force: bool = False) -> Artifact:
     fp32 = _fp32(model_id)
-    if not force and (art := _fresh(model_id, "onnx-fp16", fp32)):
-        return art
-    with tempfile.TemporaryDirectory(prefix="pixelift-fp16-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        convert_fp16(fp32.path, path)
-        overflow = _nonfinite(path, fp32)
-        if overflow:
-            log.warning("%s: fp16 gives NaN/Inf on real images; marked fp16_overflow, never chosen", model_id)
-        manifest = _base_manifest(
-            fp32, "onnx-fp16", fp16_overflow=overflow, converter="onnxconverter-common float16, keep_io_types=True"
-        )
-        art = publish(model_id, "onnx-fp16", path, manifest)
+    with _building(model_id, "onnx-fp16", fp32, force=force) as cached:
+        if cached is not None:
+            return cached
+        with tempfile.TemporaryDirectory(prefix="pixelift-fp16-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            convert_fp16(fp32.path, path)
+            overflow = _nonfinite(path, fp32)
+            if overflow:
+                log.warning("%s: fp16 gives NaN/Inf on real images; marked fp16_overflow, never chosen", model_id)
+            manifest = _base_manifest(
+                fp32, "onnx-fp16", fp16_overflow=overflow, converter="onnxconverter-common float16, keep_io_types=True"
+            )
+            art = publish(model_id, "onnx-fp16", path, manifest)
     P.measure_model(model_id, precisions=("fp16",), force=True)
     return find(model_id, "onnx-fp16") or art
 
@@ -219,12 +229,22 @@ def to_int8(
     (scored on calibration crops, never on the held-out set) and keeps the best; the last
     keeps conv groups in fp32, most sensitive first, until :data:`TARGET_DB` or ``sensitive``
     groups. ``study=False`` uses the first-and-last recipe only."""
+
+    fp32 = _fp32(model_id)
+    with _building(model_id, "onnx-int8", fp32, force=force) as cached:
+        if cached is not None:
+            return cached
+        art = _build_int8(model_id, fp32, source, crops, study, sensitive)
+    P.measure_model(model_id, precisions=("int8",), force=True)
+    return find(model_id, "onnx-int8") or art
+
+
+def _build_int8(
+    model_id: str, fp32: Artifact, source: CalibrationSource | None, crops: int, study: bool, sensitive: int
+) -> Artifact:
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    fp32 = _fp32(model_id)
-    if not force and (art := _fresh(model_id, "onnx-int8", fp32)):
-        return art
     source, calib, sel, refs = int8_inputs(source, crops, fp32)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pixelift-int8-") as tmp:
@@ -292,9 +312,7 @@ def to_int8(
             },
             int8_study=results,
         )
-        art = publish(model_id, "onnx-int8", final, manifest)
-    P.measure_model(model_id, precisions=("int8",), force=True)
-    return find(model_id, "onnx-int8") or art
+        return publish(model_id, "onnx-int8", final, manifest)
 
 
 def conv_groups(names: Sequence[str], max_groups: int = MAX_GROUPS) -> list[list[str]]:
@@ -374,12 +392,13 @@ def to_openvino_ir(model_id: str, *, fp16: bool = False, force: bool = False) ->
 
     target = "openvino-fp16" if fp16 else "openvino-fp32"
     fp32 = _fp32(model_id)
-    if not force and (art := _fresh(model_id, target, fp32)):
-        return art
-    with tempfile.TemporaryDirectory(prefix="pixelift-ir-") as tmp:
-        xml = Path(tmp) / "model.xml"
-        ov.save_model(ov.convert_model(str(fp32.path)), str(xml), compress_to_fp16=fp16)
-        manifest = _base_manifest(fp32, target, openvino=ov.get_version())
-        art = publish(model_id, target, xml, manifest, extra={"model.bin": xml.with_suffix(".bin")})
+    with _building(model_id, target, fp32, force=force) as cached:
+        if cached is not None:
+            return cached
+        with tempfile.TemporaryDirectory(prefix="pixelift-ir-") as tmp:
+            xml = Path(tmp) / "model.xml"
+            ov.save_model(ov.convert_model(str(fp32.path)), str(xml), compress_to_fp16=fp16)
+            manifest = _base_manifest(fp32, target, openvino=ov.get_version())
+            art = publish(model_id, target, xml, manifest, extra={"model.bin": xml.with_suffix(".bin")})
     P.measure_model(model_id, precisions=("fp32", "fp16"), force=True)
     return find(model_id, target) or art
