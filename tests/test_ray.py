@@ -154,3 +154,32 @@ def test_out_of_disk_is_reported_per_file_and_leaves_nothing(pixelift_home: Path
     assert all(recs[f"p{i:03d}.png"]["status"] == "ok" for i in range(3))
     assert lines[-1]["failed"] == [str(src / "big.png")]
     assert sorted(listing.split()) == ["p000.tif", "p001.tif", "p002.tif"]  # no big.tif, no part file
+
+
+def test_the_actors_on_one_node_split_its_tile_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each actor sizes its auto tiles from its share of the node's memory, so a node's actors together plan
+    for what one process would, not once each; a budget the user set is left alone."""
+    from pixelift.engines.ray_engine import share_tile_memory
+    from pixelift.runtime import footprint, tiling
+
+    gib = 1 << 30
+    monkeypatch.setenv("PIXELIFT_TILE_MEMORY", "")  # unset for the code, restored after the test
+    monkeypatch.setattr(tiling, "available_memory_bytes", lambda: 24 * gib)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    alone = footprint.tile_memory_budget(24 * gib)
+    budget = share_tile_memory(1.0, pool=2)
+    assert budget is not None and 2 * budget <= alone and budget == 24 * gib // 6
+    assert os.environ["PIXELIFT_TILE_MEMORY"] == str(budget)
+    assert Enhancer(MODEL).tile_memory == budget  # what the actor's Enhancer, built next, reads
+    # one actor on the node (a pool of one, or two CPUs each): the budget of a lone process
+    for cpus, pool in ((1.0, 1), (2.0, 4)):
+        monkeypatch.setenv("PIXELIFT_TILE_MEMORY", "")
+        assert share_tile_memory(cpus, pool) == alone
+    # 16 cores, 64 actors in the pool: 16 on this node, never more than a lone process's cap each
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(tiling, "available_memory_bytes", lambda: 128 * gib)
+    monkeypatch.setenv("PIXELIFT_TILE_MEMORY", "")
+    many = share_tile_memory(1.0, pool=64)
+    assert many is not None and 16 * many <= 128 * gib // footprint.TILE_MEMORY_SHARE + 16
+    monkeypatch.setenv("PIXELIFT_TILE_MEMORY", "1G")
+    assert share_tile_memory(1.0, pool=2) is None and os.environ["PIXELIFT_TILE_MEMORY"] == "1G"

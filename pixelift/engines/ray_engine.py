@@ -4,8 +4,10 @@ Ray Data holds the list of files, one file per block; a pool of actors, each wit
 :class:`~pixelift.runtime.enhancer.Enhancer` (sessions opened once, in the constructor), takes them one at a
 time, and the worker that enhances a file writes its output (inputs and outputs are paths every node sees: a
 shared or network file system). Each file goes through :func:`pixelift.runtime.stream.enhance_file`, exactly
-what a local run calls, so outputs are bit-identical to a local run with the same options, and large outputs
-are streamed on the workers too.
+what a local run calls, so outputs are bit-identical to a local run with the same options and tile size,
+and large outputs are streamed on the workers too. (An auto tile is sized from the actor's share of its
+node's memory, below a lone process's: pass a tile size, or ``PIXELIFT_TILE_MEMORY``, to match a local run
+on images large enough to be tiled.)
 
 Faults
     A file that fails (corrupt, unreadable, out of disk space) is reported in its :class:`FileOutcome` and the
@@ -16,7 +18,8 @@ Faults
 
 Placement
     One actor per CPU slot (``cpus_per_worker`` CPUs each, pinned to their own cores where the node allows,
-    so the models' threads do not fight), or one per GPU when the cluster has GPUs.
+    so the models' threads do not fight), or one per GPU when the cluster has GPUs. The actors on a node
+    split its tile memory (:func:`share_tile_memory`) rather than each sizing tiles from all of it.
 
 :func:`enhance_files` is the API; it yields outcomes as files finish (not in input order).
 """
@@ -38,7 +41,7 @@ from typing import Any
 
 from pixelift.errors import EngineError, MissingExtraError, PixeliftError, UsageError
 from pixelift.paths import PART_PID_END, PART_SUFFIX
-from pixelift.runtime.enhancer import FileOutcome
+from pixelift.runtime.pipeline import FileOutcome
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +130,8 @@ def _import_ray() -> Any:
 class _Worker:
     """A Ray Data actor: one warm Enhancer, one file per call."""
 
-    def __init__(self, spec: EnhanceSpec, cpus: float) -> None:
+    def __init__(self, spec: EnhanceSpec, cpus: float, pool: int = 1) -> None:
+        share_tile_memory(cpus, pool)
         self._slot = _pin_cpus(cpus)
         self.spec = spec
         self.enh = spec.build()
@@ -167,6 +171,24 @@ def _dumps(outcome: FileOutcome) -> bytes:
 
 
 _SLOT_DIR = Path(tempfile.gettempdir())
+
+
+def share_tile_memory(cpus: float, pool: int) -> int | None:
+    """Set this actor's tile memory (``PIXELIFT_TILE_MEMORY``, unless it is set) to its share of the node's:
+    the actors on one node enhance at once, and each sizing its tiles from all the free memory would
+    overcommit it (the kernel then kills workers and Ray retries their files). Actors per node: at most the
+    pool, and at most the node's cores over ``cpus``. Returns the budget set, or None."""
+    from pixelift import limits
+    from pixelift.runtime import footprint
+
+    if os.environ.get(limits.ENV_TILE_MEMORY, "").strip():
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    sharers = max(1, min(pool, int(cores // cpus)))
+    budget = footprint.tile_memory_budget(sharers=sharers)
+    os.environ[limits.ENV_TILE_MEMORY] = str(budget)
+    log.info("tile memory %d MB: one of %d actor(s) on this node", budget >> 20, sharers)
+    return budget
 
 
 def _pin_cpus(cpus: float) -> Any:
@@ -263,7 +285,7 @@ def enhance_files(
                 [{"src": str(s), "dst": str(d)} for s, d in jobs], override_num_blocks=len(jobs)
             ).map_batches(
                 _Worker,
-                fn_constructor_kwargs={"spec": spec, "cpus": cpus},
+                fn_constructor_kwargs={"spec": spec, "cpus": cpus, "pool": n},
                 batch_size=1,
                 compute=ray.data.ActorPoolStrategy(size=n),
                 num_cpus=cpus,

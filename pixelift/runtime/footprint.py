@@ -57,9 +57,14 @@ def bytes_per_input_pixel(name: str, provider: str | None = None, precision: str
     return measured * MARGIN
 
 
-def tile_memory_budget(available: int | None = None) -> int:
-    """The auto tile's activation budget from the memory available now (see TILE_MEMORY_SHARE)."""
+def tile_memory_budget(available: int | None = None, *, sharers: int = 1) -> int:
+    """The auto tile's activation budget from the memory available now (see TILE_MEMORY_SHARE).
+    ``sharers`` processes that enhance at once on this machine (a Ray node's actors) split the same
+    share between them, each at most TILE_MEMORY_CAP, with no floor each (``sharers`` floors could
+    be more than the machine has)."""
     avail = available if available is not None else (tiling.available_memory_bytes() or FALLBACK_MEMORY)
+    if sharers > 1:
+        return max(limits.MIN_TILE_MEMORY, min(avail // (TILE_MEMORY_SHARE * sharers), TILE_MEMORY_CAP))
     return min(avail, max(TILE_MEMORY_FLOOR, min(avail // TILE_MEMORY_SHARE, TILE_MEMORY_CAP)))
 
 
