@@ -288,6 +288,26 @@ def test_whole_image_is_not_padded_past_its_edge_and_crops_back() -> None:
         run_tiled(img, model, scale=2, tile=None, overlap=5, pad_mode="wrap")
 
 
+def test_one_tile_is_the_model_output_bit_for_bit_and_owned() -> None:
+    """An image that fits one tile is not blended: the result is the model's output on the padded image,
+    cropped, exactly (as the all-ones window gave), and a new array the caller owns."""
+    img = photo("astronaut", 37, 53)
+    outputs: list[np.ndarray] = []
+
+    def model(x: np.ndarray) -> np.ndarray:
+        outputs.append(np.sin(7.0 * box_blur_x2(x)).astype(np.float32))
+        return outputs[-1]
+
+    out = run_tiled(img, model, scale=2, tile=None, overlap=5, alignment=4)
+    padded = np.pad(img, ((0, 0), (0, 3), (0, 3)), mode="reflect")
+    assert np.array_equal(out, np.sin(7.0 * box_blur_x2(padded[None]))[0].astype(np.float32)[:, :74, :106])
+    assert out.flags.c_contiguous and not np.shares_memory(out, img)
+    aligned = run_tiled(img[:, :36, :52], model, scale=2, tile=None, overlap=5, alignment=4)
+    assert np.shares_memory(aligned, outputs[-1])  # nothing to crop: no copy at all
+    rows = list(iter_tiled_rows(lambda a, b: img[:, a:b], model, height=37, width=53, scale=2, tile=None))
+    assert [y0 for y0, _ in rows] == [0] and np.array_equal(rows[0][1], outputs[-1][0, :, :74, :106])
+
+
 @pytest.mark.parametrize("blend", list(Blend))
 def test_rows_stream_in_order_from_a_band_and_equal_run_tiled(blend: Blend) -> None:
     img = photo("chelsea", 150, 70)

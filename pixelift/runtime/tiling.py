@@ -60,7 +60,7 @@ from pixelift.errors import InferenceOutOfMemoryError, TileShapeError
 
 log = logging.getLogger(__name__)
 
-Infer = Callable[[np.ndarray], np.ndarray]
+Infer = Callable[[np.ndarray], np.ndarray]  # returns a new array: the tiler may keep it as the output
 Progress = Callable[[int, int], None]
 
 
@@ -369,6 +369,13 @@ def iter_tiled_rows(
                 raise TileShapeError(
                     f"model returned {got} for input tile batch {x.shape} at scale {s}; expected {want}"
                 )
+            if total == 1:
+                # no neighbour to blend with (the window is all ones): the output as it is, not
+                # accumulated, weighted and divided (bit for bit the same; 0.2 s of a 1 MP x2 run)
+                if progress is not None:
+                    progress(1, 1)
+                yield 0, y[0, :, : height * s, : width * s].astype(np.float32, copy=False)
+                return
             if new_acc is None:
                 channels = y.shape[1]
                 new_acc = np.zeros((channels, (ry1 - ry0) * s, plan.aligned_width * s), dtype=np.float32)
@@ -439,6 +446,8 @@ def run_tiled(
         pad_mode=pad_mode,
         progress=progress,
     ):
+        if out is None and strip.shape[1] == height * scale:  # one strip is the whole output
+            return np.ascontiguousarray(strip)
         if out is None:
             out = np.empty((strip.shape[0], height * scale, width * scale), dtype=np.float32)
         out[:, y0 : y0 + strip.shape[1]] = strip
