@@ -348,6 +348,7 @@ def iter_tiled_rows(
         ry0, ry1 = tiles[0].read[0], tiles[0].read[1]
         idx = rows[ry0:ry1]
         lo, hi = int(idx.min()), int(idx.max()) + 1
+        windows: dict[tuple[int, int, bool, bool, bool, bool], np.ndarray] = {}
         block = _check_image(read(lo, hi))
         if block.shape[1:] != (hi - lo, width):
             raise ValueError(f"read({lo}, {hi}) returned {block.shape}; expected (C, {hi - lo}, {width})")
@@ -383,9 +384,16 @@ def iter_tiled_rows(
                     keep = acc_y0 + acc.shape[1] - ry0 * s
                     new_acc[:, :keep] = acc[:, acc.shape[1] - keep :]
             for k, t in enumerate(group):
-                wy, wx = tile_weights(plan, t, s, blend)
-                w2 = (wy[:, None] * wx[None, :]).astype(np.float32)
-                new_acc[:, :, t.read[2] * s : t.read[3] * s] += y[k].astype(np.float32, copy=False) * w2
+                key = (*t.read_shape, t.ramp_top, t.ramp_bottom, t.ramp_left, t.ramp_right)
+                w2 = windows.get(key)
+                if w2 is None:  # a band's tiles share a few windows (left edge, inside, right edge)
+                    wy, wx = tile_weights(plan, t, s, blend)
+                    w2 = windows[key] = (wy[:, None] * wx[None, :]).astype(np.float32)
+                yk = y[k].astype(np.float32, copy=False)
+                if not yk.flags.writeable:
+                    yk = yk.copy()
+                np.multiply(yk, w2, out=yk)  # the model's output is the tiler's: weighted in place
+                new_acc[:, :, t.read[2] * s : t.read[3] * s] += yk
                 done += 1
                 if progress is not None:
                     progress(done, total)
