@@ -372,7 +372,7 @@ def iter_tiled_rows(
                 )
             if total == 1:
                 # no neighbour to blend with (the window is all ones): the output as it is, not
-                # accumulated, weighted and divided (bit for bit the same; 0.2 s of a 1 MP x2 run)
+                # accumulated, weighted and divided (bit for bit the same; 1 MP x2 CLI 2.11 -> 2.04 s)
                 if progress is not None:
                     progress(1, 1)
                 yield 0, y[0, :, : height * s, : width * s].astype(np.float32, copy=False)
