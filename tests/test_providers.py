@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -538,12 +539,117 @@ def test_openvino_static_shapes_match_dynamic_and_stay_bounded(caplog: pytest.Lo
     for side in (40, 136, 144, 32):
         st4.run(np.full((1, 3, side, side), 0.5, np.float32))
     assert list(st4._static) == [(1, 3, 40, 40), (1, 3, 144, 144), (1, 3, 32, 32)]
-    st._path = Path("/nonexistent/model.onnx")  # the next reshape cannot read the model
+    assert st._dynamic_request is None  # every shape ran static: the dynamic one never compiled
+
+    class Unreshapable:
+        def reshape(self, shapes: object) -> None:
+            raise RuntimeError("this graph does not reshape")
+
+    st._model = Unreshapable()  # type: ignore[attr-defined]
     with caplog.at_level(logging.WARNING, logger="pixelift"):
         x = to_chw(content_crop("photo", 24, 24))[None]
         assert psnr(dyn.run(x), st.run(x)) >= 100.0
     assert any("dynamic shapes from now on" in r.getMessage() for r in caplog.records)
-    assert st._static_max == 0
+    assert st._static_max == 0 and st._dynamic_request is not None
+
+
+@pytest.mark.skipif(not HAS_OV, reason="needs openvino (the openvino extra)")
+def test_openvino_compiles_only_what_it_runs() -> None:
+    """A photo that fits one tile compiles one model, reshaped to it: not the dynamic-shape one
+    too (a cold start's compile time). Without static shapes, the dynamic one compiles at open."""
+    from pixelift.providers.openvino import OvSession, _core, openvino_config
+
+    class CountingCore:
+        def __init__(self) -> None:
+            self.compiled: list[object] = []
+
+        def read_model(self, path: str) -> Any:
+            return _core().read_model(path)
+
+        def compile_model(self, model: Any, device: str, config: dict[str, Any]) -> Any:
+            shape = model.inputs[0].get_partial_shape()
+            self.compiled.append(tuple(shape.to_shape()) if shape.is_static else "dynamic")
+            return _core().compile_model(model, device, config)
+
+    art = to_onnx("span-x2-ch48")
+    x = to_chw(content_crop("photo", 40, 48))[None]
+    core = CountingCore()
+    session = OvSession(core, art.path, "CPU", openvino_config())
+    assert core.compiled == []
+    first, again = session.run(x), session.run(x)
+    assert core.compiled == [(1, 3, 40, 48)] and np.array_equal(first, again)
+    core = CountingCore()
+    dynamic = OvSession(core, art.path, "CPU", openvino_config(), static_shapes=0)
+    assert core.compiled == ["dynamic"]
+    assert psnr(dynamic.run(x), first) >= 100.0 and core.compiled == ["dynamic"]
+
+
+@pytest.mark.skipif(not HAS_OV, reason="needs openvino (the openvino extra)")
+def test_openvino_session_takes_concurrent_callers_in_turn() -> None:
+    """A service's jobs share warm sessions: two threads running one OpenVINO session at once
+    get the outputs they would alone (an infer request runs one call at a time)."""
+    import threading
+
+    art = to_onnx("span-x2-ch48")
+    session = PROVIDERS["openvino"].open(art.path, OpenVINOOptions())
+    inputs = [to_chw(content_crop(name, 48, 48))[None] for name in ("photo", "art")]
+    alone = [session.run(x) for x in inputs]
+    errors: list[BaseException] = []
+    results: dict[int, list[np.ndarray]] = {0: [], 1: []}
+    start = threading.Barrier(2)
+
+    def work(i: int) -> None:
+        try:
+            start.wait()
+            for _ in range(6):
+                results[i].append(session.run(inputs[i]))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for i in (0, 1):
+        assert all(np.array_equal(y, alone[i]) for y in results[i])
+
+
+def test_openvino_import_leaves_the_converter_and_its_telemetry_out(tmp_path: Path) -> None:
+    """Opening a session imports OpenVINO without its model converter, whose import starts
+    OpenVINO's telemetry (writes under ~/intel, may fork a sender): a probe has no side
+    effects. ``openvino.convert_model`` still works, importing the converter when called."""
+    import subprocess
+    import sys
+
+    if not HAS_OV:
+        pytest.skip("needs openvino (the openvino extra)")
+    code = (
+        "import sys\n"
+        "from pixelift.providers.openvino import import_openvino\n"
+        "ov = import_openvino()\n"
+        "print('ovc' if 'openvino.tools.ovc' in sys.modules else 'no-ovc')\n"
+        "import onnx\n"
+        "from onnx import TensorProto, helper\n"
+        "x = helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 3, 4, 4])\n"
+        "y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 3, 4, 4])\n"
+        "g = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g', [x], [y])\n"
+        "onnx.save(helper.make_model(g), sys.argv[1])\n"
+        "print(type(ov.convert_model(sys.argv[1])).__name__)\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    first = subprocess.run(
+        [sys.executable, "-c", code.split("import onnx")[0]], env=env, capture_output=True, text=True, check=True
+    )
+    assert first.stdout.split() == ["no-ovc"], first.stderr
+    assert not (tmp_path / "home" / "intel").exists()  # no telemetry state written
+    if importlib.util.find_spec("onnx") is None:
+        return
+    model = tmp_path / "relu.onnx"
+    done = subprocess.run([sys.executable, "-c", code, str(model)], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["no-ovc", "Model"], done.stderr
 
 
 def test_probe_results_are_kept_across_processes_until_what_they_read_changes(

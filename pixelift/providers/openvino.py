@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
+import sys
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -61,9 +66,14 @@ STATIC_LARGE_PIXELS = 128 * 128
 
 
 class OvSession:
-    """One dynamic-shape compilation, plus up to ``static_shapes`` compilations reshaped to
-    the input shapes seen (least recently used evicted, and at most one above
-    :data:`STATIC_LARGE_PIXELS`); 0 keeps only the dynamic one."""
+    """Up to ``static_shapes`` compilations reshaped to the input shapes seen (least recently
+    used evicted, and at most one above :data:`STATIC_LARGE_PIXELS`), and a dynamic-shape one
+    for what they cannot run; 0 keeps only the dynamic one.
+
+    The dynamic compilation waits until something needs it (a static one that failed, several
+    inputs, ``static_shapes=0``): a photo that fits one tile compiles one model, not two (0.03 s
+    of a 0.25 MP photo's start on a Sapphire Rapids core, from OpenVINO's cache). A graph that
+    does not compile still fails before it is trusted: selection's first run compiles it."""
 
     def __init__(
         self,
@@ -76,16 +86,27 @@ class OvSession:
     ) -> None:
         self.provider = provider
         self._core, self._path, self._device, self._config = core, model_path, device, config
-        compiled = core.compile_model(core.read_model(str(model_path)), device, config)
-        self._dynamic = (compiled.create_infer_request(), list(compiled.outputs))
-        self.input_names = tuple(i.get_any_name() for i in compiled.inputs)
-        self.output_names = tuple(o.get_any_name() for o in compiled.outputs)
+        self._model = core.read_model(str(model_path))
+        self.input_names = tuple(i.get_any_name() for i in self._model.inputs)
+        self.output_names = tuple(o.get_any_name() for o in self._model.outputs)
         self._static: OrderedDict[tuple[int, ...], tuple[Any, list[Any]]] = OrderedDict()
         self._static_max = static_shapes if len(self.input_names) == 1 else 0
+        self._dynamic_request: tuple[Any, list[Any]] | None = None
+        # an infer request runs one call at a time (each uses every thread already), and the
+        # reshaped model is shared: a service's concurrent jobs on one session take turns
+        self._lock = threading.Lock()
+        if self._static_max <= 0:
+            self._dynamic()
+
+    def _dynamic(self) -> tuple[Any, list[Any]]:
+        if self._dynamic_request is None:
+            compiled = self._core.compile_model(self._core.read_model(str(self._path)), self._device, self._config)
+            self._dynamic_request = (compiled.create_infer_request(), list(compiled.outputs))
+        return self._dynamic_request
 
     def _request(self, shape: tuple[int, ...]) -> tuple[Any, list[Any]]:
         if self._static_max <= 0:
-            return self._dynamic
+            return self._dynamic()
         got = self._static.get(shape)
         if got is not None:
             self._static.move_to_end(shape)
@@ -94,13 +115,12 @@ class OvSession:
             for old in [k for k in self._static if _pixels(k) > STATIC_LARGE_PIXELS]:
                 del self._static[old]
         try:
-            model = self._core.read_model(str(self._path))
-            model.reshape({self.input_names[0]: list(shape)})
-            compiled = self._core.compile_model(model, self._device, self._config)
+            self._model.reshape({self.input_names[0]: list(shape)})
+            compiled = self._core.compile_model(self._model, self._device, self._config)
         except Exception as exc:  # a graph that will not reshape still runs dynamic
             log.warning("openvino: static shape %s not compiled (%s); dynamic shapes from now on", shape, exc)
             self._static_max = 0
-            return self._dynamic
+            return self._dynamic()
         if len(self._static) >= self._static_max:
             self._static.popitem(last=False)
         got = self._static[shape] = (compiled.create_infer_request(), list(compiled.outputs))
@@ -111,9 +131,10 @@ class OvSession:
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         feed = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
-        req, outputs = self._request(tuple(next(iter(feed.values())).shape)) if len(feed) == 1 else self._dynamic
-        res = run_guarded(req.infer, feed)
-        return [np.array(res[o], dtype=np.float32, copy=True) for o in outputs]
+        with self._lock:
+            req, outputs = self._request(tuple(next(iter(feed.values())).shape)) if len(feed) == 1 else self._dynamic()
+            res = run_guarded(req.infer, feed)
+            return [np.array(res[o], dtype=np.float32, copy=True) for o in outputs]
 
 
 def _pixels(shape: tuple[int, ...]) -> int:
@@ -132,13 +153,50 @@ class OpenVINOOptions(ProviderOptions):
     cache_dir: Path | None = None
 
 
+#: what ``import openvino`` imports eagerly that running a model never needs: the model
+#: converter, whose own import starts OpenVINO's telemetry (it reads the installed packages,
+#: writes ``~/intel/stats`` and may fork a sender process): 0.03-0.06 s of every start, and a
+#: side effect a probe must not have
+_CONVERTER = "openvino.tools.ovc"
+
+
+class _SkipConverter(importlib.abc.MetaPathFinder):
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name == _CONVERTER:
+            raise ModuleNotFoundError(f"{name} is imported when first used", name=name)
+        return None
+
+
+def _convert_model(*args: Any, **kwargs: Any) -> Any:
+    """``openvino.convert_model``, importing the converter on first use."""
+    from openvino.tools.ovc import convert_model
+
+    return convert_model(*args, **kwargs)
+
+
+def import_openvino() -> ModuleType:
+    """``openvino``, without importing its model converter until something converts a model
+    (``openvino.convert_model`` then imports it: its package tolerates the converter's absence)."""
+    loaded = sys.modules.get("openvino")
+    if loaded is not None:
+        return loaded
+    skip = _SkipConverter()
+    sys.meta_path.insert(0, skip)
+    try:
+        import openvino
+    finally:
+        sys.meta_path.remove(skip)
+    module: ModuleType = openvino
+    if not hasattr(module, "convert_model"):
+        setattr(module, "convert_model", _convert_model)  # noqa: B010 - a name the package usually defines
+    return module
+
+
 @functools.cache
 def _core() -> Any:
     """One ``ov.Core`` per process, shared by the probe and every session (creating one reads the
     plugin registry, a noticeable part of a small photo's start-up)."""
-    import openvino as ov
-
-    return ov.Core()
+    return import_openvino().Core()
 
 
 class OpenVINOProvider:
@@ -152,8 +210,7 @@ class OpenVINOProvider:
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if importlib.util.find_spec("openvino") is None:
             return ProbeResult(False, "openvino is not installed: pip install 'pixelift[openvino]'")
-        import openvino as ov
-
+        ov = import_openvino()
         core = _core()
         devices = tuple(core.available_devices)
         names = {d: str(core.get_property(d, "FULL_DEVICE_NAME")) for d in devices}
