@@ -132,7 +132,9 @@ def _nvml_gpus() -> tuple[GPU, ...] | None:
     try:
         nvml = ctypes.CDLL(name)
     except OSError:
-        found = ctypes.util.find_library("nvidia-ml")
+        # elsewhere the loader has already searched where find_library would look (ldconfig's
+        # cache, LD_LIBRARY_PATH), and find_library runs ldconfig: 0.013 s of every start
+        found = ctypes.util.find_library("nvidia-ml") if os.name == "nt" else None
         if not found:
             return None
         try:

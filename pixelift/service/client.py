@@ -8,8 +8,6 @@ service included).
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,9 @@ class ServiceClient:
         return client
 
     def _open(self, method: str, path: str, body: object | None, timeout: float | None) -> Any:
+        import urllib.error  # with http, ssl and email: imported when a service is up, not per CLI start
+        import urllib.request
+
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(f"{self.base_url}/v1{path}", data=data, method=method)
         req.add_header(state.TOKEN_HEADER, self.token)
