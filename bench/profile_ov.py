@@ -33,7 +33,7 @@ def profile(model_id: str, row: str, x: np.ndarray, runs: int = RUNS) -> list[tu
     if art is None:
         raise SystemExit(f"{model_id}: no {cap.target} artifact; run pixelift export --precision all {model_id}")
     config = openvino_config(**cap.options)
-    config.pop("CACHE_DIR")
+    config.pop("CACHE_DIR", None)
     config["PERF_COUNT"] = True
     compiled = ov.Core().compile_model(str(art.path), "CPU", config)
     req = compiled.create_infer_request()

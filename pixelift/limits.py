@@ -27,6 +27,11 @@ _BYTE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 
                "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}  # fmt: skip
 #: below this an activation budget cannot hold the smallest tile of a heavy model
 MIN_TILE_MEMORY = 64 << 20
+#: bytes the compiled-model cache (OpenVINO's) may hold in pixelift's cache folder, least recently
+#: used files out first: it keeps a file per model, precision and input shape, so a photo that
+#: fits one tile adds one per new size (1.7 MB for SPAN, ~35 MB for ESRGAN); 0 turns it off
+ENV_COMPILE_CACHE = "PIXELIFT_COMPILE_CACHE"
+DEFAULT_COMPILE_CACHE = 1 << 30
 #: final scales outside this range are typing mistakes (1e-9, 1000), not requests
 MIN_SCALE, MAX_SCALE = 0.01, 64.0
 
@@ -47,8 +52,9 @@ def parse_pixels(value: str | int | float, where: str) -> int | None:
     return int(number)
 
 
-def parse_bytes(value: str | int, where: str) -> int:
-    """A size in bytes: ``6442450944``, ``6e9``, ``6G``/``6GB``/``6GiB``, ``512M`` (binary units)."""
+def parse_bytes(value: str | int, where: str, minimum: int = MIN_TILE_MEMORY) -> int:
+    """A size in bytes: ``6442450944``, ``6e9``, ``6G``/``6GB``/``6GiB``, ``512M`` (binary units),
+    at least ``minimum``."""
     if isinstance(value, bool):
         raise UsageError(f"{where}: expected a size such as 6G or 512M, not {value!r}")
     text = str(value).strip().lower().replace("_", "")
@@ -58,9 +64,16 @@ def parse_bytes(value: str | int, where: str) -> int:
         amount = float(number) * _BYTE_UNITS[unit]
     except (ValueError, KeyError):
         raise UsageError(f"{where}={value!r}: expected a size such as 6G, 512M or 6442450944") from None
-    if not math.isfinite(amount) or amount < MIN_TILE_MEMORY:
-        raise UsageError(f"{where}={value!r}: expected a size of at least {MIN_TILE_MEMORY >> 20}M")
+    if not math.isfinite(amount) or amount < minimum:
+        least = f"{minimum >> 20}M" if minimum >= 1 << 20 else str(minimum)
+        raise UsageError(f"{where}={value!r}: expected a size of at least {least}")
     return int(amount)
+
+
+def compile_cache_bytes() -> int:
+    """The compiled-model cache's budget: ``$PIXELIFT_COMPILE_CACHE`` (validated), else the default."""
+    raw = os.environ.get(ENV_COMPILE_CACHE, "").strip()
+    return parse_bytes(raw, ENV_COMPILE_CACHE, minimum=0) if raw else DEFAULT_COMPILE_CACHE
 
 
 def resolve_limit(value: int | None, default: int, env: str, where: str) -> int | None:

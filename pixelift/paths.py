@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -136,3 +137,30 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def prune_lru(folder: Path, budget: int, pattern: str = "*") -> int:
+    """Delete the files matching ``pattern`` in ``folder``, least recently used first (the later of
+    their access and modification times), until those left hold at most ``budget`` bytes; the
+    bytes freed. A file another process removes or holds first is skipped."""
+    files: list[tuple[float, int, Path]] = []
+    try:
+        for path in folder.glob(pattern):
+            with contextlib.suppress(OSError):
+                st = path.lstat()
+                if stat.S_ISREG(st.st_mode):
+                    files.append((max(st.st_atime, st.st_mtime), st.st_size, path))
+    except OSError:
+        return 0
+    total = sum(size for _, size, _ in files)
+    freed = 0
+    for _, size, path in sorted(files):
+        if total <= budget:
+            break
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size
+        freed += size
+    return freed

@@ -353,16 +353,49 @@ def test_max_pixels_env_and_option_are_validated(value: str, tmp_path: Path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 
-@pytest.mark.parametrize("value", ["lots", "-1G", "0", "10M", "nanG", "6 parsecs", "inf"])
-def test_tile_memory_env_is_validated(value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [("PIXELIFT_TILE_MEMORY", v) for v in ("lots", "-1G", "0", "10M", "nanG", "6 parsecs", "inf")]
+    + [("PIXELIFT_COMPILE_CACHE", v) for v in ("lots", "-1G", "nanG", "6 parsecs", "inf", "1.5.0M")],
+)
+def test_size_envs_are_validated(env: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A size in the environment is refused before any work (PIXELIFT_COMPILE_CACHE too, though
+    only OpenVINO reads it: met at a session's open, it would be a backend failure to fall back from)."""
     src = _png(tmp_path / "a.png")
-    monkeypatch.setenv("PIXELIFT_TILE_MEMORY", value)
+    monkeypatch.setenv(env, value)
     res = CliRunner().invoke(main, ["enhance", str(src)])
     _no_traceback(res)
-    assert res.exit_code == 2 and "PIXELIFT_TILE_MEMORY" in res.output
-    with pytest.raises(UsageError, match="PIXELIFT_TILE_MEMORY"):
+    assert res.exit_code == 2 and env in res.output
+    with pytest.raises(UsageError, match=env):
         Enhancer(MODEL)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_compile_cache_env_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pixelift import limits
+
+    monkeypatch.delenv("PIXELIFT_COMPILE_CACHE", raising=False)
+    assert limits.compile_cache_bytes() == limits.DEFAULT_COMPILE_CACHE
+    for value, expected in (("0", 0), ("512M", 512 << 20), ("4G", 4 << 30), ("1000", 1000)):
+        monkeypatch.setenv("PIXELIFT_COMPILE_CACHE", value)
+        assert limits.compile_cache_bytes() == expected
+
+
+def test_prune_lru_keeps_the_recently_used_within_the_budget(tmp_path: Path) -> None:
+    from pixelift.paths import prune_lru
+
+    now = 1_700_000_000
+    for i, (name, size) in enumerate([("a.blob", 300), ("b.blob", 300), ("c.blob", 300), ("d.blob", 300)]):
+        f = tmp_path / name
+        f.write_bytes(b"x" * size)
+        os.utime(f, (now + i, now + i))
+    os.utime(tmp_path / "a.blob", (now + 10, now))  # read last: the most recently used
+    (tmp_path / "sub").mkdir()  # folders and links are never touched
+    (tmp_path / "link.blob").symlink_to(tmp_path / "a.blob")
+    assert prune_lru(tmp_path, 700) == 600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.blob", "d.blob", "link.blob", "sub"]
+    assert prune_lru(tmp_path, 700) == 0  # within the budget: nothing to do
+    assert prune_lru(tmp_path / "missing", 0) == 0
 
 
 def test_tile_memory_sizes_the_auto_tile(monkeypatch: pytest.MonkeyPatch) -> None:

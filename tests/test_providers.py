@@ -585,6 +585,39 @@ def test_openvino_compiles_only_what_it_runs() -> None:
 
 
 @pytest.mark.skipif(not HAS_OV, reason="needs openvino (the openvino extra)")
+def test_openvino_compile_cache_stays_within_its_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenVINO caches a compiled model per input shape, so photos of many sizes would grow the
+    cache without end: pixelift's folder is trimmed to PIXELIFT_COMPILE_CACHE, least recently
+    used out; 0 turns the cache off; a cache_dir the user gives is never trimmed."""
+    from pixelift.providers import openvino as OV
+
+    art = to_onnx("span-x2-ch48")
+    monkeypatch.setenv("PIXELIFT_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "home" / OV.CACHE_FOLDER
+
+    def run_sizes(options: OpenVINOOptions, sides: list[int]) -> None:
+        session = PROVIDERS["openvino"].open(art.path, options)
+        for side in sides:
+            session.run(np.full((1, 3, side, side), 0.5, np.float32))
+
+    run_sizes(OpenVINOOptions(), [32])
+    one = sum(f.stat().st_size for f in folder.iterdir())  # one compiled shape
+    assert one > 0
+    monkeypatch.setenv("PIXELIFT_COMPILE_CACHE", str(int(2.5 * one)))
+    run_sizes(OpenVINOOptions(), [40, 48, 56, 64])
+    files = list(folder.iterdir())
+    assert len(files) == 2 and sum(f.stat().st_size for f in files) <= 2.5 * one
+    mine = tmp_path / "mine"
+    run_sizes(OpenVINOOptions(cache_dir=mine), [32, 40, 48])
+    assert len(list(mine.iterdir())) == 3  # the user's folder: theirs to manage
+    monkeypatch.setenv("PIXELIFT_COMPILE_CACHE", "0")
+    assert "CACHE_DIR" not in OV.openvino_config()
+    before = sorted(f.name for f in folder.iterdir())
+    run_sizes(OpenVINOOptions(), [72])
+    assert sorted(f.name for f in folder.iterdir()) == before
+
+
+@pytest.mark.skipif(not HAS_OV, reason="needs openvino (the openvino extra)")
 def test_openvino_session_takes_concurrent_callers_in_turn() -> None:
     """A service's jobs share warm sessions: two threads running one OpenVINO session at once
     get the outputs they would alone (an infer request runs one call at a time)."""

@@ -102,7 +102,7 @@ def _scorer(images: Sequence[np.ndarray], refs: Sequence[np.ndarray]) -> Any:
 
     core = ov.Core()
     config = openvino_config(precision="f32")
-    config.pop("CACHE_DIR")  # throwaway candidates: nothing to cache
+    config.pop("CACHE_DIR", None)  # throwaway candidates: nothing to cache
 
     def score(model: Any) -> float:
         compiled = core.compile_model(model, "CPU", config)

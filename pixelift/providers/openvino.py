@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pixelift.paths import writable
+from pixelift import limits
+from pixelift.paths import prune_lru, writable
 from pixelift.providers.base import ProbeResult, Role, Session, default_threads, run_guarded
 from pixelift.providers.machine import MachineFacts
 from pixelift.providers.options import ProviderOptions, at_least, choice, parse
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("f32", "bf16", "f16")
 DEVICES = ("CPU", "GPU", "NPU")
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+#: pixelift's folder for OpenVINO's compiled models, kept within ``PIXELIFT_COMPILE_CACHE``
+CACHE_FOLDER = "openvino-cache"
 
 
 def openvino_config(
@@ -37,7 +40,8 @@ def openvino_config(
     threads: int | None = None,
     cache_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Compile properties by their OpenVINO names."""
+    """Compile properties by their OpenVINO names. The compile cache is ``cache_dir``, else
+    pixelift's own folder unless ``PIXELIFT_COMPILE_CACHE=0`` turns it off."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}")
     config: dict[str, Any] = {
@@ -45,8 +49,11 @@ def openvino_config(
         "INFERENCE_PRECISION_HINT": precision,
         # THROUGHPUT made x4plus setup take 6.7 s against 1.4 s (shared/notes/cpu-baseline.md)
         "PERFORMANCE_HINT": performance_hint,
-        "CACHE_DIR": str(cache_dir or writable("openvino-cache")),
     }
+    if cache_dir is not None:
+        config["CACHE_DIR"] = str(cache_dir)
+    elif limits.compile_cache_bytes() > 0:
+        config["CACHE_DIR"] = str(writable(CACHE_FOLDER))
     if streams is not None:
         config["NUM_STREAMS"] = streams
     if device == "CPU":
@@ -83,9 +90,11 @@ class OvSession:
         config: dict[str, Any],
         provider: str = "openvino",
         static_shapes: int = STATIC_SHAPES,
+        cache_budget: int | None = None,
     ) -> None:
         self.provider = provider
         self._core, self._path, self._device, self._config = core, model_path, device, config
+        self._cache_budget = cache_budget  # None: the compile cache is not pixelift's to trim
         self._model = core.read_model(str(model_path))
         self.input_names = tuple(i.get_any_name() for i in self._model.inputs)
         self.output_names = tuple(o.get_any_name() for o in self._model.outputs)
@@ -98,9 +107,21 @@ class OvSession:
         if self._static_max <= 0:
             self._dynamic()
 
+    def _compile(self, model: Any) -> Any:
+        compiled = self._core.compile_model(model, self._device, self._config)
+        folder = self._config.get("CACHE_DIR")
+        if folder and self._cache_budget is not None:
+            # OpenVINO recompiles over a cache file that is gone or damaged, so another
+            # process trimming the same folder at once costs a compile, never a failure
+            freed = prune_lru(Path(folder), self._cache_budget)
+            if freed:
+                log.info("openvino: compile cache trimmed to %s: %.1f MB least recently used removed",
+                         limits.ENV_COMPILE_CACHE, freed / 1e6)  # fmt: skip
+        return compiled
+
     def _dynamic(self) -> tuple[Any, list[Any]]:
         if self._dynamic_request is None:
-            compiled = self._core.compile_model(self._core.read_model(str(self._path)), self._device, self._config)
+            compiled = self._compile(self._core.read_model(str(self._path)))
             self._dynamic_request = (compiled.create_infer_request(), list(compiled.outputs))
         return self._dynamic_request
 
@@ -116,7 +137,7 @@ class OvSession:
                 del self._static[old]
         try:
             self._model.reshape({self.input_names[0]: list(shape)})
-            compiled = self._core.compile_model(self._model, self._device, self._config)
+            compiled = self._compile(self._model)
         except Exception as exc:  # a graph that will not reshape still runs dynamic
             log.warning("openvino: static shape %s not compiled (%s); dynamic shapes from now on", shape, exc)
             self._static_max = 0
@@ -224,4 +245,5 @@ class OpenVINOProvider:
 
         config = openvino_config(o.device, o.precision, o.performance_hint, o.streams, o.threads, o.cache_dir)
         label = f"openvino:{o.device}" if o.device != "CPU" else "openvino"
-        return OvSession(_core(), model_path, o.device, config, label, o.static_shapes)
+        budget = None if o.cache_dir is not None else limits.compile_cache_bytes()
+        return OvSession(_core(), model_path, o.device, config, label, o.static_shapes, budget)

@@ -118,6 +118,7 @@ class Enhancer:
         )
         #: the activation budget set by PIXELIFT_TILE_MEMORY; None: from the memory available per image
         self.tile_memory = footprint.configured_tile_memory()
+        limits.compile_cache_bytes()  # a bad value is refused here, not met later as a backend's failure
         if precision not in CHOICES:
             raise UsageError(f"precision must be one of {', '.join(CHOICES)}, not {precision!r}")
         # auto: the fastest measured precision whose fidelity vs fp32 meets the gate
