@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import stat
 import tempfile
 import time
@@ -139,26 +140,46 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _recency_and_size(path: Path) -> tuple[float, int] | None:
+    """(last use, bytes) of a file, or of a folder from the files in it; None for anything else."""
+    st = path.lstat()
+    if stat.S_ISREG(st.st_mode):
+        return max(st.st_atime, st.st_mtime), st.st_size
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    last, size = max(st.st_atime, st.st_mtime), 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                fs = os.lstat(os.path.join(root, name))
+                last, size = max(last, fs.st_atime, fs.st_mtime), size + fs.st_size
+    return last, size
+
+
 def prune_lru(folder: Path, budget: int, pattern: str = "*") -> int:
-    """Delete the files matching ``pattern`` in ``folder``, least recently used first (the later of
-    their access and modification times), until those left hold at most ``budget`` bytes; the
-    bytes freed. A file another process removes or holds first is skipped."""
-    files: list[tuple[float, int, Path]] = []
+    """Delete the entries matching ``pattern`` in ``folder`` (files, and folders as a whole),
+    least recently used first (the later of access and modification times, a folder's from its
+    files), until those left hold at most ``budget`` bytes; the bytes freed. Links are left
+    alone; an entry another process removes or holds first is skipped."""
+    entries: list[tuple[float, int, Path]] = []
     try:
         for path in folder.glob(pattern):
             with contextlib.suppress(OSError):
-                st = path.lstat()
-                if stat.S_ISREG(st.st_mode):
-                    files.append((max(st.st_atime, st.st_mtime), st.st_size, path))
+                found = _recency_and_size(path)
+                if found is not None:
+                    entries.append((*found, path))
     except OSError:
         return 0
-    total = sum(size for _, size, _ in files)
+    total = sum(size for _, size, _ in entries)
     freed = 0
-    for _, size, path in sorted(files):
+    for _, size, path in sorted(entries):
         if total <= budget:
             break
         try:
-            path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         except OSError:
             continue
         total -= size

@@ -390,12 +390,20 @@ def test_prune_lru_keeps_the_recently_used_within_the_budget(tmp_path: Path) -> 
         f.write_bytes(b"x" * size)
         os.utime(f, (now + i, now + i))
     os.utime(tmp_path / "a.blob", (now + 10, now))  # read last: the most recently used
-    (tmp_path / "sub").mkdir()  # folders and links are never touched
-    (tmp_path / "link.blob").symlink_to(tmp_path / "a.blob")
+    (tmp_path / "link.blob").symlink_to(tmp_path / "a.blob")  # links are never followed or removed
     assert prune_lru(tmp_path, 700) == 600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.blob", "d.blob", "link.blob", "sub"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.blob", "d.blob", "link.blob"]
     assert prune_lru(tmp_path, 700) == 0  # within the budget: nothing to do
     assert prune_lru(tmp_path / "missing", 0) == 0
+    # a folder (a compiled Core ML model) counts as one entry: all its files, its newest use
+    model = tmp_path / "model.mlmodelc"
+    (model / "weights").mkdir(parents=True)
+    (model / "weights" / "w.bin").write_bytes(b"x" * 500)
+    os.utime(model / "weights" / "w.bin", (now + 20, now + 20))
+    assert prune_lru(tmp_path, 900) == 300  # d.blob goes; the folder was used last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.blob", "link.blob", "model.mlmodelc"]
+    assert prune_lru(tmp_path, 100) == 800
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.blob"]
 
 
 def test_tile_memory_sizes_the_auto_tile(monkeypatch: pytest.MonkeyPatch) -> None:

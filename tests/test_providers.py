@@ -401,6 +401,32 @@ def test_coreml_static_shapes_pin_the_free_dimensions() -> None:
     assert opened == [{"batch": 1, "height": 64, "width": 64}, {"batch": 1, "height": 40, "width": 48}]
 
 
+def test_coreml_keeps_a_bounded_number_of_shapes_and_trims_its_cache(tmp_path: Path) -> None:
+    """A warm service sees photos of many sizes: the sessions kept per model are the
+    MAX_SHAPES most recently used, and the compiled-model folder is trimmed to its budget
+    after each new shape (a fake opener stands in for CoreML, writing what its cache would)."""
+    path = to_onnx("span-x2-ch48").path
+    cache = tmp_path / "coreml"
+    opened: list[tuple[int, int]] = []
+
+    def opener(p: Path, provider: str, ep: str, options: dict[str, str], free_dims: dict[str, int]) -> ort.OrtSession:
+        h, w = free_dims["height"], free_dims["width"]
+        opened.append((h, w))
+        compiled = Path(options["ModelCacheDirectory"]) / f"model-{h}x{w}"
+        compiled.mkdir(parents=True)
+        (compiled / "weights.bin").write_bytes(b"w" * 1000)
+        return ort.open_ort(p, provider, ort.CPU_EP, {}, free_dims=free_dims)
+
+    sess = coreml.StaticShapeSession(path, coreml.coreml_options(cache_dir=cache), opener, cache_budget=2500)
+    sides = [24, 32, 40, 48, 56]
+    for side in sides:
+        sess.run(np.full((1, 3, side, side), 0.5, np.float32))
+    assert list(sess._sessions) == [(1, 3, s, s) for s in sides[1:]]  # 64 (the open) and 24 went out
+    assert len(list(cache.iterdir())) == 2  # 2 x 1000 bytes within 2500: the newest two
+    sess.run(np.full((1, 3, 32, 32), 0.5, np.float32))
+    assert opened.count((32, 32)) == 1  # still kept: not opened again
+
+
 # --- the two CPU backends agree, on every family ---------------------------------------------------
 
 FAMILY_REPS = [
