@@ -366,6 +366,10 @@ def measure_model(
             out[f"{cap.key}@{cap.target}"] = have
             continue
         if ref is None:
+            log.warning(
+                "%s: measuring its precisions on this machine now (one time: fidelity against fp32 and speed)",
+                model_id,
+            )
             images = heldout_images(alignment, folder, str(fp32.manifest.spec["architecture"]))
             ref = reference_outputs(fp32.path, images)
         try:
