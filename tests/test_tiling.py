@@ -191,6 +191,28 @@ def test_plan_rejects_bad_arguments(bad: dict[str, int]) -> None:
 
 
 @pytest.mark.parametrize("blend", list(Blend))
+def test_weighting_the_ramps_equals_the_full_windows(blend: Blend) -> None:
+    """The tiler multiplies only where a window is not 1 and divides only where the windows'
+    sum is not 1: the result is the textbook blend (every tile times its full window, summed,
+    divided by the summed windows, in float64) to float32 rounding, tiles shifted in at the
+    edges (overlaps wider than the ramps) included."""
+    img = photo("astronaut", 70, 90)
+    plan = plan_tiles(70, 90, tile=32, overlap=4)
+    assert plan.pad == (0, 0, 0, 0)
+    acc = np.zeros((3, 140, 180))
+    weights = np.zeros((140, 180))
+    for t in plan.tiles:
+        y0, y1, x0, x1 = t.read
+        wy, wx = tile_weights(plan, t, 2, blend)
+        w = wy[:, None] * wx[None, :]
+        acc[:, 2 * y0 : 2 * y1, 2 * x0 : 2 * x1] += box_blur_x2(img[None, :, y0:y1, x0:x1])[0] * w
+        weights[2 * y0 : 2 * y1, 2 * x0 : 2 * x1] += w
+    assert weights.min() > 0
+    got = run_tiled(img, box_blur_x2, scale=2, tile=32, overlap=4, blend=blend)
+    np.testing.assert_allclose(got, acc / weights, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("blend", list(Blend))
 @pytest.mark.parametrize("scale", [1, 2, 4])
 def test_weights_sum_to_one(blend: Blend, scale: int) -> None:
     checked = 0

@@ -251,6 +251,37 @@ def tile_weights(plan: TilePlan, tile: Tile, scale: int, blend: Blend | str) -> 
     return wy, wx
 
 
+@dataclass(frozen=True)
+class _Ramps:
+    """Where a window is not 1: its first ``lo`` entries (``head``) and those from ``hi`` on
+    (``tail``); between them it is all ones (windows ramp only at their ends)."""
+
+    head: np.ndarray
+    tail: np.ndarray
+    lo: int
+    hi: int
+
+    @staticmethod
+    def of(w: np.ndarray) -> _Ramps:
+        ones = np.flatnonzero(w == 1.0)
+        lo, hi = (int(ones[0]), int(ones[-1]) + 1) if len(ones) else (len(w), len(w))
+        assert np.all(w[lo:hi] == 1.0), "a window that dips inside"
+        return _Ramps(w[:lo].astype(np.float32), w[hi:].astype(np.float32), lo, hi)
+
+
+def _weigh(y: np.ndarray, ry: _Ramps, rx: _Ramps) -> None:
+    """``y *= wy (x) wx`` (CHW, in place) where the window is not 1: its ramps, a few percent of a
+    tile, instead of every pixel; equal to the full product except by an ulp in the corners."""
+    if ry.lo:
+        y[:, : ry.lo] *= ry.head[:, None]
+    if ry.hi < y.shape[1]:
+        y[:, ry.hi :] *= ry.tail[:, None]
+    if rx.lo:
+        y[:, :, : rx.lo] *= rx.head
+    if rx.hi < y.shape[2]:
+        y[:, :, rx.hi :] *= rx.tail
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -334,8 +365,10 @@ def iter_tiled_rows(
     plan = plan_tiles(height, width, tile=tile, overlap=overlap, alignment=alignment)
     s = scale
     rows = _row_indices(height, plan.aligned_height, pad_mode)
-    wy_sum = _axis_weight_sum(plan, s, blend, 0)
+    # the weights' sums are 1 except where tiles overlap: only those rows and columns are divided
+    wy_sum = _axis_weight_sum(plan, s, blend, 0).astype(np.float32)
     wx_sum = _axis_weight_sum(plan, s, blend, 1)[: width * s].astype(np.float32)
+    x_div = np.flatnonzero(wx_sum != 1.0)
     total, done = len(plan.tiles), 0
     channels: int | None = None
     acc: np.ndarray | None = None  # output rows [acc_y0, acc_y0 + len) of the aligned extent
@@ -348,7 +381,7 @@ def iter_tiled_rows(
         ry0, ry1 = tiles[0].read[0], tiles[0].read[1]
         idx = rows[ry0:ry1]
         lo, hi = int(idx.min()), int(idx.max()) + 1
-        windows: dict[tuple[int, int, bool, bool, bool, bool], np.ndarray] = {}
+        windows: dict[tuple[int, int, bool, bool, bool, bool], tuple[_Ramps, _Ramps]] = {}
         block = _check_image(read(lo, hi))
         if block.shape[1:] != (hi - lo, width):
             raise ValueError(f"read({lo}, {hi}) returned {block.shape}; expected (C, {hi - lo}, {width})")
@@ -385,14 +418,14 @@ def iter_tiled_rows(
                     new_acc[:, :keep] = acc[:, acc.shape[1] - keep :]
             for k, t in enumerate(group):
                 key = (*t.read_shape, t.ramp_top, t.ramp_bottom, t.ramp_left, t.ramp_right)
-                w2 = windows.get(key)
-                if w2 is None:  # a band's tiles share a few windows (left edge, inside, right edge)
+                ramps = windows.get(key)
+                if ramps is None:  # a band's tiles share a few windows (left edge, inside, right edge)
                     wy, wx = tile_weights(plan, t, s, blend)
-                    w2 = windows[key] = (wy[:, None] * wx[None, :]).astype(np.float32)
+                    ramps = windows[key] = (_Ramps.of(wy), _Ramps.of(wx))
                 yk = y[k].astype(np.float32, copy=False)
                 if not yk.flags.writeable:
                     yk = yk.copy()
-                np.multiply(yk, w2, out=yk)  # the model's output is the tiler's: weighted in place
+                _weigh(yk, *ramps)  # the model's output is the tiler's: weighted in place
                 new_acc[:, :, t.read[2] * s : t.read[3] * s] += yk
                 done += 1
                 if progress is not None:
@@ -405,7 +438,11 @@ def iter_tiled_rows(
         if end_img > acc_y0:
             strip = acc[:, : end_img - acc_y0, : width * s]
             # in place: these rows are final (the next band copies only the rows after them)
-            strip /= (wy_sum[acc_y0:end_img, None].astype(np.float32) * wx_sum[None, :]).astype(np.float32)
+            y_div = np.flatnonzero(wy_sum[acc_y0:end_img] != 1.0)
+            if len(y_div):
+                strip[:, y_div] /= wy_sum[acc_y0 + y_div][:, None]
+            if len(x_div):
+                strip[:, :, x_div] /= wx_sum[x_div]
             yield acc_y0, strip
 
 
