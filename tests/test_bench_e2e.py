@@ -3,7 +3,7 @@ oracle), one real case end to end, and the headline in the report."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,15 @@ def test_ncnn_pipeline_is_the_ncnn_model(model: str, tmp_path: Path, monkeypatch
     e2e.ncnn_pipeline(src, tiled, job, "bf16", 2)
     got = np.asarray(Image.open(tiled)).astype(np.float32) / 255
     assert got.shape == want8.shape and psnr(got, want8 / 255.0) > 35
+    tiled32 = tmp_path / "tiled32.png"
+    e2e.ncnn_pipeline(src, tiled32, job, "fp32", 2)
+    # a model whose activations do not fit whole (ESRGAN at 1 MP: 46 GB) runs in tiles that do
+    monkeypatch.undo()
+    assert job.fit_fp32 > 0 and job.fit_bf16 >= job.fit_fp32  # bf16 storage holds less per pixel
+    pad = -(-e2e.NCNN_PREPAD // job.alignment) * job.alignment
+    fitted = tmp_path / "fitted.png"
+    e2e.ncnn_pipeline(src, fitted, replace(job, fit_fp32=32 + 2 * pad), "fp32", 2)
+    np.testing.assert_array_equal(np.asarray(Image.open(fitted)), np.asarray(Image.open(tiled32)))
 
 
 @pytest.mark.slow

@@ -7,8 +7,9 @@ process timed from outside as a user waits for it:
 * ``pixelift enhance IN -o OUT -m MODEL --precision auto`` (``--fast`` for the 40 dB
   gate), with a warm cache (one untimed run first builds and measures what it needs);
 * the ncnn pipeline, ``python -m pixelift.bench.e2e ncnn ...``: Pillow decode, the ncnn
-  runtime on the original ``.param/.bin`` (whole image up to :data:`NCNN_WHOLE_MP`, else
-  tiles of :data:`NCNN_TILE` px with :data:`NCNN_PREPAD` px of context, cut and pasted as
+  runtime on the original ``.param/.bin`` (whole image up to :data:`NCNN_WHOLE_MP` where
+  its activations fit most of the memory available, else tiles of :data:`NCNN_TILE` px,
+  or the largest that fit, with :data:`NCNN_PREPAD` px of context, cut and pasted as
   realesrgan-ncnn-vulkan does), Pillow encode at the same quality, once with fp32 and
   once with bf16 storage (its two CPU modes).
 
@@ -40,6 +41,9 @@ NCNN_MODES = ("fp32", "bf16")
 NCNN_WHOLE_MP = 2.0
 NCNN_TILE = 512
 NCNN_PREPAD = 10
+#: the ncnn pipeline runs alone, so it may use most of the memory available: the largest tiles
+#: that fit (fewest overlaps), the whole image where it fits (ESRGAN at 0.25 MP: 11.5 GB)
+NCNN_MEMORY_SHARE = 0.8
 JPEG_QUALITY = 95
 
 
@@ -231,12 +235,20 @@ class NcnnJob:
     alignment: int
     border: int
     residual: bool  # Real-CUGAN x4: the graph's output is added to the nearest-upsampled input
+    #: the largest tile side whose activations (ncnn's measured bytes per pixel, per storage mode)
+    #: fit :data:`NCNN_MEMORY_SHARE` of the memory available; 0: not measured, no limit. ESRGAN
+    #: holds 46 KB/px in fp32: a 1 MP photo whole would need 46 GB
+    fit_fp32: int = 0
+    fit_bf16: int = 0
 
 
 def ncnn_job(model: str) -> NcnnJob:
     from pixelift.models import get
+    from pixelift.models.architectures import architecture
     from pixelift.models.ncnn import parse_param
     from pixelift.models.sources import NcnnPackageSource
+    from pixelift.runtime.footprint import FALLBACK_MEMORY
+    from pixelift.runtime.tiling import available_memory_bytes
 
     spec = get(model)
     source = spec.source(NcnnPackageSource)
@@ -245,8 +257,24 @@ def ncnn_job(model: str) -> NcnnJob:
     param, binf = source.files()
     graph = parse_param(param.read_text(), source=str(param))
     residual = spec.options.get("ncnn_residual") == "nearest"
+    budget = (available_memory_bytes() or FALLBACK_MEMORY) * NCNN_MEMORY_SHARE
+    arch = architecture(spec.architecture)
+
+    def fit(precision: str | None) -> int:
+        per_px = arch.bytes_per_input_pixel_on("ncnn", precision)
+        return 0 if per_px is None else math.isqrt(int(budget / per_px)) // spec.alignment * spec.alignment
+
     return NcnnJob(
-        str(param), str(binf), graph.input_blob, graph.output_blob, spec.scale, spec.alignment, spec.border, residual
+        str(param),
+        str(binf),
+        graph.input_blob,
+        graph.output_blob,
+        spec.scale,
+        spec.alignment,
+        spec.border,
+        residual,
+        fit(None),
+        fit("bf16"),
     )
 
 
@@ -282,15 +310,17 @@ def ncnn_pipeline(src: Path, dst: Path, job: NcnnJob, mode: str, threads: int) -
     a, s = job.alignment, job.scale
     ah, aw = -(-h // a) * a, -(-w // a) * a
     chw = np.pad(rgb.transpose(2, 0, 1).astype(np.float32) / 255.0, ((0, 0), (0, ah - h), (0, aw - w)), mode="reflect")
-    if h * w <= NCNN_WHOLE_MP * 1e6:
+    fit = job.fit_bf16 if mode == "bf16" else job.fit_fp32
+    if h * w <= NCNN_WHOLE_MP * 1e6 and (not fit or ah * aw <= fit * fit):
         out = run(chw)
     else:
         p = -(-NCNN_PREPAD // a) * a
+        side = NCNN_TILE if not fit else max(a, min(NCNN_TILE, (fit - 2 * p) // a * a))
         padded = np.pad(chw, ((0, 0), (p, p), (p, p)), mode="reflect")
         out = np.empty((3, ah * s, aw * s), np.float32)
-        for y0 in range(0, ah, NCNN_TILE):
-            for x0 in range(0, aw, NCNN_TILE):
-                y1, x1 = min(y0 + NCNN_TILE, ah), min(x0 + NCNN_TILE, aw)
+        for y0 in range(0, ah, side):
+            for x0 in range(0, aw, side):
+                y1, x1 = min(y0 + side, ah), min(x0 + side, aw)
                 tile = run(padded[:, y0 : y1 + 2 * p, x0 : x1 + 2 * p])
                 out[:, y0 * s : y1 * s, x0 * s : x1 * s] = tile[:, p * s : (p + y1 - y0) * s, p * s : (p + x1 - x0) * s]
     img = np.clip(np.rint(out[:, : h * s, : w * s] * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
