@@ -115,8 +115,7 @@ class OvSession:
             # process trimming the same folder at once costs a compile, never a failure
             freed = prune_lru(Path(folder), self._cache_budget)
             if freed:
-                log.info("openvino: compile cache trimmed to %s: %.1f MB least recently used removed",
-                         limits.ENV_COMPILE_CACHE, freed / 1e6)  # fmt: skip
+                log.info("openvino: compile cache trimmed: %.1f MB least recently used removed", freed / 1e6)
         return compiled
 
     def _dynamic(self) -> tuple[Any, list[Any]]:
