@@ -1,6 +1,6 @@
 """Cold start with a warm cache: ``pixelift enhance small.jpg`` against its own compute time.
 
-    python -m bench.cold_start [--model span-x2-ch48] [--sizes 0.25,1] [--repeats 5]
+    python -m bench.cold_start [--model span-x2-ch48] [--sizes 0.25,1] [--repeats 5] [--against DIR]
 
 For each photo size (the bundled photo resized, JPEG q95): the median wall time of the CLI
 in a fresh process (``--precision auto``, the default), and, in one warm process, the median
@@ -14,6 +14,9 @@ Two figures say where the difference goes: ``floor_s``, a process that only impo
 runtime cannot start without (numpy, Pillow, click, OpenVINO as the runtime imports it), and the
 minor page faults of a CLI run against those of a warm compute (``*_faults``): a fresh process
 touches every activation buffer of its first inference for the first time, a warm one reuses them.
+
+``--against DIR`` also runs the CLI of another checkout (``git worktree add DIR COMMIT``) in the
+same rounds, interleaved (``against_cli_s``): a before/after side by side in one run.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -50,10 +54,17 @@ def main() -> None:
     ap.add_argument("--sizes", default="0.25,1")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("bench/results/cold_start.json"))
+    ap.add_argument("--against", type=Path, help="another checkout whose CLI runs in the same rounds")
     a = ap.parse_args()
     import pixelift
 
     compileall.compile_dir(str(Path(pixelift.__file__).parent), quiet=1)
+    against_env = None
+    if a.against is not None:
+        if not (a.against / "pixelift" / "cli.py").is_file():
+            raise SystemExit(f"--against {a.against}: not a pixelift checkout")
+        compileall.compile_dir(str(a.against / "pixelift"), quiet=1)
+        against_env = {**os.environ, "PYTHONPATH": str(a.against.resolve())}
     enh = Enhancer(a.model)
     rows = []
     with tempfile.TemporaryDirectory(prefix="pixelift-cold-") as tmp:
@@ -64,8 +75,14 @@ def main() -> None:
             cmd = [sys.executable, "-m", "pixelift.cli", "enhance", str(src), "-o", str(Path(tmp) / "out.jpg")]
             cmd += ["-m", a.model, "--overwrite", "-q"]
             subprocess.run(cmd, check=True)  # the cache is warm for the CLI too
-            cli, compute, floor, cli_faults, compute_faults = [], [], [], [], []
+            if against_env is not None:
+                subprocess.run(cmd, check=True, env=against_env, cwd=tmp)
+            cli, compute, floor, cli_faults, compute_faults, against = [], [], [], [], [], []
             for _ in range(a.repeats):
+                if against_env is not None:
+                    t0 = time.perf_counter()
+                    subprocess.run(cmd, check=True, env=against_env, cwd=tmp)
+                    against.append(time.perf_counter() - t0)
                 f0, t0 = _faults(resource.RUSAGE_CHILDREN), time.perf_counter()
                 subprocess.run(cmd, check=True)
                 cli.append(time.perf_counter() - t0)
@@ -89,6 +106,10 @@ def main() -> None:
                 "compute_runs": [round(t, 3) for t in compute],
             }
             row["cli_over_compute"] = round(row["cli_s"] / row["compute_s"], 2)
+            if against:
+                row["against"] = str(a.against)
+                row["against_cli_s"] = round(statistics.median(against), 3)
+                row["against_over_compute"] = round(row["against_cli_s"] / row["compute_s"], 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
