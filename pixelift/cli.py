@@ -394,10 +394,17 @@ def doctor_cmd(as_json: bool) -> None:
     """What this machine has, which providers can run, and why not the others."""
     import importlib.metadata
 
-    from pixelift.providers import probe_all, read_machine
+    from pixelift import paths
+    from pixelift.providers import PROVIDERS, probe_all, read_machine
 
     facts = read_machine()
     probes = probe_all(facts)
+    budget = limits.compile_cache_bytes()
+    compiled = {
+        name: sum(paths.folder_bytes(root / folder) for root in {paths.home(), paths.state_dir()})
+        for name, prov in PROVIDERS.items()
+        if (folder := getattr(prov, "cache_folder", None))
+    }
     versions: dict[str, str | None] = {}
     for dist in DOCTOR_PACKAGES:
         try:
@@ -411,6 +418,7 @@ def doctor_cmd(as_json: bool) -> None:
             for n, p in probes.items()
         },
         "packages": versions,
+        "cache": {"home": str(paths.home()), "compiled_models_bytes": compiled, "compile_cache_budget": budget},
     }
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
@@ -431,6 +439,9 @@ def doctor_cmd(as_json: bool) -> None:
     click.echo("packages")
     for dist, ver in versions.items():
         click.echo(f"  {dist:<16} {ver or '-'}")
+    held = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in compiled.items())
+    limit = f"{budget / (1 << 30):.2g} GiB each" if budget else "off"
+    click.echo(f"cache     {paths.home()}; compiled models: {held} ({limits.ENV_COMPILE_CACHE}: {limit})")
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")

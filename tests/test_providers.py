@@ -493,6 +493,26 @@ def test_doctor_reports_machine_providers_and_versions() -> None:
     assert text.exit_code == 0 and "cuda" in text.output and "onnxruntime" in text.output
 
 
+def test_doctor_reports_the_compiled_model_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the compile caches hold against their budget, and a bad budget refused by name."""
+    from pixelift.providers import coreml
+    from pixelift.providers import openvino as OV
+
+    monkeypatch.setenv("PIXELIFT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PIXELIFT_COMPILE_CACHE", "2G")
+    (tmp_path / "home" / OV.CACHE_FOLDER).mkdir(parents=True)
+    (tmp_path / "home" / OV.CACHE_FOLDER / "1.blob").write_bytes(b"x" * 3000)
+    info = json.loads(CliRunner().invoke(main, ["doctor", "--json"]).output)["cache"]
+    assert info["compile_cache_budget"] == 2 << 30 and info["home"] == str(tmp_path / "home")
+    assert info["compiled_models_bytes"] == {"openvino": 3000, "coreml": 0}
+    assert coreml.CACHE_FOLDER != OV.CACHE_FOLDER
+    text = CliRunner().invoke(main, ["doctor"]).output
+    assert "compiled models: coreml 0.0 MB, openvino 0.0 MB (PIXELIFT_COMPILE_CACHE: 2 GiB each)" in text
+    monkeypatch.setenv("PIXELIFT_COMPILE_CACHE", "lots")
+    res = CliRunner().invoke(main, ["doctor"])
+    assert res.exit_code == 2 and "PIXELIFT_COMPILE_CACHE" in res.output
+
+
 # --- coreml-native: Core ML packages through coremltools (prediction only on macOS) ----------------
 
 

@@ -103,6 +103,8 @@ class CoreMLOptions(ProviderOptions):
 
 class CoreMLProvider:
     name = "coreml"
+    #: its compiled models under the cache home, trimmed to ``PIXELIFT_COMPILE_CACHE`` (doctor reports it)
+    cache_folder = CACHE_FOLDER
     role = Role.ACCELERATOR
     devices: tuple[str, ...] = ()
     accelerator_devices: tuple[str, ...] = ()

@@ -221,6 +221,8 @@ def _core() -> Any:
 
 class OpenVINOProvider:
     name = "openvino"
+    #: its compiled models under the cache home, trimmed to ``PIXELIFT_COMPILE_CACHE`` (doctor reports it)
+    cache_folder = CACHE_FOLDER
     role = Role.CPU
     devices: tuple[str, ...] = DEVICES
     accelerator_devices: tuple[str, ...] = ("GPU", "NPU")  # ranked above the CPU backends when present
