@@ -58,7 +58,9 @@ def test_bench_tiny_matrix_end_to_end(tmp_path: Path) -> None:
         fp32 = next(r for r in rows if r["label"] == "cpu-fp32")
         assert fp32["fidelity_db"] is None or fp32["fidelity_db"] > 60
         assert next(r for r in rows if r["label"] == "openvino-bf16")["fidelity_db"] > 35
-        assert set(fp32["ratio"]) >= {"torch-fp32"}
+        # a ratio against the torch peer, or the noise that withheld it (goal 5: two repeats on a
+        # shared machine may spread past 20%; the test must not depend on the machine being quiet)
+        assert "torch-fp32" in fp32["ratio"] or "spread" in fp32["noisy"]["torch-fp32"]
     sc = res["scaling"][0]
     assert sc["ok"] and sc["out_shape"][:2] == [2 * sc["height"], 2 * sc["width"]]
     with (out / "results.csv").open() as f:
