@@ -695,6 +695,35 @@ def test_openvino_session_takes_concurrent_callers_in_turn() -> None:
         assert all(np.array_equal(y, alone[i]) for y in results[i])
 
 
+def test_openvino_import_from_several_threads_at_once() -> None:
+    """Threads that open OpenVINO at once (a service's first jobs) each get the whole package,
+    never one another's half-initialised import (seen: 'partially initialized module' once in
+    five fresh processes before the import took a lock)."""
+    import subprocess
+    import sys
+
+    if not HAS_OV:
+        pytest.skip("needs openvino (the openvino extra)")
+    code = (
+        "import threading\n"
+        "from pixelift.providers.openvino import import_openvino\n"
+        "start, errors = threading.Barrier(8), []\n"
+        "def work():\n"
+        "    start.wait()\n"
+        "    try:\n"
+        "        import_openvino().Core\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=work) for _ in range(8)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "print(errors)\n"
+    )
+    for _ in range(3):  # fresh processes: the race is at the first import only
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
 def test_openvino_import_leaves_the_converter_and_its_telemetry_out(tmp_path: Path) -> None:
     """Opening a session imports OpenVINO without its model converter, whose import starts
     OpenVINO's telemetry (writes under ~/intel, may fork a sender): a probe has no side

@@ -194,18 +194,22 @@ def _convert_model(*args: Any, **kwargs: Any) -> Any:
     return convert_model(*args, **kwargs)
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
 def import_openvino() -> ModuleType:
     """``openvino``, without importing its model converter until something converts a model
-    (``openvino.convert_model`` then imports it: its package tolerates the converter's absence)."""
-    loaded = sys.modules.get("openvino")
-    if loaded is not None:
-        return loaded
-    skip = _SkipConverter()
-    sys.meta_path.insert(0, skip)
-    try:
-        import openvino
-    finally:
-        sys.meta_path.remove(skip)
+    (``openvino.convert_model`` then imports it: its package tolerates the converter's absence).
+    Thread-safe: a caller never sees the package half initialised by another thread's import."""
+    with _IMPORT_LOCK:
+        if "openvino" not in sys.modules:
+            skip = _SkipConverter()
+            sys.meta_path.insert(0, skip)
+            try:
+                import openvino
+            finally:
+                sys.meta_path.remove(skip)
+        import openvino  # an import already in progress elsewhere finishes first
     module: ModuleType = openvino
     if not hasattr(module, "convert_model"):
         setattr(module, "convert_model", _convert_model)  # noqa: B010 - a name the package usually defines
