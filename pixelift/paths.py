@@ -140,14 +140,17 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def folder_bytes(folder: Path) -> int:
-    """Bytes of the files under ``folder`` (0 when it does not exist)."""
-    total = 0
+def _file_stats(folder: Path) -> Iterator[os.stat_result]:
+    """``lstat`` of every file under ``folder`` (one that vanishes meanwhile is skipped)."""
     for root, _, names in os.walk(folder):
         for name in names:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
-    return total
+                yield os.lstat(os.path.join(root, name))
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it does not exist)."""
+    return sum(st.st_size for st in _file_stats(folder))
 
 
 def _recency_and_size(path: Path) -> tuple[float, int] | None:
@@ -157,13 +160,9 @@ def _recency_and_size(path: Path) -> tuple[float, int] | None:
         return max(st.st_atime, st.st_mtime), st.st_size
     if not stat.S_ISDIR(st.st_mode):
         return None
-    last, size = max(st.st_atime, st.st_mtime), 0
-    for root, _, names in os.walk(path):
-        for name in names:
-            with contextlib.suppress(OSError):
-                fs = os.lstat(os.path.join(root, name))
-                last, size = max(last, fs.st_atime, fs.st_mtime), size + fs.st_size
-    return last, size
+    files = list(_file_stats(path))
+    last = max([st.st_atime, st.st_mtime, *(max(f.st_atime, f.st_mtime) for f in files)])
+    return last, sum(f.st_size for f in files)
 
 
 def prune_lru(folder: Path, budget: int, pattern: str = "*") -> int:
