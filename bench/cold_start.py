@@ -1,6 +1,6 @@
 """Cold start with a warm cache: ``pixelift enhance small.jpg`` against its own compute time.
 
-    python -m bench.cold_start [--model span-x2-ch48] [--sizes 0.25,1] [--repeats 5] [--against DIR]
+    python -m bench.cold_start [--model span-x2-ch48] [--sizes 0.25,1] [--repeats 5] [--against DIR] [--no-server]
 
 For each photo size (the bundled photo resized, JPEG q95): the median wall time of the CLI
 in a fresh process (``--precision auto``, the default), and, in one warm process, the median
@@ -15,6 +15,10 @@ runtime cannot start without (numpy, Pillow, click, OpenVINO as the runtime impo
 minor page faults of a CLI run against those of a warm compute (``*_faults``): a fresh process
 touches every activation buffer of its first inference for the first time, a warm one reuses them.
 
+The same command through a warm ``pixelift serve`` (started here in a temporary service folder;
+``PIXELIFT_SERVER=auto``) runs in the same rounds (``server_cli_s``): the CLI then imports neither
+numpy, Pillow nor OpenVINO, and the service's models are loaded and compiled. ``--no-server`` skips it.
+
 ``--against DIR`` also runs the CLI of another checkout (``git worktree add DIR COMMIT``) in the
 same rounds, interleaved (``against_cli_s``): a before/after side by side in one run.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import json
 import os
 import resource
@@ -31,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 FLOOR = (
@@ -55,8 +61,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("bench/results/cold_start.json"))
     ap.add_argument("--against", type=Path, help="another checkout whose CLI runs in the same rounds")
+    ap.add_argument("--server", action=argparse.BooleanOptionalAction, default=True, help="also through a warm service")
     a = ap.parse_args()
     import pixelift
+    from pixelift.service import state
 
     compileall.compile_dir(str(Path(pixelift.__file__).parent), quiet=1)
     against_env = None
@@ -67,7 +75,7 @@ def main() -> None:
         against_env = {**os.environ, "PYTHONPATH": str(a.against.resolve())}
     enh = Enhancer(a.model)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="pixelift-cold-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pixelift-cold-") as tmp, _service(a.server, Path(tmp), state.ENV_SERVICE_DIR) as server_env:
         for mp in (float(v) for v in a.sizes.split(",")):
             src, w, h = make_photo(mp, Path(tmp))
             data = imageio.read_image(src)
@@ -77,8 +85,14 @@ def main() -> None:
             subprocess.run(cmd, check=True)  # the cache is warm for the CLI too
             if against_env is not None:
                 subprocess.run(cmd, check=True, env=against_env, cwd=tmp)
-            cli, compute, floor, cli_faults, compute_faults, against = [], [], [], [], [], []
+            if server_env is not None:
+                _through_service(cmd, server_env)  # the service loads and compiles the model
+            cli, compute, floor, cli_faults, compute_faults, against, served = [], [], [], [], [], [], []
             for _ in range(a.repeats):
+                if server_env is not None:
+                    t0 = time.perf_counter()
+                    _through_service(cmd, server_env)
+                    served.append(time.perf_counter() - t0)
                 if against_env is not None:
                     t0 = time.perf_counter()
                     subprocess.run(cmd, check=True, env=against_env, cwd=tmp)
@@ -106,6 +120,10 @@ def main() -> None:
                 "compute_runs": [round(t, 3) for t in compute],
             }
             row["cli_over_compute"] = round(row["cli_s"] / row["compute_s"], 2)
+            if served:
+                row["server_cli_s"] = round(statistics.median(served), 3)
+                row["server_over_compute"] = round(row["server_cli_s"] / row["compute_s"], 2)
+                row["server_runs"] = [round(t, 3) for t in served]
             if against:
                 row["against"] = str(a.against)
                 row["against_cli_s"] = round(statistics.median(against), 3)
@@ -114,6 +132,27 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"model": a.model, "rows": rows}, indent=1))
+
+
+@contextlib.contextmanager
+def _service(wanted: bool, tmp: Path, env_dir: str) -> Iterator[dict[str, str] | None]:
+    """A detached ``pixelift serve`` in its own folder for the rounds; the environment that finds it."""
+    if not wanted:
+        yield None
+        return
+    env = {**os.environ, env_dir: str(tmp / "service"), "PIXELIFT_SERVER": "auto"}
+    cli = [sys.executable, "-m", "pixelift.cli", "serve"]
+    subprocess.run([*cli, "--detach", "--idle-minutes", "0"], check=True, env=env, stdout=subprocess.DEVNULL)
+    try:
+        yield env
+    finally:
+        subprocess.run([*cli, "--stop"], check=False, env=env, stdout=subprocess.DEVNULL)
+
+
+def _through_service(cmd: list[str], env: dict[str, str]) -> None:
+    out = subprocess.run([*cmd, "--json"], check=True, env=env, capture_output=True, text=True).stdout
+    if json.loads(out.splitlines()[-1]).get("via") != "service":  # fell back in-process: not what is measured
+        raise SystemExit(f"the run did not go through the service: {out}")
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pixelift import limits, models
+from pixelift import limits
 from pixelift.errors import MissingExtraError, OutputExistsError, PixeliftError, UsageError
 from pixelift.ids import validate_id
-from pixelift.models.spec import ModelSpec
 
 if TYPE_CHECKING:
     from pixelift.artifacts import FidelityRecord
+    from pixelift.models.spec import ModelSpec
 
 EXIT_FAILED = 1
 
@@ -120,6 +120,8 @@ def models_cmd(ctx: click.Context, as_json: bool) -> None:
     """List the models: built-in zoo and your own exported models."""
     if ctx.invoked_subcommand is not None:
         return
+    from pixelift import models
+
     rows = [_row(s) for s in models.all_specs()]
     click.echo(json.dumps(rows, indent=2) if as_json else _table(rows))
 
@@ -132,6 +134,7 @@ main.add_command(models_cmd, name="models")
 @click.option("--json", "as_json", is_flag=True)
 def models_show(model_id: str, as_json: bool) -> None:
     """Everything about one model: its spec, artifacts and parity report."""
+    from pixelift import models
     from pixelift.artifacts import find
 
     try:
@@ -264,6 +267,8 @@ def export_cmd(
     TARGETS are zoo ids, .pth/.safetensors files (any architecture spandrel detects),
     or URLs (with --sha256).
     """
+    from pixelift import models
+
     if export_all:
         targets = (*targets, *models.REGISTRY.ids())
     if not targets:
@@ -306,6 +311,7 @@ def _export_one(
     json_out: Any,
 ) -> int:
     """Export one target; returns the number of failures (0 or 1)."""
+    from pixelift import models
     from pixelift.export import to_onnx
 
     failures = 0
@@ -473,19 +479,18 @@ def _plan_outputs(
 ) -> dict[Path, Path]:
     """Output path per input. Inputs that would share one (photo.jpg and photo.png both
     -> photo_pixelift.png) keep their source suffix in the name instead of failing."""
-    from pixelift.runtime import imageio
-    from pixelift.runtime.imageio import default_output_path
+    from pixelift.runtime import formats
 
     def plan(src: Path, rel: Path, keep_suffix: bool) -> Path:
         if single is not None:
             return single
-        in_fmt = imageio.format_for_path(src) or "PNG"
-        out_fmt = (fmt or "").upper() or imageio.default_output_format(in_fmt)
+        in_fmt = formats.format_for_path(src) or "PNG"
+        out_fmt = (fmt or "").upper() or formats.default_output_format(in_fmt)
         if keep_suffix:
             src, rel = src.with_name(f"{src.stem}_{src.suffix[1:]}"), rel.with_name(f"{rel.stem}_{rel.suffix[1:]}")
         if folder is None:
-            return default_output_path(src, out_fmt)
-        return (folder / rel).with_suffix(imageio.suffix_for(out_fmt))
+            return formats.default_output_path(src, out_fmt)
+        return (folder / rel).with_suffix(formats.suffix_for(out_fmt))
 
     first = [plan(src, rel, False) for src, rel in files]
     clash = {p for p in first if first.count(p) > 1}
@@ -514,13 +519,24 @@ def _pixels_option(value: str | None, default: int, env: str, hint: str) -> int 
         raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
-def _provider_choices() -> list[str]:
-    from pixelift.providers.table import provider_choices
+class _ProviderOption(click.Option):
+    """``--provider``: its help lists the provider table's choices, read when help is shown, and a
+    value other than the default is checked against the table; so a run that takes the default
+    (one handed to a running service, say) never imports the provider adapters."""
 
-    return provider_choices()
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from pixelift.providers.table import provider_choices
+
+        self.help = f"{PROVIDER_HELP}: {', '.join(provider_choices())}"
+        return super().get_help_record(ctx)
+
+
+PROVIDER_HELP = "auto, a provider or provider:DEVICE, from the provider table (`pixelift doctor` lists them)"
 
 
 def _provider_option(value: str) -> str:
+    if value == "auto":
+        return value
     from pixelift.providers import validate_provider
 
     try:
@@ -547,12 +563,12 @@ def _output_is_folder(output: Path | None, raw: str | None) -> bool:
 
 
 def _check_output_suffix(output: Path, fmt: str | None) -> None:
-    from pixelift.runtime import imageio
+    from pixelift.runtime import formats
 
-    if output.suffix and imageio.format_for_path(output) not in imageio.WRITE_FORMATS:
+    if output.suffix and formats.format_for_path(output) not in formats.WRITE_FORMATS:
         raise click.BadParameter(
-            f"{output.name}: pixelift writes {', '.join(imageio.WRITE_FORMATS)} "
-            f"({', '.join(sorted(s for s, f in imageio.SUFFIXES.items() if f in imageio.WRITE_FORMATS))}); "
+            f"{output.name}: pixelift writes {', '.join(formats.WRITE_FORMATS)} "
+            f"({', '.join(sorted(s for s, f in formats.SUFFIXES.items() if f in formats.WRITE_FORMATS))}); "
             "use one of those suffixes, or a folder",
             param_hint="-o",
         )
@@ -562,9 +578,9 @@ def _check_output_suffix(output: Path, fmt: str | None) -> None:
             f"with a trailing separator ({output}{os.sep})",
             param_hint="-o",
         )
-    if fmt and imageio.format_for_path(output) != fmt.upper():
+    if fmt and formats.format_for_path(output) != fmt.upper():
         raise click.BadParameter(
-            f"{output.name} is {imageio.format_for_path(output)}, but --format says {fmt.upper()}", param_hint="-o"
+            f"{output.name} is {formats.format_for_path(output)}, but --format says {fmt.upper()}", param_hint="-o"
         )
 
 
@@ -599,11 +615,11 @@ def _check_output_suffix(output: Path, fmt: str | None) -> None:
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose output exists (resume a batch).")
 @click.option(
     "--provider",
+    cls=_ProviderOption,
     default="auto",
     show_default=True,
     callback=lambda _ctx, _param, value: _provider_option(value),
-    help="auto, a provider or provider:DEVICE, from the provider table (`pixelift doctor` lists them): "
-    + ", ".join(_provider_choices()),
+    help=PROVIDER_HELP,
 )
 @click.option("--strict", is_flag=True, help="Fail instead of falling back to another provider.")
 @click.option(
@@ -728,44 +744,25 @@ def enhance_cmd(
     Exit codes: 0 every file succeeded (or was skipped); 1 at least one file failed
     (the others were still processed); 2 usage error (bad option, unknown model).
     """
-    from pixelift.runtime import tiling
-    from pixelift.runtime.enhancer import AutoEnhancer, Enhancer, TileOptions
-
     if verbose:
         logging.getLogger("pixelift").setLevel(logging.INFO)
     try:
         scale = None if outscale is None else limits.parse_scale(outscale, "--outscale")
     except UsageError as exc:
         raise click.BadParameter(str(exc), param_hint="--outscale") from None
+    if auto and (model_ids or denoise is not None):
+        raise click.UsageError("--auto chooses the models and the denoising itself; drop -m / --denoise")
     output = Path(output_raw) if output_raw is not None else None
     into_folder = _output_is_folder(output, output_raw)
+    tile_size = _tile_option(tile)
     try:
-        tiles = TileOptions(
-            tile=_tile_option(tile),
-            overlap=overlap,  # None: each model's measured overlap
-            blend=tiling.Blend(blend) if blend else tiling.DEFAULT_BLEND,
-            batch=batch,
-        )
-        common: dict[str, Any] = dict(
-            provider=provider,
-            strict=strict,
-            tiles=tiles,
-            max_pixels=_pixels_option(max_pixels, limits.DEFAULT_MAX_PIXELS, limits.ENV_MAX_PIXELS, "--max-pixels"),
-            max_output_pixels=_pixels_option(
-                max_output_pixels, limits.DEFAULT_MAX_OUTPUT_PIXELS, limits.ENV_MAX_OUTPUT_PIXELS, "--max-output-pixels"
-            ),
-            precision=precision,
-            fast=fast,
-            denoise_strength=limits.parse_range(denoise_strength, 0.0, 2.0, "--denoise-strength"),
-        )
-        if auto:
-            if model_ids or denoise is not None:
-                raise click.UsageError("--auto chooses the models and the denoising itself; drop -m / --denoise")
-            enh: Enhancer = AutoEnhancer(outscale=2.0 if scale is None else scale, **common)
-        else:
-            enh = Enhancer(list(model_ids) or models.DEFAULT_MODEL, outscale=scale, denoise=denoise, **common)
-    except PixeliftError as exc:
+        strength = limits.parse_range(denoise_strength, 0.0, 2.0, "--denoise-strength")
+    except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
+    max_in = _pixels_option(max_pixels, limits.DEFAULT_MAX_PIXELS, limits.ENV_MAX_PIXELS, "--max-pixels")
+    max_out = _pixels_option(
+        max_output_pixels, limits.DEFAULT_MAX_OUTPUT_PIXELS, limits.ENV_MAX_OUTPUT_PIXELS, "--max-output-pixels"
+    )
     many = len(inputs) > 1 or any(_is_dir(Path(i)) for i in inputs)
     into_folder = into_folder or (many and output is not None and not output.suffix)
     files = _collect(inputs, recursive, output if into_folder else None)
@@ -781,14 +778,58 @@ def enhance_cmd(
     if engine == "ray" and server:
         raise click.UsageError("--server runs the files on the local service, --engine ray on a cluster: choose one")
     if server is not False and engine == "local":  # through a running `pixelift serve` (None: in-process)
-        from pixelift.cli_serve import enhance_via_server
+        from pixelift.cli_serve import enhance_via_server, find_service
 
-        code = enhance_via_server(
-            enh, destinations, model_ids=model_ids, auto=auto, denoise=denoise, fmt=fmt, quality=quality,
-            overwrite=overwrite, skip_existing=skip_existing, as_json=as_json, quiet=quiet, required=bool(server),
-        )  # fmt: skip
-        if code is not None:
+        client = find_service(required=bool(server))
+        if client is not None:  # the service validates the job as an Enhancer would, and runs it: no numpy here
+            job = {
+                "model": "auto" if auto else list(model_ids),
+                "scale": scale,
+                "precision": precision,
+                "provider": provider,
+                "strict": strict,
+                "fast": fast,
+                "denoise": denoise,
+                "denoise_strength": strength,
+                "tile": "none" if tile_size is None else tile_size,
+                "overlap": overlap,
+                "blend": blend,
+                "batch": batch,
+                "max_pixels": "none" if max_in is None else max_in,
+                "max_output_pixels": "none" if max_out is None else max_out,
+            }
+            code = enhance_via_server(
+                client, job, destinations, fmt=fmt, quality=quality, overwrite=overwrite,
+                skip_existing=skip_existing, as_json=as_json, quiet=quiet,
+            )  # fmt: skip
             sys.exit(code)
+    from pixelift import models
+    from pixelift.runtime import tiling
+    from pixelift.runtime.enhancer import AutoEnhancer, Enhancer, TileOptions
+
+    try:
+        tiles = TileOptions(
+            tile=tile_size,
+            overlap=overlap,  # None: each model's measured overlap
+            blend=tiling.Blend(blend) if blend else tiling.DEFAULT_BLEND,
+            batch=batch,
+        )
+        common: dict[str, Any] = dict(
+            provider=provider,
+            strict=strict,
+            tiles=tiles,
+            max_pixels=max_in,
+            max_output_pixels=max_out,
+            precision=precision,
+            fast=fast,
+            denoise_strength=strength,
+        )
+        if auto:
+            enh: Enhancer = AutoEnhancer(outscale=2.0 if scale is None else scale, **common)
+        else:
+            enh = Enhancer(list(model_ids) or models.DEFAULT_MODEL, outscale=scale, denoise=denoise, **common)
+    except PixeliftError as exc:
+        raise click.UsageError(str(exc)) from exc
     show = not (quiet or as_json) and sys.stderr.isatty()  # a bar in a log file is noise
     failures = 0
     todo: list[tuple[Path, Path]] = []

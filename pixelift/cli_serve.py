@@ -25,6 +25,7 @@ from pixelift.service.client import ServiceClient, ServiceError
 log = logging.getLogger("pixelift.serve")
 
 ENV_SERVER = "PIXELIFT_SERVER"  # "auto": `enhance` uses a running service without --server
+SERVER_MODES = ("", "off", "auto")
 DETACH_WAIT_S = 60.0
 
 
@@ -161,31 +162,44 @@ def _detach(folder: Path, args: list[str]) -> None:
 # --- enhance --server ------------------------------------------------------------------------
 
 
+def server_mode() -> str:
+    """``PIXELIFT_SERVER``: unset, empty or ``off`` (run in-process) or ``auto`` (a running service)."""
+    value = os.environ.get(ENV_SERVER, "").strip().lower()
+    if value not in SERVER_MODES:
+        raise UsageError(f"{ENV_SERVER}={os.environ[ENV_SERVER]!r}: use 'auto' (a running service) or 'off'")
+    return value or "off"
+
+
+def find_service(*, required: bool) -> ServiceClient | None:
+    """The running service an ``enhance`` run goes through, or None to run in-process (none up: with
+    ``--server`` that fallback is logged as a warning)."""
+    try:
+        mode = server_mode()
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not required and mode != "auto":
+        return None
+    client = ServiceClient.discover()
+    if client is None and required:
+        log.warning("no pixelift service is running (start one with `pixelift serve --detach`): "
+                    "falling back to running in-process")
+    return client
+
+
 def enhance_via_server(
-    enh: Any,
+    client: ServiceClient,
+    config: dict[str, Any],
     destinations: dict[Path, Path],
     *,
-    model_ids: tuple[str, ...],
-    auto: bool,
-    denoise: str | None,
     fmt: str | None,
     quality: int,
     overwrite: bool,
     skip_existing: bool,
     as_json: bool,
     quiet: bool,
-    required: bool,
-) -> int | None:
-    """Run the batch through a running service; the exit code, or None to run in-process (no
-    service up: with ``--server`` that fallback is logged as a warning)."""
-    if not required and os.environ.get(ENV_SERVER, "").lower() != "auto":
-        return None
-    client = ServiceClient.discover()
-    if client is None:
-        if required:
-            log.warning("no pixelift service is running (start one with `pixelift serve --detach`): "
-                        "falling back to running in-process")
-        return None
+) -> int:
+    """Run the batch through the service (``config``: the job's Enhancer fields, which the service
+    validates); the exit code."""
     records: list[dict[str, Any]] = []
     todo: dict[Path, Path] = {}
     for src, dst in destinations.items():
@@ -195,27 +209,13 @@ def enhance_via_server(
             todo[src] = dst
     failures = 0
     if todo:
-        tiles = enh.tiles
         job = {
             "inputs": [str(p.absolute()) for p in todo],
             "outputs": [str(p.absolute()) for p in todo.values()],
-            "model": "auto" if auto else list(model_ids),
-            "scale": enh.outscale,
-            "precision": enh.precision,
-            "provider": enh.request.provider,
-            "strict": enh.request.strict,
-            "fast": enh.fast,
-            "denoise": denoise,
-            "denoise_strength": enh.denoise_strength,
-            "tile": tiles.tile if tiles.tile is not None else "none",
-            "overlap": tiles.overlap,
-            "blend": str(getattr(tiles.blend, "value", tiles.blend)),
-            "batch": tiles.batch,
+            **config,
             "format": fmt,
             "quality": quality,
             "overwrite": overwrite,
-            "max_pixels": "none" if enh.max_pixels is None else enh.max_pixels,
-            "max_output_pixels": "none" if enh.max_output_pixels is None else enh.max_output_pixels,
         }
         try:
             submitted = client.submit(job)
@@ -243,6 +243,8 @@ def enhance_via_server(
             click.echo(f"{rec['input']}: error: {rec['error']}", err=True)
         elif not quiet:
             click.echo(f"{rec['input']} -> {rec['output']} ({rec['status']}, {rec['seconds']} s, via the service)")
+    if not destinations:
+        click.echo("no input images found", err=True)
     return 1 if failures or not destinations else 0
 
 

@@ -8,7 +8,6 @@ cannot be written simply remembers nothing.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import logging
 from pathlib import Path
 
@@ -26,9 +25,11 @@ def file_key(path: Path) -> str:
 
 
 def version(dist: str) -> str:
+    from importlib import metadata  # 0.02 s with email and zipfile: paid by a run that checks a stamp, not every start
+
     try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
         return "-"
 
 

@@ -280,6 +280,56 @@ def test_enhance_server_falls_back_in_process_when_no_service_is_up(tmp_path: Pa
     assert "via the service" not in r.stdout and (tmp_path / "a_x2.png").exists()
 
 
+
+# what the runtime imports: a run handed to the service must not pay for them (cold start, issue 13)
+HEAVY = ("numpy", "PIL", "openvino", "onnxruntime", "tifffile", "imagecodecs")
+
+
+def _blocked_cli(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process where importing any of HEAVY raises."""
+    code = f"import sys\nfor n in {HEAVY!r}: sys.modules[n] = None\nfrom pixelift.cli import main\nmain({argv!r})\n"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_enhance_through_the_service_imports_no_array_or_inference_package(server: Server, tmp_path: Path) -> None:
+    a = save(tmp_path / "a.png")
+    env = {**serve_env(server.folder), "PIXELIFT_SERVER": "auto"}
+    r = _blocked_cli(["enhance", str(a), "-o", str(tmp_path / "a_x2.png"), "-m", MODEL, "--json"], env)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["via"] == "service" and rec["status"] == "ok"
+    assert Image.open(tmp_path / "a_x2.png").size == (96, 96)
+    r = _blocked_cli(["enhance", "--help"], env)  # the provider choices are read for help, still without them
+    assert r.returncode == 0 and "openvino" in r.stdout, r.stderr
+    # in-process, the same block stops the run: it is real
+    r = _blocked_cli(["enhance", str(a), "-o", str(tmp_path / "b_x2.png"), "-m", MODEL], {**env, "PIXELIFT_SERVER": "off"})
+    assert r.returncode != 0 and not (tmp_path / "b_x2.png").exists()
+
+
+def test_the_service_validates_what_the_client_no_longer_builds(server: Server, tmp_path: Path) -> None:
+    a = save(tmp_path / "a.png")
+    out = tmp_path / "a_x2.png"
+    for args, says in [
+        (["-m", "no-such-model"], "no-such-model"),
+        (["-m", MODEL, "--denoise", "lots"], "denoise"),
+        (["-m", MODEL, "--provider", "nope"], "--provider"),  # refused by the client's option check
+        (["--auto", "-m", MODEL], "--auto chooses"),
+    ]:
+        r = _cli(server.folder, "enhance", "--server", str(a), "-o", str(out), *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert says in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "on", "auto please"])
+def test_a_bad_pixelift_server_value_is_refused_by_name(tmp_path: Path, value: str) -> None:
+    a = save(tmp_path / "a.png")
+    env = {**serve_env(tmp_path / "svc"), "PIXELIFT_SERVER": value}
+    argv = [sys.executable, "-m", "pixelift.cli", "enhance", str(a), "-o", str(tmp_path / "o.png"), "-m", MODEL]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "PIXELIFT_SERVER" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "o.png").exists()
+
 def test_a_second_service_and_a_remote_bind_are_refused(server: Server) -> None:
     r = _cli(server.folder, "serve")
     assert r.returncode == 1 and "already running" in r.stderr

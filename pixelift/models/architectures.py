@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 #: bytes of activations per input pixel assumed for an architecture nobody measured
 UNMEASURED_BYTES_PER_PIXEL = 20000.0
@@ -111,6 +113,8 @@ def input_channels(name: str) -> int:
 def pack(name: str, x: np.ndarray, maps: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """The graph input for an NCHW image ``x``: the image, then each extra input (``maps``, NCHW
     or CHW, in declaration order; each at its ``default`` where none is given)."""
+    import numpy as np  # not at import: the registry is read by a CLI that may never touch an array
+
     extra = architecture(name).extra_inputs
     if not extra:
         return x

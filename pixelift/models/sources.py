@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import importlib.util
 import logging
 import urllib.parse
@@ -34,9 +33,11 @@ def package_dir(module: str, distribution: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations)))
+    from importlib import metadata  # with email, zipfile and csv: 0.02 s a CLI start need not pay
+
     try:
-        files = importlib.metadata.files(distribution) or []
-    except importlib.metadata.PackageNotFoundError:
+        files = metadata.files(distribution) or []
+    except metadata.PackageNotFoundError:
         files = []
     for f in files:
         if f.parts and f.parts[0] == module:
@@ -48,9 +49,11 @@ def package_dir(module: str, distribution: str) -> Path:
 
 
 def distribution_version(distribution: str) -> str | None:
+    from importlib import metadata
+
     try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
         return None
 
 

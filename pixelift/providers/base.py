@@ -6,13 +6,14 @@ import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pixelift.errors import InferenceOutOfMemoryError, PixeliftError
 from pixelift.providers.machine import MachineFacts
 from pixelift.providers.options import ProviderOptions
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Neither onnxruntime nor OpenVINO has a typed out-of-memory exception; these are the
 # messages their allocators raise (std::bad_alloc, the ORT arena, CUDA's allocator).

@@ -12,9 +12,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pixelift import limits
 from pixelift.paths import prune_lru, writable
@@ -22,6 +20,9 @@ from pixelift.providers import ort
 from pixelift.providers.base import ProbeResult, Role, Session
 from pixelift.providers.machine import MachineFacts
 from pixelift.providers.options import ProviderOptions, choice, parse
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EP = "CoreMLExecutionProvider"
 COMPUTE_UNITS = {"ALL": "ALL", "CPU_AND_GPU": "CPUAndGPU", "CPU_AND_NE": "CPUAndNeuralEngine", "CPU_ONLY": "CPUOnly"}

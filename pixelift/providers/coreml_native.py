@@ -10,13 +10,14 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pixelift.providers.base import ProbeResult, Role, Session, run_guarded
 from pixelift.providers.machine import MachineFacts
 from pixelift.providers.options import ProviderOptions, choice, parse
+
+if TYPE_CHECKING:
+    import numpy as np
 
 COMPUTE_UNITS = ("ALL", "CPU_AND_GPU", "CPU_AND_NE", "CPU_ONLY")
 
@@ -36,6 +37,8 @@ class CoreMLNativeSession:
         self._model = model
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        import numpy as np  # here, not at import: the CLI reads the provider table without numpy
+
         # the package takes one image; a batch runs image by image
         outs = [
             run_guarded(self._model.predict, {"input": np.ascontiguousarray(x[i : i + 1], np.float32)})["output"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import ctypes.util
 import functools
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -32,15 +31,17 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pixelift.errors import InferenceOutOfMemoryError, MissingExtraError, ProviderOptionError
-from pixelift.models import ncnn as ncnn_format
 from pixelift.providers.base import ProbeResult, ProviderError, Role, Session, default_threads
 from pixelift.providers.machine import MachineFacts
 from pixelift.providers.options import ProviderOptions, at_least, choice, parse
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from pixelift.models import ncnn as ncnn_format
 
 STORAGE = ("fp32", "bf16", "fp16")
 #: beside ``model.param``: the contract and the graph's blob names
@@ -130,6 +131,8 @@ class NcnnNet:
         if gpu is not None and storage == "bf16":
             raise ProviderOptionError("ncnn storage=bf16 is a CPU mode; on a GPU: fp32 or fp16")
         self._ncnn = ncnn
+        from pixelift.models import ncnn as ncnn_format  # numpy: imported when a net opens
+
         self.graph = ncnn_format.parse_param(param.read_text(), source=str(param))
         self.net = ncnn.Net()
         opt = self.net.opt
@@ -149,6 +152,8 @@ class NcnnNet:
 
     def run(self, chw: np.ndarray) -> np.ndarray:
         """One CHW float32 image through the graph; a CHW float32 copy back."""
+        import numpy as np  # here, not at import: the CLI reads the provider table without numpy
+
         # ncnn.Mat(array) does not copy: keep `src` alive until extract() returns
         src = np.ascontiguousarray(chw, dtype=np.float32)
         mat_in = self._ncnn.Mat(src)
@@ -184,6 +189,8 @@ def write_contract(folder: Path, contract: ncnn_format.Contract, model_id: str) 
 
 
 def read_contract(param: Path) -> ncnn_format.Contract:
+    from pixelift.models import ncnn as ncnn_format
+
     path = param.with_name(CONTRACT_FILE)
     try:
         d = json.loads(path.read_text())
@@ -219,6 +226,8 @@ class NcnnSession:
     def run(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 4:
             raise ProviderError(f"ncnn session takes NCHW input, not shape {x.shape}")
+        import numpy as np  # here, not at import: the CLI reads the provider table without numpy
+
         with self._lock:
             outs = [self._contract.apply(self._net.run, x[i]) for i in range(x.shape[0])]
         return outs[0][None] if len(outs) == 1 else np.stack(outs)
@@ -240,12 +249,14 @@ class NcnnProvider:
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if importlib.util.find_spec("ncnn") is None:
             return ProbeResult(False, "ncnn is not installed: pip install 'pixelift[ncnn]'")
+        from importlib import metadata
+
         import ncnn
 
         caps = ("FP32", "BF16_STORAGE", *(("FP16",) if ncnn.cpu_support_arm_asimdhp() else ()))
         try:
-            version = importlib.metadata.version("ncnn")
-        except importlib.metadata.PackageNotFoundError:  # a build installed under another name
+            version = metadata.version("ncnn")
+        except metadata.PackageNotFoundError:  # a build installed under another name
             version = getattr(ncnn, "__version__", "(version unknown)")
         vulkan = vulkan_devices()
         gpus = [d for d in vulkan if d.hardware]

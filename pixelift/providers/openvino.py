@@ -13,15 +13,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pixelift import limits
 from pixelift.paths import prune_lru, writable
 from pixelift.providers.base import ProbeResult, Role, Session, default_threads, run_guarded
 from pixelift.providers.machine import MachineFacts
 from pixelift.providers.options import ProviderOptions, at_least, choice, parse
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,8 @@ class OvSession:
         return self.run_feeds({self.input_names[0]: x})[0]
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import numpy as np  # here, not at import: the CLI reads the provider table without numpy
+
         feed = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
         with self._lock:
             req, outputs = self._request(tuple(next(iter(feed.values())).shape)) if len(feed) == 1 else self._dynamic()

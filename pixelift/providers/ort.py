@@ -6,11 +6,12 @@ import importlib.util
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from pixelift.providers.base import SilentFallbackError, default_threads, run_guarded
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class OrtSession:
         return self.run_feeds({self.input_names[0]: x})[0]
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import numpy as np  # here, not at import: the CLI reads the provider table without numpy
+
         feed = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
         return list(run_guarded(self._sess.run, None, feed))
 

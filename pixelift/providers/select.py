@@ -15,8 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from pixelift import stamps
 from pixelift.errors import ProviderOptionError
@@ -25,6 +24,9 @@ from pixelift.providers.base import ProbeResult, ProviderError, Role, Session
 from pixelift.providers.machine import MachineFacts, read_machine
 from pixelift.providers.options import ProviderOptions
 from pixelift.providers.table import PROVIDERS, opening, opens, provider_options, with_role
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +204,8 @@ def plan(
 
 
 def _first_run_check(session: Session, probe_input: np.ndarray, scale: int | None) -> None:
+    import numpy as np
+
     y = session.run(probe_input)
     if not np.all(np.isfinite(y)):
         raise ProviderError("first run produced NaN/Inf")

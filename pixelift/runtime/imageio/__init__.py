@@ -60,7 +60,7 @@ default, an explicit other ``max_pixels`` wins). Pillow's own guard is switched 
 ``Image.open`` reads a header, and ours is applied to the size it reports. Missing, empty, corrupt, truncated and
 unsupported files raise :class:`~pixelift.errors.ImageReadError` naming the path.
 
-Layout: :mod:`.data` (ImageData, format tables, array conversions), :mod:`.guards` (``max_pixels``, Pillow's guard),
+Layout: :mod:`.data` (ImageData, array conversions; the format tables are :mod:`pixelift.runtime.formats`), :mod:`.guards` (``max_pixels``, Pillow's guard),
 :mod:`.metadata` (EXIF parsing and patching, orientation, dpi), :mod:`.icc` (sRGB profile, CMYK -> RGB),
 :mod:`.pil` (Pillow images <-> ImageData), one module per format family (:mod:`.png`, :mod:`.tiff`,
 :mod:`.pillow_formats` for JPEG/WebP/BMP), and the dispatchers :mod:`.read` and :mod:`.write` (format -> function
@@ -69,22 +69,18 @@ tables). Import from this package; the submodules are internal.
 
 from __future__ import annotations
 
-from pixelift.runtime.imageio.data import (
+from pixelift.runtime.formats import (
     READ_FORMATS,
     WRITE_FORMATS,
-    ImageData,
     default_output_format,
     default_output_path,
     format_for_path,
-    from_array,
-    from_float32,
     suffix_for,
-    to_array,
-    to_float32,
 )
-from pixelift.runtime.imageio.data import (
+from pixelift.runtime.formats import (
     SUFFIXES as SUFFIXES,
 )
+from pixelift.runtime.imageio.data import ImageData, from_array, from_float32, to_array, to_float32
 from pixelift.runtime.imageio.guards import DEFAULT_MAX_PIXELS, ENV_MAX_PIXELS
 from pixelift.runtime.imageio.icc import srgb_profile_bytes
 from pixelift.runtime.imageio.metadata import _exif_orientation as _exif_orientation

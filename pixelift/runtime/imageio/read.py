@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pixelift.errors import ImageReadError, PixeliftError
-from pixelift.runtime.imageio.data import READ_FORMATS, ImageData
+from pixelift.runtime.formats import READ_FORMATS
+from pixelift.runtime.imageio.data import ImageData
 from pixelift.runtime.imageio.guards import DEFAULT_MAX_PIXELS, _resolve_max_pixels
 from pixelift.runtime.imageio.metadata import _apply_orientation
 from pixelift.runtime.imageio.pillow_formats import _read_bmp, _read_jpeg, _read_webp

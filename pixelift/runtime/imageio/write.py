@@ -11,16 +11,8 @@ import numpy as np
 
 from pixelift.errors import AlphaNotSupportedError, ImageWriteError, OutputExistsError, PixeliftError
 from pixelift.paths import atomic_path
-from pixelift.runtime.imageio.data import (
-    WRITE_FORMATS,
-    ImageData,
-    _to_uint8,
-    _to_uint16,
-    _validate,
-    _WriteJob,
-    default_output_format,
-    format_for_path,
-)
+from pixelift.runtime.formats import WRITE_FORMATS, default_output_format, format_for_path
+from pixelift.runtime.imageio.data import ImageData, _to_uint8, _to_uint16, _validate, _WriteJob
 from pixelift.runtime.imageio.icc import _icc_space
 from pixelift.runtime.imageio.metadata import _patch_exif, _strip_exif_header
 from pixelift.runtime.imageio.pillow_formats import _write_jpeg, _write_webp
