@@ -7,6 +7,7 @@ service (falling back to running in-process, out loud, when none is up).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -25,8 +26,9 @@ from pixelift.service.client import ServiceClient, ServiceError
 log = logging.getLogger("pixelift.serve")
 
 ENV_SERVER = "PIXELIFT_SERVER"  # "auto": `enhance` uses a running service without --server
-SERVER_MODES = ("", "off", "auto")
+SERVER_MODES = ("", "off", "auto", "start")
 DETACH_WAIT_S = 60.0
+DEFAULT_IDLE_MINUTES = 30.0
 
 
 def _options_args(host: str, port: int, allow_remote: bool, concurrency: int, idle_minutes: float, max_warm: int, min_free_mb: int) -> list[str]:
@@ -40,7 +42,7 @@ def _options_args(host: str, port: int, allow_remote: bool, concurrency: int, id
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0: a free port (clients read it from service.json).")
 @click.option("--allow-remote", is_flag=True, help="Allow binding a non-loopback interface; any Host header then passes (the token is still required).")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True, help="Jobs run at once.")
-@click.option("--idle-minutes", type=click.FloatRange(0), default=30.0, show_default=True, help="Stop after this long without a request or job; 0: never.")
+@click.option("--idle-minutes", type=click.FloatRange(0), default=DEFAULT_IDLE_MINUTES, show_default=True, help="Stop after this long without a request or job; 0: never.")
 @click.option("--max-warm", type=click.IntRange(1, 64), default=4, show_default=True, help="Warm model configurations kept (LRU).")
 @click.option("--min-free-mb", type=click.IntRange(0), default=1024, show_default=True, help="Evict warm models while free memory is under this.")
 @click.option("--detach", is_flag=True, help="Start in the background (log in the service folder), print the URL when it answers.")
@@ -129,10 +131,17 @@ def _wait_gone(pid: int, timeout: float = 60.0) -> None:
 
 
 def _detach(folder: Path, args: list[str]) -> None:
+    click.echo(start_detached(folder, args).base_url)
+
+
+def start_detached(folder: Path, args: list[str]) -> ServiceClient:
+    """The running service, else one started in the background (its log in the service folder).
+    Two callers starting one at once both get the one that won the folder's lock."""
     running = ServiceClient.discover(folder)
     if running is not None:
-        click.echo(running.base_url)
-        return
+        return running
+    from filelock import FileLock, Timeout
+
     log_path = folder / state.LOG_FILE
     with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log_file:
         proc = subprocess.Popen(
@@ -147,14 +156,23 @@ def _detach(folder: Path, args: list[str]) -> None:
     deadline = time.monotonic() + DETACH_WAIT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            client = ServiceClient.discover(folder)
+            if client is not None:
+                return client
+            lock = FileLock(str(folder / state.LOCK_FILE), mode=0o600)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:  # ours lost the lock to another service, still starting: wait for that one
+                time.sleep(0.1)
+                continue
+            lock.release()
             tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
             raise click.ClickException(f"the service did not start: {' / '.join(tail) or 'no message'} (log: {log_path})")
         info = state.read_info(folder)
         if info is not None and info.pid == proc.pid:
             client = ServiceClient.discover(folder)
             if client is not None:
-                click.echo(client.base_url)
-                return
+                return client
         time.sleep(0.1)
     raise click.ClickException(f"the service did not answer within {DETACH_WAIT_S:g} s (log: {log_path})")
 
@@ -163,10 +181,15 @@ def _detach(folder: Path, args: list[str]) -> None:
 
 
 def server_mode() -> str:
-    """``PIXELIFT_SERVER``: unset, empty or ``off`` (run in-process) or ``auto`` (a running service)."""
+    """``PIXELIFT_SERVER``: unset, empty or ``off`` (run in-process), ``auto`` (a running service)
+    or ``start`` (a running service, else one started in the background, which stops itself after
+    ``serve``'s default idle time)."""
     value = os.environ.get(ENV_SERVER, "").strip().lower()
     if value not in SERVER_MODES:
-        raise UsageError(f"{ENV_SERVER}={os.environ[ENV_SERVER]!r}: use 'auto' (a running service) or 'off'")
+        raise UsageError(
+            f"{ENV_SERVER}={os.environ[ENV_SERVER]!r}: use 'auto' (a running service), "
+            "'start' (a running service, else start one) or 'off'"
+        )
     return value or "off"
 
 
@@ -177,12 +200,28 @@ def find_service(*, required: bool) -> ServiceClient | None:
         mode = server_mode()
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
-    if not required and mode != "auto":
+    if not required and mode == "off":
         return None
     client = ServiceClient.discover()
-    if client is None and required:
+    if client is None and mode == "start":
+        client = _start_for_enhance()
+    if client is None and (required or mode == "start"):
         log.warning("no pixelift service is running (start one with `pixelift serve --detach`): "
                     "falling back to running in-process")
+    return client
+
+
+def _start_for_enhance() -> ServiceClient | None:
+    if importlib.util.find_spec("aiohttp") is None:
+        log.warning(f"{ENV_SERVER}=start: the service needs the serve extra (pip install 'pixelift[serve]')")
+        return None
+    try:
+        client = start_detached(state.service_dir(), [])
+    except click.ClickException as exc:
+        log.warning(f"{ENV_SERVER}=start: {exc.message}")
+        return None
+    log.info("using the pixelift service at %s (it stops itself after %g idle minutes; `pixelift serve --stop`)",
+             client.base_url, DEFAULT_IDLE_MINUTES)
     return client
 
 

@@ -321,6 +321,35 @@ def test_the_service_validates_what_the_client_no_longer_builds(server: Server, 
         assert not out.exists()
 
 
+def test_pixelift_server_start_starts_one_service_for_concurrent_runs_and_reuses_it(tmp_path: Path) -> None:
+    warm_model()
+    a = save(tmp_path / "a.png")
+    folder = tmp_path / "svc"
+    env = {**serve_env(folder), "PIXELIFT_SERVER": "start"}
+
+    def run(out: str) -> subprocess.Popen[str]:
+        argv = [sys.executable, "-m", "pixelift.cli", "enhance", str(a), "-o", str(tmp_path / out), "-m", MODEL, "--json"]
+        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    try:
+        first = [run("a1.png"), run("a2.png")]  # at once: both start one, one service wins
+        results = [(p.wait(300), p.stdout.read(), p.stderr.read()) for p in first if p.stdout and p.stderr]
+        for code, out, err in results:
+            assert code == 0, err
+            assert json.loads(out.strip().splitlines()[-1])["via"] == "service", (out, err)
+        info = state.read_info(folder)
+        assert info is not None and state.pid_alive(info.pid)
+        p = run("a3.png")
+        assert p.wait(300) == 0 and p.stdout is not None
+        assert json.loads(p.stdout.read().strip().splitlines()[-1])["via"] == "service"
+        again = state.read_info(folder)
+        assert again is not None and again.pid == info.pid  # the same service, not a new one
+        assert all(Image.open(tmp_path / f"a{i}.png").size == (96, 96) for i in (1, 2, 3))
+    finally:
+        subprocess.run([sys.executable, "-m", "pixelift.cli", "serve", "--stop"], env=env, capture_output=True, timeout=120)
+    assert ServiceClient.discover(folder) is None
+
+
 @pytest.mark.parametrize("value", ["yes", "1", "on", "auto please"])
 def test_a_bad_pixelift_server_value_is_refused_by_name(tmp_path: Path, value: str) -> None:
     a = save(tmp_path / "a.png")
