@@ -106,11 +106,31 @@ def _setup_logging(verbose: int) -> None:
         log.addHandler(_HANDLER)
 
 
+ENV_NUMPY_HUGE_PAGES = "NUMPY_MADVISE_HUGEPAGE"
+
+
 @click.group(cls=GuardedGroup)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """pixelift: AI photo enhancement on the hardware you have."""
+    # Read by numpy when it is imported, which a command does only once it needs arrays. numpy
+    # asks for transparent huge pages on every large array; the first touch of the output and
+    # tile buffers then cost a 12 MP run ~2.5 s of 18 here (the kernel finding 2 MB pages;
+    # bench/results/e2e_amx.md), and these arrays are written once and streamed, so gain no TLB
+    # hits for it. A value the user set wins.
+    os.environ.setdefault(ENV_NUMPY_HUGE_PAGES, "0")
     _setup_logging(verbose)
+
+
+def _numpy_huge_pages() -> bool | None:
+    """Whether numpy asks the kernel for transparent huge pages (None: this numpy cannot say)."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    enabled = bool(_set_madvise_hugepage(True))
+    _set_madvise_hugepage(enabled)
+    return enabled
 
 
 @main.group(invoke_without_command=True)
@@ -425,6 +445,7 @@ def doctor_cmd(as_json: bool) -> None:
         },
         "packages": versions,
         "cache": {"home": str(paths.home()), "compiled_models_bytes": compiled, "compile_cache_budget": budget},
+        "numpy_huge_pages": (huge_pages := _numpy_huge_pages()),
     }
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
@@ -448,6 +469,8 @@ def doctor_cmd(as_json: bool) -> None:
     held = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in compiled.items())
     limit = f"{budget / (1 << 30):.2g} GiB each" if budget else "off"
     click.echo(f"cache     {paths.home()}; compiled models: {held} ({limits.ENV_COMPILE_CACHE}: {limit})")
+    huge = {True: "on", False: "off", None: "unknown"}[huge_pages]
+    click.echo(f"numpy     transparent huge pages {huge} ({ENV_NUMPY_HUGE_PAGES}; pixelift's default: 0)")
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")

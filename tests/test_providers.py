@@ -12,6 +12,8 @@ import importlib.util
 import json
 import logging
 import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -491,6 +493,16 @@ def test_doctor_reports_machine_providers_and_versions() -> None:
     assert info["packages"]["onnxruntime"] and info["packages"]["pixelift"]
     text = CliRunner().invoke(main, ["doctor"])
     assert text.exit_code == 0 and "cuda" in text.output and "onnxruntime" in text.output
+
+
+def test_the_cli_turns_numpys_huge_pages_off_unless_the_user_set_them() -> None:
+    """In a fresh process (numpy reads the variable when imported): off by default, the user's value wins."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    for value, want in ((None, False), ("1", True), ("0", False)):
+        run_env = env if value is None else {**env, "NUMPY_MADVISE_HUGEPAGE": value}
+        r = subprocess.run([sys.executable, "-m", "pixelift.cli", "doctor", "--json"], env=run_env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["numpy_huge_pages"] is want, value
 
 
 def test_doctor_reports_the_compiled_model_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -191,25 +191,34 @@ def test_plan_rejects_bad_arguments(bad: dict[str, int]) -> None:
 
 
 @pytest.mark.parametrize("blend", list(Blend))
-def test_weighting_the_ramps_equals_the_full_windows(blend: Blend) -> None:
-    """The tiler multiplies only where a window is not 1 and divides only where the windows'
-    sum is not 1: the result is the textbook blend (every tile times its full window, summed,
-    divided by the summed windows, in float64) to float32 rounding, tiles shifted in at the
-    edges (overlaps wider than the ramps) included."""
+@pytest.mark.parametrize(("tile", "overlap", "alignment", "batch"), [(32, 4, 1, 1), (32, 4, 8, 3), (24, 6, 4, 2)])
+def test_weighting_the_ramps_equals_the_full_windows(blend: Blend, tile: int, overlap: int, alignment: int, batch: int) -> None:
+    """The tiler multiplies only where a window is not 1, divides only where the windows' sum is
+    not 1, and assigns a tile where no other tile of its band wrote yet (tiles run grouped by
+    shape, so not left to right): the result is the textbook blend (every tile times its full
+    window, summed, divided by the summed windows, in float64) to float32 rounding, tiles
+    shifted in at the edges (overlaps wider than the ramps), alignment padding and batches included."""
     img = photo("astronaut", 70, 90)
-    plan = plan_tiles(70, 90, tile=32, overlap=4)
-    assert plan.pad == (0, 0, 0, 0)
-    acc = np.zeros((3, 140, 180))
-    weights = np.zeros((140, 180))
+    plan = plan_tiles(70, 90, tile=tile, overlap=overlap, alignment=alignment)
+    assert (plan.pad == (0, 0, 0, 0)) == (alignment == 1)
+    assert len({t.read_shape for t in plan.tiles if t.row == 0}) > 1  # grouping reorders a band's tiles
+    padded = np.pad(img, ((0, 0), (0, plan.aligned_height - 70), (0, plan.aligned_width - 90)), mode="reflect")
+    acc = np.zeros((3, 2 * plan.aligned_height, 2 * plan.aligned_width))
+    weights = np.zeros(acc.shape[1:])
     for t in plan.tiles:
         y0, y1, x0, x1 = t.read
         wy, wx = tile_weights(plan, t, 2, blend)
         w = wy[:, None] * wx[None, :]
-        acc[:, 2 * y0 : 2 * y1, 2 * x0 : 2 * x1] += box_blur_x2(img[None, :, y0:y1, x0:x1])[0] * w
+        acc[:, 2 * y0 : 2 * y1, 2 * x0 : 2 * x1] += box_blur_x2(padded[None, :, y0:y1, x0:x1])[0] * w
         weights[2 * y0 : 2 * y1, 2 * x0 : 2 * x1] += w
     assert weights.min() > 0
-    got = run_tiled(img, box_blur_x2, scale=2, tile=32, overlap=4, blend=blend)
-    np.testing.assert_allclose(got, acc / weights, rtol=0, atol=2e-6)
+    want = (acc / weights)[:, :140, :180]
+    kw = dict(scale=2, tile=tile, overlap=overlap, alignment=alignment, blend=blend, batch=batch)
+    got = run_tiled(img, box_blur_x2, **kw)  # type: ignore[arg-type]
+    assert got.flags.c_contiguous and got.shape == (3, 140, 180)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+    banded = np.concatenate([s.copy() for _, s in iter_tiled_rows(lambda a, b: img[:, a:b], box_blur_x2, height=70, width=90, **kw)], axis=1)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(banded, got)  # one band at a time, or all in one array: the same sums
 
 
 @pytest.mark.parametrize("blend", list(Blend))

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import logging
 import math
 import os
@@ -351,13 +352,16 @@ def iter_tiled_rows(
     batch: int = 1,
     pad_mode: str = "reflect",
     progress: Progress | None = None,
+    alloc: Callable[[tuple[int, int, int]], np.ndarray] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Run ``infer`` over an image one row of tiles at a time, yielding finished output rows.
 
     ``read(y0, y1)`` returns the input rows ``[y0, y1)`` (``0 <= y0 < y1 <= height``) as CHW
     floats, full width. Yields ``(out_y0, strip)``: float32 CHW strips (views into a band
     that is never written again), in order, covering output rows ``[0, height * scale)``
-    exactly once. Memory: one band of tile rows.
+    exactly once. Memory: one band of tile rows; or, with ``alloc``, the one float32 array it
+    returns for the whole (aligned) output, ``(C, rows, columns)``, which the bands are views of:
+    no band is copied (:func:`run_tiled`). An image that fits one tile calls no ``alloc``.
     """
     blend = Blend(blend)
     if scale < 1 or batch < 1:
@@ -373,6 +377,7 @@ def iter_tiled_rows(
     channels: int | None = None
     acc: np.ndarray | None = None  # output rows [acc_y0, acc_y0 + len) of the aligned extent
     acc_y0 = 0
+    whole: np.ndarray | None = None  # alloc's array
     by_row: dict[int, list[Tile]] = {}
     for t in plan.tiles:
         by_row.setdefault(t.row, []).append(t)
@@ -412,10 +417,18 @@ def iter_tiled_rows(
                 return
             if new_acc is None:
                 channels = y.shape[1]
-                new_acc = np.zeros((channels, (ry1 - ry0) * s, plan.aligned_width * s), dtype=np.float32)
-                if acc is not None:  # rows the previous band still shares with this one
-                    keep = acc_y0 + acc.shape[1] - ry0 * s
-                    new_acc[:, :keep] = acc[:, acc.shape[1] - keep :]
+                # rows the previous band still shares with this one hold its sums; the others are
+                # written by their first tile (assigned, not added to zeros: one pass less)
+                keep = 0 if acc is None else acc_y0 + acc.shape[1] - ry0 * s
+                if alloc is not None:
+                    if whole is None:
+                        whole = alloc((channels, plan.aligned_height * s, plan.aligned_width * s))
+                    new_acc = whole[:, ry0 * s : ry1 * s]
+                else:
+                    new_acc = np.empty((channels, (ry1 - ry0) * s, plan.aligned_width * s), dtype=np.float32)
+                    if acc is not None:
+                        new_acc[:, :keep] = acc[:, acc.shape[1] - keep :]
+                written = np.zeros(plan.aligned_width * s, dtype=bool)  # columns of rows [keep:] with a value
             for k, t in enumerate(group):
                 key = (*t.read_shape, t.ramp_top, t.ramp_bottom, t.ramp_left, t.ramp_right)
                 ramps = windows.get(key)
@@ -426,7 +439,7 @@ def iter_tiled_rows(
                 if not yk.flags.writeable:
                     yk = yk.copy()
                 _weigh(yk, *ramps)  # the model's output is the tiler's: weighted in place
-                new_acc[:, :, t.read[2] * s : t.read[3] * s] += yk
+                _accumulate(new_acc, yk, t.read[2] * s, keep, written)
                 done += 1
                 if progress is not None:
                     progress(done, total)
@@ -444,6 +457,22 @@ def iter_tiled_rows(
             if len(x_div):
                 strip[:, :, x_div] /= wx_sum[x_div]
             yield acc_y0, strip
+
+
+def _accumulate(band: np.ndarray, y: np.ndarray, x0: int, keep: int, written: np.ndarray) -> None:
+    """Add a weighted tile at column ``x0`` of ``band``: rows ``[:keep]`` (the previous band's sums)
+    and columns another tile of this band already wrote are added to, the rest assigned."""
+    x1 = x0 + y.shape[2]
+    if keep:
+        band[:, :keep, x0:x1] += y[:, :keep]
+    mask = written[x0:x1]
+    edges = [0, *(np.flatnonzero(mask[1:] != mask[:-1]) + 1).tolist(), len(mask)]
+    for a, b in itertools.pairwise(edges):
+        if mask[a]:
+            band[:, keep:, x0 + a : x0 + b] += y[:, keep:, a:b]
+        else:
+            band[:, keep:, x0 + a : x0 + b] = y[:, keep:, a:b]
+    mask[:] = True
 
 
 def _group_batches(tiles: list[Tile], batch: int) -> Iterator[list[Tile]]:
@@ -476,8 +505,13 @@ def run_tiled(
     """
     image = _check_image(image)
     _, height, width = image.shape
-    out: np.ndarray | None = None
-    for y0, strip in iter_tiled_rows(
+    held: list[np.ndarray] = []
+
+    def alloc(shape: tuple[int, int, int]) -> np.ndarray:
+        held.append(np.empty(shape, dtype=np.float32))
+        return held[-1]
+
+    for _, strip in iter_tiled_rows(
         lambda a, b: image[:, a:b],
         infer,
         height=height,
@@ -490,14 +524,12 @@ def run_tiled(
         batch=batch,
         pad_mode=pad_mode,
         progress=progress,
+        alloc=alloc,
     ):
-        if out is None and strip.shape[1] == height * scale:  # one strip is the whole output
+        if not held:  # one tile: its output as it is
             return np.ascontiguousarray(strip)
-        if out is None:
-            out = np.empty((strip.shape[0], height * scale, width * scale), dtype=np.float32)
-        out[:, y0 : y0 + strip.shape[1]] = strip
-    assert out is not None
-    return out
+    # the strips were the whole array's rows, divided in place; past the image: alignment padding
+    return np.ascontiguousarray(held[0][:, : height * scale, : width * scale])
 
 
 def min_tile_for(alignment: int) -> int:
