@@ -782,6 +782,11 @@ def enhance_cmd(
         strength = limits.parse_range(denoise_strength, 0.0, 2.0, "--denoise-strength")
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
+    try:  # read by the runtime, here or in a service: a bad value is refused either way
+        limits.tile_memory_bytes()
+        limits.compile_cache_bytes()
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
     max_in = _pixels_option(max_pixels, limits.DEFAULT_MAX_PIXELS, limits.ENV_MAX_PIXELS, "--max-pixels")
     max_out = _pixels_option(
         max_output_pixels, limits.DEFAULT_MAX_OUTPUT_PIXELS, limits.ENV_MAX_OUTPUT_PIXELS, "--max-output-pixels"

@@ -70,6 +70,13 @@ def parse_bytes(value: str | int, where: str, minimum: int = MIN_TILE_MEMORY) ->
     return int(amount)
 
 
+def tile_memory_bytes() -> int | None:
+    """The budget ``PIXELIFT_TILE_MEMORY`` sets (validated: a bad value is a UsageError naming it);
+    None: from the memory available when a tile is chosen."""
+    raw = os.environ.get(ENV_TILE_MEMORY, "").strip()
+    return parse_bytes(raw, ENV_TILE_MEMORY) if raw else None
+
+
 def compile_cache_bytes() -> int:
     """The compiled-model cache's budget: ``$PIXELIFT_COMPILE_CACHE`` (validated), else the default."""
     raw = os.environ.get(ENV_COMPILE_CACHE, "").strip()

@@ -319,6 +319,12 @@ def test_the_service_validates_what_the_client_no_longer_builds(server: Server, 
         assert r.returncode == 2, (args, r.stderr)
         assert says in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
         assert not out.exists()
+    for name in ("PIXELIFT_TILE_MEMORY", "PIXELIFT_COMPILE_CACHE"):  # the runtime's variables, checked by the client too
+        env = {**serve_env(server.folder), name: "lots"}
+        argv = [sys.executable, "-m", "pixelift.cli", "enhance", "--server", str(a), "-o", str(out), "-m", MODEL]
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and name in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not out.exists()
 
 
 def test_pixelift_server_start_starts_one_service_for_concurrent_runs_and_reuses_it(tmp_path: Path) -> None:

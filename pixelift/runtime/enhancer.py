@@ -117,7 +117,7 @@ class Enhancer:
             max_output_pixels, limits.DEFAULT_MAX_OUTPUT_PIXELS, limits.ENV_MAX_OUTPUT_PIXELS, "max_output_pixels"
         )
         #: the activation budget set by PIXELIFT_TILE_MEMORY; None: from the memory available per image
-        self.tile_memory = footprint.configured_tile_memory()
+        self.tile_memory = limits.tile_memory_bytes()
         limits.compile_cache_bytes()  # a bad value is refused here, not met later as a backend's failure
         if precision not in CHOICES:
             raise UsageError(f"precision must be one of {', '.join(CHOICES)}, not {precision!r}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 
 from pixelift import limits
 from pixelift.models.architectures import UNMEASURED_BYTES_PER_PIXEL, architecture
@@ -68,13 +67,6 @@ def tile_memory_budget(available: int | None = None, *, sharers: int = 1) -> int
     return min(avail, max(TILE_MEMORY_FLOOR, min(avail // TILE_MEMORY_SHARE, TILE_MEMORY_CAP)))
 
 
-def configured_tile_memory() -> int | None:
-    """The budget ``PIXELIFT_TILE_MEMORY`` sets (validated: a bad value is a UsageError naming it);
-    None: from the memory available when a tile is chosen."""
-    raw = os.environ.get(limits.ENV_TILE_MEMORY, "").strip()
-    return limits.parse_bytes(raw, limits.ENV_TILE_MEMORY) if raw else None
-
-
 def auto_tile(
     spec: ModelSpec,
     provider: str | None,
@@ -106,6 +98,6 @@ def reference_overhead(
     h, w = REFERENCE_PHOTO
     ov = architecture(spec.architecture).overlap
     if budget is None:
-        budget = configured_tile_memory() or tile_memory_budget()
+        budget = limits.tile_memory_bytes() or tile_memory_budget()
     tile = auto_tile(spec, provider, h, w, budget, precision=precision)
     return tiling.plan_tiles(h, w, tile=tile, overlap=ov, alignment=spec.alignment).overhead
