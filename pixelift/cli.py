@@ -782,9 +782,12 @@ def enhance_cmd(
         strength = limits.parse_range(denoise_strength, 0.0, 2.0, "--denoise-strength")
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
+    from pixelift.cli_serve import enhance_via_server, find_service, server_mode
+
     try:  # read by the runtime, here or in a service: a bad value is refused either way
         limits.tile_memory_bytes()
         limits.compile_cache_bytes()
+        mode = server_mode()
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
     max_in = _pixels_option(max_pixels, limits.DEFAULT_MAX_PIXELS, limits.ENV_MAX_PIXELS, "--max-pixels")
@@ -806,9 +809,7 @@ def enhance_cmd(
     if engine == "ray" and server:
         raise click.UsageError("--server runs the files on the local service, --engine ray on a cluster: choose one")
     if server is not False and engine == "local":  # through a running `pixelift serve` (None: in-process)
-        from pixelift.cli_serve import enhance_via_server, find_service
-
-        client = find_service(required=bool(server))
+        client = find_service(mode, required=bool(server))
         if client is not None:  # the service validates the job as an Enhancer would, and runs it: no numpy here
             job = {
                 "model": "auto" if auto else list(model_ids),

@@ -193,13 +193,9 @@ def server_mode() -> str:
     return value or "off"
 
 
-def find_service(*, required: bool) -> ServiceClient | None:
-    """The running service an ``enhance`` run goes through, or None to run in-process (none up: with
-    ``--server`` that fallback is logged as a warning)."""
-    try:
-        mode = server_mode()
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
+def find_service(mode: str, *, required: bool) -> ServiceClient | None:
+    """The running service an ``enhance`` run goes through (``mode``: :func:`server_mode`), or None to
+    run in-process (none up: with ``--server`` that fallback is logged as a warning)."""
     if not required and mode == "off":
         return None
     client = ServiceClient.discover()

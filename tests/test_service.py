@@ -361,9 +361,10 @@ def test_a_bad_pixelift_server_value_is_refused_by_name(tmp_path: Path, value: s
     a = save(tmp_path / "a.png")
     env = {**serve_env(tmp_path / "svc"), "PIXELIFT_SERVER": value}
     argv = [sys.executable, "-m", "pixelift.cli", "enhance", str(a), "-o", str(tmp_path / "o.png"), "-m", MODEL]
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "PIXELIFT_SERVER" in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert not (tmp_path / "o.png").exists()
+    for extra in ([], ["--no-server"]):  # refused even where no service would be asked
+        r = subprocess.run([*argv, *extra], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "PIXELIFT_SERVER" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "o.png").exists()
 
 def test_a_second_service_and_a_remote_bind_are_refused(server: Server) -> None:
     r = _cli(server.folder, "serve")
