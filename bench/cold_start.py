@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import contextlib
 import json
 import os
 import resource
@@ -36,8 +35,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
+
+from bench.service import through_service, warm_service
 
 FLOOR = (
     "import numpy, PIL.Image, click\n"
@@ -64,7 +64,6 @@ def main() -> None:
     ap.add_argument("--server", action=argparse.BooleanOptionalAction, default=True, help="also through a warm service")
     a = ap.parse_args()
     import pixelift
-    from pixelift.service import state
 
     compileall.compile_dir(str(Path(pixelift.__file__).parent), quiet=1)
     against_env = None
@@ -75,7 +74,7 @@ def main() -> None:
         against_env = {**os.environ, "PYTHONPATH": str(a.against.resolve())}
     enh = Enhancer(a.model)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="pixelift-cold-") as tmp, _service(a.server, Path(tmp), state.ENV_SERVICE_DIR) as server_env:
+    with tempfile.TemporaryDirectory(prefix="pixelift-cold-") as tmp, warm_service(a.server, Path(tmp)) as server_env:
         for mp in (float(v) for v in a.sizes.split(",")):
             src, w, h = make_photo(mp, Path(tmp))
             data = imageio.read_image(src)
@@ -86,12 +85,12 @@ def main() -> None:
             if against_env is not None:
                 subprocess.run(cmd, check=True, env=against_env, cwd=tmp)
             if server_env is not None:
-                _through_service(cmd, server_env)  # the service loads and compiles the model
+                through_service(cmd, server_env)  # the service loads and compiles the model
             cli, compute, floor, cli_faults, compute_faults, against, served = [], [], [], [], [], [], []
             for _ in range(a.repeats):
                 if server_env is not None:
                     t0 = time.perf_counter()
-                    _through_service(cmd, server_env)
+                    through_service(cmd, server_env)
                     served.append(time.perf_counter() - t0)
                 if against_env is not None:
                     t0 = time.perf_counter()
@@ -132,27 +131,6 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"model": a.model, "rows": rows}, indent=1))
-
-
-@contextlib.contextmanager
-def _service(wanted: bool, tmp: Path, env_dir: str) -> Iterator[dict[str, str] | None]:
-    """A detached ``pixelift serve`` in its own folder for the rounds; the environment that finds it."""
-    if not wanted:
-        yield None
-        return
-    env = {**os.environ, env_dir: str(tmp / "service"), "PIXELIFT_SERVER": "auto"}
-    cli = [sys.executable, "-m", "pixelift.cli", "serve"]
-    subprocess.run([*cli, "--detach", "--idle-minutes", "0"], check=True, env=env, stdout=subprocess.DEVNULL)
-    try:
-        yield env
-    finally:
-        subprocess.run([*cli, "--stop"], check=False, env=env, stdout=subprocess.DEVNULL)
-
-
-def _through_service(cmd: list[str], env: dict[str, str]) -> None:
-    out = subprocess.run([*cmd, "--json"], check=True, env=env, capture_output=True, text=True).stdout
-    if json.loads(out.splitlines()[-1]).get("via") != "service":  # fell back in-process: not what is measured
-        raise SystemExit(f"the run did not go through the service: {out}")
 
 
 if __name__ == "__main__":

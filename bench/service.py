@@ -1,0 +1,34 @@
+"""A warm ``pixelift serve`` for a bench's rounds, and a CLI run that must go through it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from pixelift.service import state
+
+
+@contextlib.contextmanager
+def warm_service(wanted: bool, tmp: Path) -> Iterator[dict[str, str] | None]:
+    """A detached ``pixelift serve`` in its own folder for the rounds; the environment that finds it."""
+    if not wanted:
+        yield None
+        return
+    env = {**os.environ, state.ENV_SERVICE_DIR: str(tmp / "service"), "PIXELIFT_SERVER": "auto"}
+    cli = [sys.executable, "-m", "pixelift.cli", "serve"]
+    subprocess.run([*cli, "--detach", "--idle-minutes", "0"], check=True, env=env, stdout=subprocess.DEVNULL)
+    try:
+        yield env
+    finally:
+        subprocess.run([*cli, "--stop"], check=False, env=env, stdout=subprocess.DEVNULL)
+
+
+def through_service(cmd: list[str], env: dict[str, str]) -> None:
+    out = subprocess.run([*cmd, "--json"], check=True, env=env, capture_output=True, text=True).stdout
+    if json.loads(out.splitlines()[-1]).get("via") != "service":  # fell back in-process: not what is measured
+        raise SystemExit(f"the run did not go through the service: {out}")
