@@ -778,13 +778,11 @@ def enhance_cmd(
     output = Path(output_raw) if output_raw is not None else None
     into_folder = _output_is_folder(output, output_raw)
     tile_size = _tile_option(tile)
-    try:
-        strength = limits.parse_range(denoise_strength, 0.0, 2.0, "--denoise-strength")
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from exc
     from pixelift.cli_serve import enhance_via_server, find_service, server_mode
 
-    try:  # read by the runtime, here or in a service: a bad value is refused either way
+    try:
+        strength = limits.parse_range(denoise_strength, 0.0, 2.0, "--denoise-strength")
+        # read by the runtime, here or in a service: a bad value is refused either way
         limits.tile_memory_bytes()
         limits.compile_cache_bytes()
         mode = server_mode()

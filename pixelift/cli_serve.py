@@ -25,7 +25,7 @@ from pixelift.service.client import ServiceClient, ServiceError
 
 log = logging.getLogger("pixelift.serve")
 
-ENV_SERVER = "PIXELIFT_SERVER"  # "auto": `enhance` uses a running service without --server
+ENV_SERVER = "PIXELIFT_SERVER"  # how `enhance` without --server uses a service: see server_mode
 SERVER_MODES = ("", "off", "auto", "start")
 DETACH_WAIT_S = 60.0
 DEFAULT_IDLE_MINUTES = 30.0
@@ -200,21 +200,26 @@ def find_service(mode: str, *, required: bool) -> ServiceClient | None:
         return None
     client = ServiceClient.discover()
     if client is None and mode == "start":
-        client = _start_for_enhance()
-    if client is None and (required or mode == "start"):
+        return _start_for_enhance()  # says so when it cannot
+    if client is None and required:
         log.warning("no pixelift service is running (start one with `pixelift serve --detach`): "
                     "falling back to running in-process")
     return client
 
 
 def _start_for_enhance() -> ServiceClient | None:
-    if importlib.util.find_spec("aiohttp") is None:
-        log.warning(f"{ENV_SERVER}=start: the service needs the serve extra (pip install 'pixelift[serve]')")
+    try:
+        missing = importlib.util.find_spec("aiohttp") is None
+    except ValueError:  # in sys.modules as None (blocked): not importable either
+        missing = True
+    if missing:
+        log.warning(f"{ENV_SERVER}=start: the service needs the serve extra (pip install 'pixelift[serve]'); "
+                    "running in-process")
         return None
     try:
         client = start_detached(state.service_dir(), [])
     except click.ClickException as exc:
-        log.warning(f"{ENV_SERVER}=start: {exc.message}")
+        log.warning(f"{ENV_SERVER}=start: {exc.message}; running in-process")
         return None
     log.info("using the pixelift service at %s (it stops itself after %g idle minutes; `pixelift serve --stop`)",
              client.base_url, DEFAULT_IDLE_MINUTES)

@@ -356,6 +356,21 @@ def test_pixelift_server_start_starts_one_service_for_concurrent_runs_and_reuses
     assert ServiceClient.discover(folder) is None
 
 
+def test_pixelift_server_start_without_the_serve_extra_runs_in_process_and_says_so(tmp_path: Path) -> None:
+    warm_model()
+    a = save(tmp_path / "a.png")
+    folder = tmp_path / "svc"
+    env = {**serve_env(folder), "PIXELIFT_SERVER": "start"}
+    argv = ["enhance", str(a), "-o", str(tmp_path / "a_x2.png"), "-m", MODEL, "--json"]
+    code = f"import sys\nsys.modules['aiohttp'] = None\nfrom pixelift.cli import main\nmain({argv!r})\n"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "needs the serve extra" in r.stderr and "running in-process" in r.stderr
+    assert "via" not in json.loads(r.stdout.strip().splitlines()[-1])  # in-process records carry no "via"
+    assert Image.open(tmp_path / "a_x2.png").size == (96, 96)
+    assert ServiceClient.discover(folder) is None  # nothing was left running
+
+
 @pytest.mark.parametrize("value", ["yes", "1", "on", "auto please"])
 def test_a_bad_pixelift_server_value_is_refused_by_name(tmp_path: Path, value: str) -> None:
     a = save(tmp_path / "a.png")
