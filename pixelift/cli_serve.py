@@ -198,16 +198,21 @@ def find_service(mode: str, *, required: bool) -> ServiceClient | None:
     run in-process (none up: with ``--server`` that fallback is logged as a warning)."""
     if not required and mode == "off":
         return None
-    client = ServiceClient.discover()
+    try:
+        folder = state.service_dir()
+    except OSError as exc:  # so no service can be up there either
+        log.warning(f"the service folder cannot be made ({exc}); running in-process")
+        return None
+    client = ServiceClient.discover(folder)
     if client is None and mode == "start":
-        return _start_for_enhance()  # says so when it cannot
+        return _start_for_enhance(folder)  # says so when it cannot
     if client is None and required:
         log.warning("no pixelift service is running (start one with `pixelift serve --detach`): "
                     "falling back to running in-process")
     return client
 
 
-def _start_for_enhance() -> ServiceClient | None:
+def _start_for_enhance(folder: Path) -> ServiceClient | None:
     try:
         missing = importlib.util.find_spec("aiohttp") is None
     except ValueError:  # in sys.modules as None (blocked): not importable either
@@ -217,9 +222,12 @@ def _start_for_enhance() -> ServiceClient | None:
                     "running in-process")
         return None
     try:
-        client = start_detached(state.service_dir(), [])
+        client = start_detached(folder, [])
     except click.ClickException as exc:
         log.warning(f"{ENV_SERVER}=start: {exc.message}; running in-process")
+        return None
+    except OSError as exc:  # a service folder that cannot be written
+        log.warning(f"{ENV_SERVER}=start: the service cannot start here ({exc}); running in-process")
         return None
     log.info("using the pixelift service at %s (it stops itself after %g idle minutes; `pixelift serve --stop`)",
              client.base_url, DEFAULT_IDLE_MINUTES)

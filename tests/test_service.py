@@ -371,6 +371,19 @@ def test_pixelift_server_start_without_the_serve_extra_runs_in_process_and_says_
     assert ServiceClient.discover(folder) is None  # nothing was left running
 
 
+def test_a_service_folder_that_cannot_be_made_means_in_process_said(tmp_path: Path) -> None:
+    a = save(tmp_path / "a.png")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    for extra, value in ((["--server"], "off"), ([], "start")):
+        env = {**serve_env(blocker / "svc"), "PIXELIFT_SERVER": value}
+        out = tmp_path / f"a_{value}.png"
+        argv = [sys.executable, "-m", "pixelift.cli", "enhance", *extra, str(a), "-o", str(out), "-m", MODEL]
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "service folder cannot be made" in r.stderr and "internal error" not in r.stderr, r.stderr
+        assert Image.open(out).size == (96, 96)
+
+
 @pytest.mark.parametrize("value", ["yes", "1", "on", "auto please"])
 def test_a_bad_pixelift_server_value_is_refused_by_name(tmp_path: Path, value: str) -> None:
     a = save(tmp_path / "a.png")
