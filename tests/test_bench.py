@@ -237,3 +237,17 @@ def test_compare_real_images(tmp_path: Path) -> None:
         assert im.size[0] > 3 * 96 * 4  # input, reference and two outputs, zoomed
     r = CliRunner().invoke(main, ["compare", str(paths["ref"]), str(paths["in"])])
     assert r.exit_code != 0 and "size mismatch" in r.output
+
+
+@pytest.mark.slow
+def test_cold_start_bench_runs_in_process_and_through_its_own_service(tmp_path: Path) -> None:
+    """`python -m bench.cold_start` from the checkout: every column, the service row included (the
+    bench starts and stops a service in its own folder). Figures are not asserted, only that they exist."""
+    pytest.importorskip("aiohttp")
+    out = tmp_path / "cold.json"
+    cmd = [sys.executable, "-m", "bench.cold_start", "--sizes", "0.02", "--repeats", "1", "--out", str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    for key in ("cli_s", "compute_s", "floor_s", "server_cli_s", "cli_over_compute", "server_over_compute"):
+        assert row[key] > 0, key
