@@ -68,7 +68,10 @@ def serve_cmd(
     health, models, providers, jobs (POST to submit), jobs/ID, jobs/ID/cancel, jobs/ID/events
     (server-sent events), shutdown.
     """
-    folder = state.service_dir()
+    try:
+        folder = state.service_dir()
+    except OSError as exc:
+        raise click.ClickException(f"the service folder cannot be made ({exc}); set {state.ENV_SERVICE_DIR} to a writable folder") from None
     if show_status or stop:
         client = ServiceClient.discover(folder)
         if client is None:

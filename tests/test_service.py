@@ -382,6 +382,9 @@ def test_a_service_folder_that_cannot_be_made_means_in_process_said(tmp_path: Pa
         r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0 and "service folder cannot be made" in r.stderr and "internal error" not in r.stderr, r.stderr
         assert Image.open(out).size == (96, 96)
+    for args in (["--status"], ["--stop"], ["--detach"]):
+        r = _cli(blocker / "svc", "serve", *args)
+        assert r.returncode == 1 and "service folder cannot be made" in r.stderr and "internal error" not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("value", ["yes", "1", "on", "auto please"])
