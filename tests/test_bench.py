@@ -251,3 +251,18 @@ def test_cold_start_bench_runs_in_process_and_through_its_own_service(tmp_path: 
     (row,) = json.loads(out.read_text())["rows"]
     for key in ("cli_s", "compute_s", "floor_s", "server_cli_s", "cli_over_compute", "server_over_compute"):
         assert row[key] > 0, key
+
+
+@pytest.mark.slow
+def test_batch_throughput_bench_runs_with_its_service_row(tmp_path: Path) -> None:
+    """`python -m bench.batch_throughput` on a few small photos: every row exists, the service one included."""
+    pytest.importorskip("aiohttp")
+    pytest.importorskip("skimage")
+    out = tmp_path / "batch.json"
+    cmd = [sys.executable, "-m", "bench.batch_throughput", "--n", "4", "--size", "64x48", "--per-process", "2"]
+    r = subprocess.run([*cmd, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert set(res["mp_per_s"]) == {"pipelined", "one at a time"}
+    for key in ("process_per_photo_mp_per_s", "process_per_photo_via_service_mp_per_s", "via_service_vs_process_per_photo"):
+        assert res[key] > 0, key
