@@ -115,7 +115,7 @@ def main(verbose: int) -> None:
     """pixelift: AI photo enhancement on the hardware you have."""
     # Read by numpy when it is imported, which a command does only once it needs arrays. numpy
     # asks for transparent huge pages on every large array; the first touch of the output and
-    # tile buffers then cost a 12 MP run ~2.5 s of 18 here (the kernel finding 2 MB pages;
+    # tile buffers then cost a 12 MP run ~2.2 s of 18 here (the kernel finding 2 MB pages;
     # bench/results/e2e_amx.md), and these arrays are written once and streamed, so gain no TLB
     # hits for it. A value the user set wins.
     os.environ.setdefault(ENV_NUMPY_HUGE_PAGES, "0")
@@ -824,6 +824,7 @@ def enhance_cmd(
                 "batch": batch,
                 "max_pixels": "none" if max_in is None else max_in,
                 "max_output_pixels": "none" if max_out is None else max_out,
+                "stream": stream_mode,
             }
             code = enhance_via_server(
                 client, job, destinations, fmt=fmt, quality=quality, overwrite=overwrite,

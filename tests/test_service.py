@@ -280,7 +280,6 @@ def test_enhance_server_falls_back_in_process_when_no_service_is_up(tmp_path: Pa
     assert "via the service" not in r.stdout and (tmp_path / "a_x2.png").exists()
 
 
-
 # what the runtime imports: a run handed to the service must not pay for them (cold start, issue 13)
 HEAVY = ("numpy", "PIL", "openvino", "onnxruntime", "tifffile", "imagecodecs")
 
@@ -325,6 +324,23 @@ def test_the_service_validates_what_the_client_no_longer_builds(server: Server, 
         r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and name in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert not out.exists()
+
+
+def test_enhance_stream_travels_with_the_job(server: Server, tmp_path: Path) -> None:
+    """`--stream on` asks to stream or refuse: through the service as in-process (a JPEG cannot be
+    written by rows), not silently written in memory; a bad value in a raw job is a 400."""
+    a = save(tmp_path / "a.png")
+    for server_flag in ("--server", "--no-server"):
+        out = tmp_path / f"a{server_flag}.jpg"
+        r = _cli(server.folder, "enhance", server_flag, str(a), "-o", str(out), "-m", MODEL, "--stream", "on")
+        assert r.returncode == 1 and "cannot stream" in r.stderr, (server_flag, r.stderr)
+        assert not out.exists()
+    r = _cli(server.folder, "enhance", "--server", str(a), "-o", str(tmp_path / "b.png"), "-m", MODEL, "--stream", "on", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["via"] == "service", r.stderr
+    assert Image.open(tmp_path / "b.png").size == (96, 96)
+    body = json.dumps({"inputs": [str(a)], "outputs": [str(tmp_path / "c.png")], "stream": "sometimes"}).encode()
+    status, reply = server.raw("POST", "/v1/jobs", body, {"Content-Type": "application/json"})
+    assert status == 400 and "'stream'" in reply["error"]["message"]
 
 
 def test_pixelift_server_start_starts_one_service_for_concurrent_runs_and_reuses_it(tmp_path: Path) -> None:
@@ -396,6 +412,7 @@ def test_a_bad_pixelift_server_value_is_refused_by_name(tmp_path: Path, value: s
         r = subprocess.run([*argv, *extra], env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and "PIXELIFT_SERVER" in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert not (tmp_path / "o.png").exists()
+
 
 def test_a_second_service_and_a_remote_bind_are_refused(server: Server) -> None:
     r = _cli(server.folder, "serve")

@@ -153,18 +153,20 @@ class JobSpec:
     format: str | None = None
     quality: int = 95
     overwrite: bool = False
+    stream: str = "auto"  # as `enhance --stream`: auto streams outputs of 100 MP or more
 
     @classmethod
     def parse(cls, body: object) -> JobSpec:
         """Validate a submitted job; every refusal is a :class:`RequestError` (400) with a reason."""
         from pixelift.runtime import imageio
         from pixelift.runtime.imageio import default_output_path
+        from pixelift.runtime.stream import STREAM_MODES
 
         if not isinstance(body, dict):
             raise RequestError(400, "the job must be a JSON object")
         known = {"inputs", "output", "outputs", "model", "scale", "precision", "provider", "strict", "fast",
                  "denoise", "denoise_strength", "tile", "overlap", "blend", "batch", "format", "quality", "overwrite",
-                 "max_pixels", "max_output_pixels"}
+                 "max_pixels", "max_output_pixels", "stream"}
         unknown = sorted(set(body) - known)
         if unknown:
             raise RequestError(400, f"unknown field(s) {', '.join(unknown)}; the job takes {', '.join(sorted(known))}")
@@ -183,6 +185,9 @@ class JobSpec:
         quality = _field(body, "quality", (int,), 95)
         if not 1 <= quality <= 100:
             raise RequestError(400, f"'quality' must be 1 to 100, not {quality}")
+        stream = _field(body, "stream", (str,), "auto")
+        if stream not in STREAM_MODES:
+            raise RequestError(400, f"'stream' must be one of {', '.join(STREAM_MODES)}, not {stream!r}")
 
         def out_format(src: Path) -> str:
             return fmt or imageio.default_output_format(imageio.format_for_path(src) or "PNG")
@@ -222,6 +227,7 @@ class JobSpec:
             format=fmt,
             quality=quality,
             overwrite=bool(_field(body, "overwrite", (bool,), False)),
+            stream=stream,
         )
 
 
@@ -610,7 +616,9 @@ class JobQueue:
             self._changed(job)
 
         with self.cache.router.route(progress):
-            path, res = enh.enhance_file(src, dst, format=spec.format, quality=spec.quality, overwrite=spec.overwrite)
+            path, res = enh.enhance_file(
+                src, dst, format=spec.format, quality=spec.quality, overwrite=spec.overwrite, stream=spec.stream
+            )
         if job.cancel.is_set():  # cancelled after the last tile: the file is not wanted
             Path(path).unlink(missing_ok=True)
             raise Cancelled
