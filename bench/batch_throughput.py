@@ -85,8 +85,7 @@ def main() -> None:
 
                 rows[name].append(timed(run))
         per, served = [], []
-        with warm_service(True, root) as env:
-            assert env is not None
+        with warm_service(root) as env:
             for i, s in enumerate(srcs[: a.per_process]):
                 cmd = [sys.executable, "-m", "pixelift.cli", "enhance", str(s), "-o", str(root / f"pp-{s.stem}.png")]
                 cmd += ["-m", a.model, "-q", "--overwrite"]

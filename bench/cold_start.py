@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import json
 import os
 import resource
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.service import through_service, warm_service
 
@@ -74,7 +76,7 @@ def main() -> None:
         against_env = {**os.environ, "PYTHONPATH": str(a.against.resolve())}
     enh = Enhancer(a.model)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="pixelift-cold-") as tmp, warm_service(a.server, Path(tmp)) as server_env:
+    with tempfile.TemporaryDirectory(prefix="pixelift-cold-") as tmp, (warm_service(Path(tmp)) if a.server else contextlib.nullcontext()) as server_env:
         for mp in (float(v) for v in a.sizes.split(",")):
             src, w, h = make_photo(mp, Path(tmp))
             data = imageio.read_image(src)
@@ -107,7 +109,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 subprocess.run([sys.executable, "-c", FLOOR], check=True)
                 floor.append(time.perf_counter() - t0)
-            row = {
+            row: dict[str, Any] = {
                 "mp": mp,
                 "size": [w, h],
                 "cli_s": round(statistics.median(cli), 3),

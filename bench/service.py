@@ -14,11 +14,8 @@ from pixelift.service import state
 
 
 @contextlib.contextmanager
-def warm_service(wanted: bool, tmp: Path) -> Iterator[dict[str, str] | None]:
+def warm_service(tmp: Path) -> Iterator[dict[str, str]]:
     """A detached ``pixelift serve`` in its own folder for the rounds; the environment that finds it."""
-    if not wanted:
-        yield None
-        return
     env = {**os.environ, state.ENV_SERVICE_DIR: str(tmp / "service"), "PIXELIFT_SERVER": "auto"}
     cli = [sys.executable, "-m", "pixelift.cli", "serve"]
     subprocess.run([*cli, "--detach", "--idle-minutes", "0"], check=True, env=env, stdout=subprocess.DEVNULL)

@@ -1,5 +1,6 @@
 """Inference backends: one adapter per backend, a side-effect-free probe, and a selection
-policy that explains itself. Never imports torch."""
+policy that explains itself. Never imports torch, and imports numpy only where arrays are made
+(the CLI reads the provider table on its way to a service without it; tests/test_service.py blocks it)."""
 
 from __future__ import annotations
 

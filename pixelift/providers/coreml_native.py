@@ -37,7 +37,7 @@ class CoreMLNativeSession:
         self._model = model
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        import numpy as np  # here, not at import: the CLI reads the provider table without numpy
+        import numpy as np
 
         # the package takes one image; a batch runs image by image
         outs = [

@@ -152,7 +152,7 @@ class NcnnNet:
 
     def run(self, chw: np.ndarray) -> np.ndarray:
         """One CHW float32 image through the graph; a CHW float32 copy back."""
-        import numpy as np  # here, not at import: the CLI reads the provider table without numpy
+        import numpy as np
 
         # ncnn.Mat(array) does not copy: keep `src` alive until extract() returns
         src = np.ascontiguousarray(chw, dtype=np.float32)
@@ -226,7 +226,7 @@ class NcnnSession:
     def run(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 4:
             raise ProviderError(f"ncnn session takes NCHW input, not shape {x.shape}")
-        import numpy as np  # here, not at import: the CLI reads the provider table without numpy
+        import numpy as np
 
         with self._lock:
             outs = [self._contract.apply(self._net.run, x[i]) for i in range(x.shape[0])]

@@ -151,7 +151,7 @@ class OvSession:
         return self.run_feeds({self.input_names[0]: x})[0]
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        import numpy as np  # here, not at import: the CLI reads the provider table without numpy
+        import numpy as np
 
         feed = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
         with self._lock:

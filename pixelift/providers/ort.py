@@ -44,7 +44,7 @@ class OrtSession:
         return self.run_feeds({self.input_names[0]: x})[0]
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        import numpy as np  # here, not at import: the CLI reads the provider table without numpy
+        import numpy as np
 
         feed = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
         return list(run_guarded(self._sess.run, None, feed))
