@@ -5,12 +5,14 @@ Exit codes: 0 success; 1 at least one item failed (the others still ran); 2 usag
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import json
 import logging
 import os
 import sys
+import threading
 import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +70,13 @@ class GuardedGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            if not _stdout_reader_gone():
+                raise
+            # `pixelift enhance … | head`: the reader left, as with a shell tool's SIGPIPE; nothing
+            # more can be said on stdout, and the interpreter's flush at exit must not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(EXIT_FAILED) from None
         except UsageError as exc:
             raise click.UsageError(str(exc)) from exc
         except PixeliftError as exc:
@@ -78,6 +87,20 @@ class GuardedGroup(click.Group):
             raise click.ClickException(
                 f"internal error: {type(exc).__name__}: {exc} (set {ENV_DEBUG}=1 for the traceback and report it)"
             ) from exc
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on it)."""
+    import select
+
+    if not hasattr(select, "poll"):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real descriptor (a test runner's buffer)
+        return False
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -1083,5 +1106,31 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def run() -> None:
+    """The ``pixelift`` console script: :func:`main`, then an exit without the interpreter's teardown.
+
+    Once a command has returned with only the main thread left, teardown would only free memory
+    and unload libraries (OpenVINO's compiled models and plugins): 0.05 s of a 0.6 s run on a small
+    photo here. The atexit handlers (Ray's shutdown, temporary folders, logging) still run first;
+    with any other thread alive the exit is the usual one, which waits for it."""
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = None
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if others:
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)  # as the interpreter reports sys.exit("message")
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream
+            stream.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -532,6 +532,51 @@ def test_fifo_input_is_refused_not_hung(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "regular file" in res.output
 
 
+def _cli(args: list[str], *, code: str = "", **kw: object) -> subprocess.CompletedProcess[str]:
+    """The console script (``pixelift.cli.run``) in a fresh process, after ``code``."""
+    script = code + f"import sys\nsys.argv = ['pixelift', *{args!r}]\nfrom pixelift.cli import run\nrun()\n"
+    return subprocess.run([sys.executable, "-c", script], text=True, timeout=300, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def test_console_script_exit_status_and_flushed_output(tmp_path: Path) -> None:
+    listing = tmp_path / "models.json"
+    with listing.open("w") as out:
+        assert _cli(["models", "--json"], stdout=out).returncode == 0
+    assert MODEL in {row["id"] for row in json.loads(listing.read_text())}
+    unflushed = tmp_path / "unflushed.txt"
+    with unflushed.open("w") as out:  # a file is block-buffered: only a flush before the quick exit writes it
+        code = "import sys, pixelift.cli\npixelift.cli.main = lambda: sys.stdout.write('kept')\n"
+        buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        assert _cli([], code=code, stdout=out, env=buffered).returncode == 0
+    assert unflushed.read_text() == "kept"
+    bad = _cli(["enhance", "--no-such-option"], capture_output=True)
+    assert bad.returncode == 2 and "No such option" in bad.stderr
+    missing = _cli(["enhance", str(tmp_path / "none.png"), "-o", str(tmp_path / "o.png")], capture_output=True)
+    assert missing.returncode == 1 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+    said = _cli(["models"], code="import sys, pixelift.cli\npixelift.cli.main = lambda: sys.exit('bye')\n", capture_output=True)
+    assert (said.returncode, said.stderr.strip()) == (1, "bye")
+
+
+def test_console_script_waits_for_a_thread_still_running(tmp_path: Path) -> None:
+    mark = tmp_path / "written"
+    code = (
+        "import threading, time\nfrom pathlib import Path\n"
+        f"threading.Thread(target=lambda: (time.sleep(1.0), Path({str(mark)!r}).write_text('x'))).start()\n"
+    )
+    assert _cli(["models", "--json"], code=code, capture_output=True).returncode == 0
+    assert mark.read_text() == "x"  # a quick exit would have killed the thread before it wrote
+
+
+def test_a_closed_stdout_pipe_ends_quietly() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `pixelift models | head -0`: every write fails with EPIPE
+    try:
+        proc = _cli(["models"], stdout=write_end, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+
+
 # --- 10. runtime-only installs ----------------------------------------------------------------------------
 
 NO_TORCH = "import sys\nfor n in ('torch', 'spandrel', 'onnx', 'onnxslim'):\n    sys.modules[n] = None\n"
