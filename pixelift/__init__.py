@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING, Any
 from pixelift.errors import PixeliftError
 
 if TYPE_CHECKING:
-    from pixelift.runtime.enhancer import Enhancer
+    from pixelift.runtime.enhancer import Enhancer, TileOptions
 
 __version__ = "0.1.0"
 
-__all__ = ["Enhancer", "PixeliftError", "__version__"]
+__all__ = ["Enhancer", "PixeliftError", "TileOptions", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so `import pixelift` stays cheap for the CLI and for `pixelift models`.
-    if name == "Enhancer":
-        from pixelift.runtime.enhancer import Enhancer
+    if name in ("Enhancer", "TileOptions"):
+        from pixelift.runtime import enhancer
 
-        return Enhancer
+        return getattr(enhancer, name)
     raise AttributeError(f"module 'pixelift' has no attribute {name!r}")

@@ -806,7 +806,7 @@ def enhance_cmd(
     try:
         strength = limits.parse_range(denoise_strength, 0.0, 2.0, "--denoise-strength")
         # read by the runtime, here or in a service: a bad value is refused either way
-        limits.tile_memory_bytes()
+        tile_memory = limits.tile_memory_bytes()  # a service is handed it: it sizes tiles as this run would
         limits.compile_cache_bytes()
         mode = server_mode()
     except UsageError as exc:
@@ -845,6 +845,7 @@ def enhance_cmd(
                 "overlap": overlap,
                 "blend": blend,
                 "batch": batch,
+                "tile_memory": tile_memory,
                 "max_pixels": "none" if max_in is None else max_in,
                 "max_output_pixels": "none" if max_out is None else max_out,
                 "stream": stream_mode,

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from pixelift import Enhancer
+from pixelift import Enhancer, TileOptions
 from pixelift.artifacts import ONNX_FP32, artifact_dir, find, resolve_artifact
 from pixelift.cli import main
 from pixelift.errors import (
@@ -431,6 +431,16 @@ def test_tile_memory_sizes_the_auto_tile(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("PIXELIFT_TILE_MEMORY", "1G")
     small = Enhancer(spec.id).tile_for(lm, 1000, 1000)
     assert small is not None and small < 500
+    # the tile options' budget wins over the variable (a service job carries its client's)
+    assert Enhancer(spec.id, tiles=TileOptions(memory=20 * gib)).tile_for(lm, 1000, 1000) is None
+    monkeypatch.setenv("PIXELIFT_TILE_MEMORY", "64G")
+    assert Enhancer(spec.id, tiles=TileOptions(memory="1G")).tile_for(lm, 1000, 1000) == small
+    monkeypatch.setenv("PIXELIFT_TILE_MEMORY", "lots")  # still validated when the options set one
+    with pytest.raises(UsageError, match="PIXELIFT_TILE_MEMORY"):
+        Enhancer(spec.id, tiles=TileOptions(memory="1G"))
+    for bad in ("lots", 1000, True, -5):
+        with pytest.raises(UsageError, match="tile memory"):
+            TileOptions(memory=bad)  # type: ignore[arg-type]
 
 
 def test_max_pixels_env_still_guards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -326,6 +326,29 @@ def test_the_service_validates_what_the_client_no_longer_builds(server: Server, 
         assert not out.exists()
 
 
+def test_the_clients_tile_memory_travels_with_the_job(server: Server, tmp_path: Path) -> None:
+    """PIXELIFT_TILE_MEMORY in the client's environment sizes the service's tiles as it would an
+    in-process run's (the service's own environment does not set it): the smallest budget tiles
+    a photo that runs whole without it; a bad raw value is a 400 naming the field."""
+    a = save(tmp_path / "a.png", size=384)
+
+    def tiles(extra_env: dict[str, str], out: str) -> int:
+        argv = [sys.executable, "-m", "pixelift.cli", "enhance", "--server", str(a), "-o", str(tmp_path / out), "-m", MODEL]
+        r = subprocess.run(argv, env={**serve_env(server.folder), **extra_env}, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        status, listing = server.raw("GET", "/v1/jobs")
+        assert status == 200
+        jobs = [server.raw("GET", f"/v1/jobs/{j['id']}")[1] for j in listing["jobs"]]
+        job = next(j for j in jobs if j["files"][0]["output"] == str(tmp_path / out))
+        return int(job["files"][0]["tiles_total"])
+
+    assert tiles({}, "whole.png") == 1
+    assert tiles({"PIXELIFT_TILE_MEMORY": "64M"}, "tiled.png") > 1
+    body = json.dumps({"inputs": [str(a)], "outputs": [str(tmp_path / "c.png")], "tile_memory": 1000}).encode()
+    status, reply = server.raw("POST", "/v1/jobs", body, {"Content-Type": "application/json"})
+    assert status == 400 and "'tile_memory'" in reply["error"]["message"]
+
+
 def test_enhance_stream_travels_with_the_job(server: Server, tmp_path: Path) -> None:
     """`--stream on` asks to stream or refuse: through the service as in-process (a JPEG cannot be
     written by rows), not silently written in memory; a bad value in a raw job is a 400."""

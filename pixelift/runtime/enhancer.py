@@ -116,8 +116,10 @@ class Enhancer:
         self.max_output_pixels = limits.resolve_limit(
             max_output_pixels, limits.DEFAULT_MAX_OUTPUT_PIXELS, limits.ENV_MAX_OUTPUT_PIXELS, "max_output_pixels"
         )
-        #: the activation budget set by PIXELIFT_TILE_MEMORY; None: from the memory available per image
-        self.tile_memory = limits.tile_memory_bytes()
+        #: the "auto" tile's activation budget: the tile options', else PIXELIFT_TILE_MEMORY's (validated
+        #: either way); None: from the memory available per image
+        from_env = limits.tile_memory_bytes()
+        self.tile_memory: int | None = from_env if self.tiles.memory is None else int(self.tiles.memory)
         limits.compile_cache_bytes()  # a bad value is refused here, not met later as a backend's failure
         if precision not in CHOICES:
             raise UsageError(f"precision must be one of {', '.join(CHOICES)}, not {precision!r}")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
+from pixelift import limits
 from pixelift.errors import UsageError
 from pixelift.models.spec import ModelSpec
 from pixelift.runtime import tiling
@@ -40,8 +41,13 @@ class TileOptions:
     # SE models (tile_safe=False with SE blocks): compute the whole image's SE means before a
     # tiled run, so tiles match the untiled result (runtime.se_sync; ~3x the time of tiling alone)
     sync_se: bool = True
+    #: bytes the "auto" tile may spend on activations (an int, or a size such as "2G"); None:
+    #: ``PIXELIFT_TILE_MEMORY``, else a share of the memory available
+    memory: int | str | None = None
 
     def __post_init__(self) -> None:
+        if self.memory is not None:
+            object.__setattr__(self, "memory", limits.parse_bytes(self.memory, "tile memory"))
         t = self.tile
         if not (t is None or t == "auto" or (isinstance(t, int) and not isinstance(t, bool) and t >= MIN_TILE)):
             raise UsageError(f"tile must be a size >= {MIN_TILE} px, 'auto' or None, not {t!r}")

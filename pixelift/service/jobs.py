@@ -109,6 +109,7 @@ class EnhancerConfig:
     overlap: int | None = None  # None: the runtime's default
     blend: str | None = None
     batch: int = 1
+    tile_memory: int | None = None  # the client's PIXELIFT_TILE_MEMORY; None: the service's own
     # the client's limits (its options or environment); the defaults defer to the service's environment
     max_pixels: int | None = limits.DEFAULT_MAX_PIXELS
     max_output_pixels: int | None = limits.DEFAULT_MAX_OUTPUT_PIXELS
@@ -142,6 +143,7 @@ class EnhancerConfig:
             overlap=self.overlap,  # None: each architecture's measured overlap
             blend=self.blend or tiling.DEFAULT_BLEND,  # type: ignore[arg-type]  # TileOptions validates
             batch=self.batch,
+            memory=self.tile_memory,
         )
 
 
@@ -166,7 +168,7 @@ class JobSpec:
             raise RequestError(400, "the job must be a JSON object")
         known = {"inputs", "output", "outputs", "model", "scale", "precision", "provider", "strict", "fast",
                  "denoise", "denoise_strength", "tile", "overlap", "blend", "batch", "format", "quality", "overwrite",
-                 "max_pixels", "max_output_pixels", "stream"}
+                 "max_pixels", "max_output_pixels", "stream", "tile_memory"}
         unknown = sorted(set(body) - known)
         if unknown:
             raise RequestError(400, f"unknown field(s) {', '.join(unknown)}; the job takes {', '.join(sorted(known))}")
@@ -241,6 +243,11 @@ def _resolve(path: Path) -> Path:
         raise RequestError(400, f"{path}: not a usable path ({exc})") from None
 
 
+def _tile_memory(body: dict[str, Any]) -> int | None:
+    raw = _field(body, "tile_memory", (int,), None)
+    return None if raw is None else limits.parse_bytes(raw, "'tile_memory'")
+
+
 def _parse_config(body: dict[str, Any]) -> EnhancerConfig:
     from pixelift import models
     from pixelift.precision import CHOICES
@@ -275,6 +282,7 @@ def _parse_config(body: dict[str, Any]) -> EnhancerConfig:
             overlap=_field(body, "overlap", (int,), None),
             blend=_field(body, "blend", (str,), None),
             batch=_field(body, "batch", (int,), 1),
+            tile_memory=_tile_memory(body),
             max_pixels=_pixels(body, "max_pixels", limits.DEFAULT_MAX_PIXELS),
             max_output_pixels=_pixels(body, "max_output_pixels", limits.DEFAULT_MAX_OUTPUT_PIXELS),
         )
