@@ -129,9 +129,6 @@ def _setup_logging(verbose: int) -> None:
         log.addHandler(_HANDLER)
 
 
-ENV_NUMPY_HUGE_PAGES = "NUMPY_MADVISE_HUGEPAGE"
-
-
 @click.group(cls=GuardedGroup)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
@@ -141,7 +138,7 @@ def main(verbose: int) -> None:
     # tile buffers then cost a 12 MP run ~2.2 s of 18 here (the kernel finding 2 MB pages;
     # bench/results/e2e_amx.md), and these arrays are written once and streamed, so gain no TLB
     # hits for it. A value the user set wins.
-    os.environ.setdefault(ENV_NUMPY_HUGE_PAGES, "0")
+    os.environ.setdefault(limits.ENV_NUMPY_HUGE_PAGES, "0")
     _setup_logging(verbose)
 
 
@@ -493,7 +490,7 @@ def doctor_cmd(as_json: bool) -> None:
     limit = f"{budget / (1 << 30):.2g} GiB each" if budget else "off"
     click.echo(f"cache     {paths.home()}; compiled models: {held} ({limits.ENV_COMPILE_CACHE}: {limit})")
     huge = {True: "on", False: "off", None: "unknown"}[huge_pages]
-    click.echo(f"numpy     transparent huge pages {huge} ({ENV_NUMPY_HUGE_PAGES}; pixelift's default: 0)")
+    click.echo(f"numpy     transparent huge pages {huge} ({limits.ENV_NUMPY_HUGE_PAGES}; pixelift's default: 0)")
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")

@@ -32,6 +32,9 @@ MIN_TILE_MEMORY = 64 << 20
 #: fits one tile adds one per new size (measured: SPAN 1.75 MB, ESRGAN x4plus 69 MB); 0 turns it off
 ENV_COMPILE_CACHE = "PIXELIFT_COMPILE_CACHE"
 DEFAULT_COMPILE_CACHE = 1 << 30
+#: numpy's own variable (read when numpy is imported): the CLI turns transparent huge pages off
+#: unless the user set it (see ``pixelift.cli.main``), and the bench runs its peers the same way
+ENV_NUMPY_HUGE_PAGES = "NUMPY_MADVISE_HUGEPAGE"
 #: final scales outside this range are typing mistakes (1e-9, 1000), not requests
 MIN_SCALE, MAX_SCALE = 0.01, 64.0
 

@@ -266,3 +266,14 @@ def test_batch_throughput_bench_runs_with_its_service_row(tmp_path: Path) -> Non
     assert set(res["mp_per_s"]) == {"pipelined", "one at a time"}
     for key in ("process_per_photo_mp_per_s", "process_per_photo_via_service_mp_per_s", "via_service_vs_process_per_photo"):
         assert res[key] > 0, key
+
+
+def test_bench_children_run_numpy_as_the_cli_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The peers' pipelines and the workers get the CLI's numpy setting (no huge pages) unless the user set one."""
+    from pixelift import limits
+    from pixelift.bench.runner import child_env
+
+    monkeypatch.delenv(limits.ENV_NUMPY_HUGE_PAGES, raising=False)
+    assert child_env(2)[limits.ENV_NUMPY_HUGE_PAGES] == "0"
+    monkeypatch.setenv(limits.ENV_NUMPY_HUGE_PAGES, "1")
+    assert child_env(2)[limits.ENV_NUMPY_HUGE_PAGES] == "1"

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pixelift import limits
 from pixelift.bench.stats import trusted_ratio
 
 WORKER = "pixelift.bench.worker"
@@ -188,6 +189,9 @@ def child_env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
         env[k] = str(threads)
+    # every side's arrays as the pixelift CLI has them (without huge pages), so a peer's pipeline
+    # is not timed with first touches the CLI it is compared with does not pay
+    env.setdefault(limits.ENV_NUMPY_HUGE_PAGES, "0")
     # the folder holding this pixelift, so the worker imports the same one (checkout or install)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
     return env
