@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.service import through_service, warm_service
+from bench.service import in_process, through_service, warm_service
 from pixelift import limits
 
 # the warm compute measured here runs as the CLI it is compared with runs (before numpy is imported)
@@ -77,7 +77,7 @@ def main() -> None:
         if not (a.against / "pixelift" / "cli.py").is_file():
             raise SystemExit(f"--against {a.against}: not a pixelift checkout")
         compileall.compile_dir(str(a.against / "pixelift"), quiet=1)
-        against_env = {**os.environ, "PYTHONPATH": str(a.against.resolve())}
+        against_env = in_process({**os.environ, "PYTHONPATH": str(a.against.resolve())})
     enh = Enhancer(a.model)
     rows = []
     with tempfile.TemporaryDirectory(prefix="pixelift-cold-") as tmp, (warm_service(Path(tmp)) if a.server else contextlib.nullcontext()) as server_env:
@@ -87,7 +87,7 @@ def main() -> None:
             enh.enhance_data(data)  # warm: load, measure, compile
             cmd = [sys.executable, "-m", "pixelift.cli", "enhance", str(src), "-o", str(Path(tmp) / "out.jpg")]
             cmd += ["-m", a.model, "--overwrite", "-q"]
-            subprocess.run(cmd, check=True)  # the cache is warm for the CLI too
+            subprocess.run(cmd, check=True, env=in_process())  # the cache is warm for the CLI too
             if against_env is not None:
                 subprocess.run(cmd, check=True, env=against_env, cwd=tmp)
             if server_env is not None:
@@ -103,7 +103,7 @@ def main() -> None:
                     subprocess.run(cmd, check=True, env=against_env, cwd=tmp)
                     against.append(time.perf_counter() - t0)
                 f0, t0 = _faults(resource.RUSAGE_CHILDREN), time.perf_counter()
-                subprocess.run(cmd, check=True)
+                subprocess.run(cmd, check=True, env=in_process())
                 cli.append(time.perf_counter() - t0)
                 cli_faults.append(_faults(resource.RUSAGE_CHILDREN) - f0)
                 f0, t0 = _faults(resource.RUSAGE_SELF), time.perf_counter()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pixelift import limits
+from pixelift import limits, logs
 from pixelift.errors import MissingExtraError, OutputExistsError, PixeliftError, UsageError
 from pixelift.ids import validate_id
 
@@ -466,6 +466,7 @@ def doctor_cmd(as_json: bool) -> None:
         "packages": versions,
         "cache": {"home": str(paths.home()), "compiled_models_bytes": compiled, "compile_cache_budget": budget},
         "numpy_huge_pages": (huge_pages := _numpy_huge_pages()),
+        "service": (service := _service_report()),
     }
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
@@ -491,6 +492,29 @@ def doctor_cmd(as_json: bool) -> None:
     click.echo(f"cache     {paths.home()}; compiled models: {held} ({limits.ENV_COMPILE_CACHE}: {limit})")
     huge = {True: "on", False: "off", None: "unknown"}[huge_pages]
     click.echo(f"numpy     transparent huge pages {huge} ({limits.ENV_NUMPY_HUGE_PAGES}; pixelift's default: 0)")
+    where = f"running at {service['url']}" if service["url"] else "none running"
+    click.echo(f"service   {where}; `enhance` {service['enhance']}")
+
+
+def _service_report() -> dict[str, str | None]:
+    """Whether a service is up, and where ``enhance`` runs because of it (PIXELIFT_SERVER)."""
+    from pixelift.cli_serve import ENV_SERVER, find_service, server_mode
+
+    try:
+        mode = server_mode()
+    except UsageError as exc:
+        return {"url": None, "mode": None, "enhance": str(exc)}
+    found = find_service("auto", required=False) if mode != "off" else None
+    url = None if found is None else found.base_url
+    if mode == "off":
+        runs = f"runs in-process ({ENV_SERVER}=off)"
+    elif url is not None:
+        runs = f"goes through it (--no-server or {ENV_SERVER}=off: in-process)"
+    elif mode == "start":
+        runs = f"starts one in the background and goes through it ({ENV_SERVER}=start)"
+    else:
+        runs = "runs in-process"
+    return {"url": url, "mode": mode, "enhance": runs}
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
@@ -727,7 +751,7 @@ def _check_output_suffix(output: Path, fmt: str | None) -> None:
     "--server/--no-server",
     default=None,
     help="Run through a warm `pixelift serve` (falls back to in-process, with a warning, when none is up). "
-    "Default: in-process, or the service when PIXELIFT_SERVER=auto and one is up.",
+    "Default: through a service when one is up, else in-process (PIXELIFT_SERVER: auto, off or start).",
 )
 @click.option(
     "--stream",
@@ -916,7 +940,7 @@ def enhance_cmd(
             rec = early.get(src) or _outcome_record(next(outcomes), enh.model_ids)
             failures += rec["status"] == "error"
             bar.close()
-            _report(rec, src, as_json=as_json, quiet=quiet)
+            report(rec, src, as_json=as_json, quiet=quiet)
     finally:
         outcomes.close()
         bar.close()
@@ -984,14 +1008,14 @@ def _enhance_on_ray(
     t0 = time.perf_counter()
     records = list(early.items())
     for src, rec in records:
-        _report(rec, src, as_json=as_json, quiet=quiet)
+        report(rec, src, as_json=as_json, quiet=quiet)
     try:
         spec = EnhanceSpec(options, stream=stream, **run)
         outcomes = enhance_files(spec, todo, RayOptions(address=address, workers=workers, progress=show))
         for o in outcomes:
             rec = _outcome_record(o, enh.model_ids)
             records.append((o.src, rec))
-            _report(rec, o.src, as_json=as_json, quiet=quiet)
+            report(rec, o.src, as_json=as_json, quiet=quiet)
     except PixeliftError as exc:  # Ray missing, the cluster unreachable
         raise click.ClickException(str(exc)) from None
     counts = {k: sum(r["status"] == k for _, r in records) for k in ("ok", "skipped", "error")}
@@ -1040,27 +1064,28 @@ def _outcome_record(o: Any, model: list[str]) -> dict[str, Any]:
         # OSError/ValueError/RuntimeError: what the OS says of a path (too long, NUL byte, loop)
         return rec | {"status": "error", "error": str(exc)}
     res = o.result
-    rec.update(provider=res.providers, provider_rejected=res.rejected, notes=res.notes)
+    rec.update(provider=res.providers, provider_rejected=res.rejected, notes=res.notes, warnings=res.warnings)
     if res.autopilot is not None:
         rec.update(model=res.models, autopilot=res.autopilot)
     return rec
 
 
-def _report(rec: dict[str, Any], src: Path, *, as_json: bool, quiet: bool) -> None:
+def report(rec: dict[str, Any], src: Path, *, as_json: bool, quiet: bool) -> None:
+    """One file's outcome: its JSON record, or its error, notes and result line (a run through a
+    service, ``rec["via"]``, reports the same way)."""
     if as_json:
         click.echo(json.dumps(rec))
     elif rec["status"] == "error":
         click.echo(f"{src}: error: {rec['error']}", err=True)
     else:
-        from pixelift.runtime.enhancer import INFO_NOTES
-
         for note in rec.get("notes") or ():
-            if not note.startswith(INFO_NOTES):
+            if logs.is_warning(note):
                 click.echo(f"WARNING: {src.name}: {note}", err=True)
             elif logging.getLogger("pixelift").isEnabledFor(logging.INFO):  # -v here or before the command
                 click.echo(f"INFO: {src.name}: {note}", err=True)
         if not quiet:
-            click.echo(f"{src} -> {rec['output']} ({rec['status']}, {rec['seconds']} s)")
+            via = ", via the service" if rec.get("via") == "service" else ""
+            click.echo(f"{src} -> {rec['output']} ({rec['status']}, {rec['seconds']} s{via})")
 
 
 class _FileBars:

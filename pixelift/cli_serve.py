@@ -184,16 +184,16 @@ def start_detached(folder: Path, args: list[str]) -> ServiceClient:
 
 
 def server_mode() -> str:
-    """``PIXELIFT_SERVER``: unset, empty or ``off`` (run in-process), ``auto`` (a running service)
-    or ``start`` (a running service, else one started in the background, which stops itself after
-    ``serve``'s default idle time)."""
+    """``PIXELIFT_SERVER``: ``auto`` (unset or empty: through a running service, else in-process),
+    ``off`` (in-process) or ``start`` (a running service, else one started in the background, which
+    stops itself after ``serve``'s default idle time)."""
     value = os.environ.get(ENV_SERVER, "").strip().lower()
     if value not in SERVER_MODES:
         raise UsageError(
             f"{ENV_SERVER}={os.environ[ENV_SERVER]!r}: use 'auto' (a running service), "
             "'start' (a running service, else start one) or 'off'"
         )
-    return value or "off"
+    return value or "auto"
 
 
 def find_service(mode: str, *, required: bool) -> ServiceClient | None:
@@ -201,6 +201,9 @@ def find_service(mode: str, *, required: bool) -> ServiceClient | None:
     run in-process (none up: with ``--server`` that fallback is logged as a warning)."""
     if not required and mode == "off":
         return None
+    if not required and mode == "auto":  # the default: only where a service was started; nothing is created
+        found = state.existing_service_dir()
+        return None if found is None else ServiceClient.discover(found)
     try:
         folder = state.service_dir()
     except OSError as exc:  # so no service can be up there either
@@ -286,14 +289,17 @@ def enhance_via_server(
             failures += not ok
             rec = _record(f["input"], "ok" if ok else "error", f["output"], f["error"] or (None if ok else f["status"]))
             rec.update(model=f["models"], provider=f["providers"], seconds=f["seconds"], notes=f["notes"])
+            rec.update(provider_rejected=f["provider_rejected"], warnings=f["warnings"])
+            if f["autopilot"] is not None:
+                rec.update(autopilot=f["autopilot"])
             records.append(rec)
+    from pixelift.cli import report
+
+    # what loading the models logged, which an in-process run shows on stderr, once
+    for warning in dict.fromkeys(w for rec in records for w in rec.get("warnings", ())):
+        click.echo(f"WARNING: {warning}", err=True)
     for rec in records:
-        if as_json:
-            click.echo(json.dumps(rec))
-        elif rec["status"] == "error":
-            click.echo(f"{rec['input']}: error: {rec['error']}", err=True)
-        elif not quiet:
-            click.echo(f"{rec['input']} -> {rec['output']} ({rec['status']}, {rec['seconds']} s, via the service)")
+        report(rec, Path(rec["input"]), as_json=as_json, quiet=quiet)
     if not destinations:
         click.echo("no input images found", err=True)
     return 1 if failures or not destinations else 0

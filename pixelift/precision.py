@@ -32,6 +32,7 @@ from pixelift.artifacts.manifest import fidelity_records
 from pixelift.artifacts.targets import Target
 from pixelift.errors import PixeliftError
 from pixelift.ids import inside, validate_id
+from pixelift.logs import EVENT
 from pixelift.metrics import psnr
 from pixelift.models.spec import ModelSpec
 from pixelift.paths import atomic_write_bytes, writable
@@ -259,7 +260,9 @@ def _store_side_record(art: Artifact, key: str, rec: FidelityRecord) -> None:
     try:
         atomic_write_bytes(_side_file(art), json.dumps(records, indent=1, sort_keys=True).encode())
     except OSError as exc:
-        log.warning("%s: cannot record fidelity anywhere (%s); it is measured again next run", art.model_id, exc)
+        log.warning(
+            "%s: cannot record fidelity anywhere (%s); it is measured again next run", art.model_id, exc, extra=EVENT
+        )
 
 
 def missing_hint(precision: str, providers: Sequence[str], model_id: str) -> str:
@@ -369,6 +372,7 @@ def measure_model(
             log.warning(
                 "%s: measuring its precisions on this machine now (one time: fidelity against fp32 and speed)",
                 model_id,
+                extra=EVENT,
             )
             images = heldout_images(alignment, folder, str(fp32.manifest.spec["architecture"]))
             ref = reference_outputs(fp32.path, images)

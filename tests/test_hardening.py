@@ -199,6 +199,35 @@ def test_cli_fallback_is_one_visible_warning(tmp_path: Path) -> None:
     assert len(passed) == len(set(passed)), res.stderr
 
 
+def test_decisions_are_this_threads_warnings_without_events() -> None:
+    import threading
+
+    from pixelift import logs
+
+    log = logging.getLogger("pixelift.test")
+    with logs.decisions() as said:
+        log.warning("provider x passed over")
+        log.warning("provider x passed over")
+        log.warning("building the artifact now", extra=logs.EVENT)
+        log.info("chose y")
+        other = threading.Thread(target=lambda: log.warning("another thread's load"))
+        other.start()
+        other.join()
+    log.warning("after the block")
+    assert said == ["provider x passed over"]
+
+
+def test_every_result_carries_the_fallback_its_load_warned_of() -> None:
+    """What loading logged travels with each result (a service's client shows it): not only the
+    first, and again for an Enhancer built later in the same process (a service's evicted one)."""
+    img = sample_photo()[:40, :40].astype(np.float32) / 255
+    for _ in range(2):
+        enh = Enhancer(MODEL, provider="tensorrt")
+        results = [enh.enhance_float(img)[2] for _ in range(2)]
+        for res in results:
+            assert any("tensorrt" in w and "not available" in w for w in res.warnings), res.warnings
+
+
 # --- 3. a damaged cache -----------------------------------------------------------------------------
 
 

@@ -304,6 +304,19 @@ def test_errors_go_to_one_dialog_and_the_other_photos_still_finish(lightroom: Li
     assert "deleted.png" in message["text"] and message["kind"] == "critical"
 
 
+def test_a_provider_passed_over_is_said_in_a_warning_dialog(lightroom: Lightroom, tmp_path: Path) -> None:
+    """The provider chosen in the dialog cannot run here (no NVIDIA GPU): the photos still finish,
+    on the provider automatic selection picks, and a dialog says so once, not per photo."""
+    lr = lightroom
+    lr.fake.prefs.lastProvider = "tensorrt"
+    lr.select(_photos(lr, tmp_path / "shoot", 2))
+    lr.fake.runPluginFile("PixeliftMenuItem.lua")
+    assert len(lr.calls("catalog:addPhoto")) == 2
+    (message,) = lr.calls("LrDialogs.message")
+    assert message["kind"] == "warning" and "1 warning" in message["title"], message
+    assert "tensorrt" in message["text"] and "not available" in message["text"]
+
+
 def test_cancel_in_the_progress_scope_cancels_the_job(lightroom: Lightroom, tmp_path: Path) -> None:
     lr = lightroom
     photos = _photos(lr, tmp_path / "shoot", 4, size=256)

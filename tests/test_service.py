@@ -326,6 +326,60 @@ def test_the_service_validates_what_the_client_no_longer_builds(server: Server, 
         assert not out.exists()
 
 
+def test_the_service_route_says_what_an_in_process_run_says(server: Server, tmp_path: Path) -> None:
+    """A fallback from the provider asked for, and a file's notes (a CMYK JPEG converted naively),
+    reach the user through a service as in-process: the same WARNING lines on stderr (the provider's
+    once per run), and the same decision fields in the JSON records."""
+    a = save(tmp_path / "a.png")
+    cmyk = tmp_path / "c.jpg"
+    Image.fromarray(photo_crop("astronaut", 48)).convert("CMYK").save(cmyk)
+    said: dict[str, list[str]] = {}
+    records: dict[str, list[dict[str, Any]]] = {}
+    for flag in ("--server", "--no-server"):
+        args = ["enhance", flag, str(a), str(cmyk), "-o", str(tmp_path / flag.strip("-")) + os.sep, "-m", MODEL]
+        r = _cli(server.folder, *args, "--provider", "tensorrt", "-q")
+        assert r.returncode == 0, r.stderr
+        said[flag] = sorted(line for line in r.stderr.splitlines() if line.startswith("WARNING"))
+        r = _cli(server.folder, *args, "--provider", "tensorrt", "--json", "--overwrite")
+        assert r.returncode == 0, r.stderr
+        records[flag] = [json.loads(line) for line in r.stdout.splitlines()]
+    assert said["--server"] == said["--no-server"], said
+    fallback = [line for line in said["--server"] if "tensorrt" in line and "not available" in line]
+    assert len(fallback) == 1, said  # once for the run, not per file
+    assert any("c.jpg: CMYK converted" in line for line in said["--server"]), said
+    for via, local in zip(records["--server"], records["--no-server"], strict=True):
+        assert via["via"] == "service" and "via" not in local
+        for key in ("status", "model", "provider", "notes", "warnings", "provider_rejected"):
+            assert via[key] == local[key], (key, via[key], local[key])
+        assert any(p == "tensorrt" for p, _ in via["provider_rejected"][MODEL])
+
+
+def test_enhance_goes_through_a_running_service_by_default(server: Server, tmp_path: Path) -> None:
+    """No flag, no PIXELIFT_SERVER: a running service takes the run; with none, the run is in-process
+    and the folder a service would use is not created."""
+    a = save(tmp_path / "a.png")
+    env = {k: v for k, v in serve_env(server.folder).items() if k != "PIXELIFT_SERVER"}
+
+    def run(out: str, env: dict[str, str]) -> dict[str, Any]:
+        argv = [sys.executable, "-m", "pixelift.cli", "enhance", str(a), "-o", str(tmp_path / out), "-m", MODEL, "--json"]
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return dict(json.loads(r.stdout.splitlines()[-1]))
+
+    assert run("served.png", env).get("via") == "service"
+    assert "via" not in run("local.png", {**env, "PIXELIFT_SERVER": "off"})
+    nowhere = tmp_path / "no-service-here"
+    assert "via" not in run("alone.png", {**env, state.ENV_SERVICE_DIR: str(nowhere)})
+    assert not nowhere.exists()
+    assert Image.open(tmp_path / "served.png").tobytes() == Image.open(tmp_path / "local.png").tobytes()
+    for doctor_env, url, says in ((env, server.client.base_url, "goes through it"), ({**env, state.ENV_SERVICE_DIR: str(nowhere)}, None, "in-process")):
+        r = subprocess.run([sys.executable, "-m", "pixelift.cli", "doctor", "--json"], env=doctor_env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)["service"]
+        assert info["url"] == url and says in info["enhance"], info
+    assert not nowhere.exists()
+
+
 def test_the_clients_tile_memory_travels_with_the_job(server: Server, tmp_path: Path) -> None:
     """PIXELIFT_TILE_MEMORY in the client's environment sizes the service's tiles as it would an
     in-process run's (the service's own environment does not set it): the smallest budget tiles

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from pixelift.artifacts.store import Artifact, inspect, locked
 from pixelift.errors import ArtifactMissingError, DamagedArtifactError, MissingExtraError
+from pixelift.logs import EVENT
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,11 @@ def resolve_artifact(
         if art is not None:
             return art
         if problem:
-            log.warning("%s: rebuilding the damaged %s artifact: %s", model_id, target, problem)
+            log.warning("%s: rebuilding the damaged %s artifact: %s", model_id, target, problem, extra=EVENT)
         else:
-            log.warning("%s: building the %s artifact now (one time; it is verified before use)", model_id, target)
+            log.warning(
+                "%s: building the %s artifact now (one time; it is verified before use)", model_id, target, extra=EVENT
+            )
         return build(model_id, target, force=problem is not None)
 
 

@@ -35,6 +35,7 @@ from pixelift.artifacts.manifest import MANIFEST, Manifest
 from pixelift.artifacts.targets import get_target
 from pixelift.errors import ArtifactBusyError, DamagedArtifactError, InvalidIdError
 from pixelift.ids import inside, validate_id
+from pixelift.logs import EVENT
 from pixelift.paths import artifacts_dir, sha256_file
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ def find(model_id: str, target: str) -> Artifact | None:
     """The artifact, or None when it is missing or damaged (a damaged one is logged)."""
     art, problem = inspect(model_id, target)
     if problem is not None:
-        log.warning("ignoring a damaged artifact (it will be rebuilt): %s", problem)
+        log.warning("ignoring a damaged artifact (it will be rebuilt): %s", problem, extra=EVENT)
     return art
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from pixelift import limits
 from pixelift.bench.stats import trusted_ratio
+from pixelift.cli_serve import ENV_SERVER
 
 WORKER = "pixelift.bench.worker"
 DEFAULT_MODELS = ("span-x2-ch48", "realesrgan-animevideov3-x4")
@@ -192,6 +193,7 @@ def child_env(threads: int) -> dict[str, str]:
     # every side's arrays as the pixelift CLI has them (without huge pages), so a peer's pipeline
     # is not timed with first touches the CLI it is compared with does not pay
     env.setdefault(limits.ENV_NUMPY_HUGE_PAGES, "0")
+    env[ENV_SERVER] = "off"  # a pixelift CLI it times runs in its own process, not in a service left running
     # the folder holding this pixelift, so the worker imports the same one (checkout or install)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
     return env

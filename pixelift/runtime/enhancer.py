@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from pixelift import limits
+from pixelift import limits, logs
 from pixelift.artifacts import SE_TARGET, Builder, resolve_artifact
 from pixelift.errors import ImageWriteError, InvalidImageError, OutputExistsError, UsageError
 from pixelift.models import DEFAULT_MODEL
@@ -44,8 +44,6 @@ DENOISER = "ffdnet-rgb"
 #: below this estimated sigma (8-bit levels) an image counts as clean and is not denoised
 CLEAN_SIGMA = 1.0
 MAX_DENOISE_LEVEL = 75.0
-#: notes that report a decision rather than a loss (shown with --verbose, not as warnings)
-INFO_NOTES = ("autopilot: ", "estimated noise sigma", "denoise skipped")
 
 
 class Enhancer:
@@ -128,6 +126,8 @@ class Enhancer:
         self.precision = precision
         self.fast = bool(fast)
         self._loaded: list[LoadedModel] | None = None
+        #: the warnings loading the models logged (see :mod:`pixelift.logs`); every result carries them
+        self.warnings: tuple[str, ...] = ()
         self._se: dict[str, se_sync.SESessions | str] = {}  # model id -> sessions, or why not
 
     #: why this pipeline needs the whole image before it knows what to run (it cannot be streamed), or None
@@ -139,17 +139,20 @@ class Enhancer:
 
     def loaded(self) -> list[LoadedModel]:
         if self._loaded is None:
-            self._loaded = [
-                load(
-                    m,
-                    self.request,
-                    auto_export=self.auto_export,
-                    precision=self.precision,
-                    fast=self.fast,
-                    builder=self.builder,
-                )
-                for m in self.model_ids
-            ]
+            with logs.decisions() as said:
+                loaded = [
+                    load(
+                        m,
+                        self.request,
+                        auto_export=self.auto_export,
+                        precision=self.precision,
+                        fast=self.fast,
+                        builder=self.builder,
+                    )
+                    for m in self.model_ids
+                ]
+            self.warnings = tuple(said)
+            self._loaded = loaded
         return self._loaded
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
@@ -282,6 +285,7 @@ class Enhancer:
             [lm.spec.id for lm in loaded],
             [lm.provider if lm.precision == "fp32" else f"{lm.provider}/{lm.precision}" for lm in loaded],
             {lm.spec.id: list(lm.selection.rejected) for lm in loaded},
+            warnings=list(self.warnings),
         )
         h0, w0 = color.shape[:2]
         gray = color.shape[2] == 1

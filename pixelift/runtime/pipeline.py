@@ -74,6 +74,8 @@ class Result:
     notes: list[str] = field(default_factory=list)
     #: the autopilot's analysis and chosen steps (AutoEnhancer only)
     autopilot: dict[str, Any] | None = None
+    #: what loading the models said of them (a provider passed over, a precision it lacks), as logged then
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Pipeline(Protocol):
     outscale: float | None
     max_pixels: int | None
     max_output_pixels: int | None
+    warnings: tuple[str, ...]
 
     @property
     def scale(self) -> float: ...

@@ -253,6 +253,7 @@ def stream_file(enh: Pipeline, src: Path, dst: Path, *, format: str, overwrite: 
             [lm.spec.id],
             [lm.provider if lm.precision == "fp32" else f"{lm.provider}/{lm.precision}"],
             {lm.spec.id: list(lm.selection.rejected)},
+            warnings=list(enh.warnings),
         )
         res.notes = list(rows.notes)
         tile = stream_tile(enh, lm, h, w)

@@ -307,6 +307,11 @@ class FileState:
     models: list[str] = field(default_factory=list)
     providers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # what an in-process run reports too: providers passed over (model -> (provider, why)), what
+    # loading the models warned of, the autopilot's analysis and steps
+    provider_rejected: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    autopilot: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -320,6 +325,9 @@ class FileState:
             "models": self.models,
             "providers": self.providers,
             "notes": self.notes,
+            "provider_rejected": self.provider_rejected,
+            "warnings": self.warnings,
+            "autopilot": self.autopilot,
         }
 
 
@@ -631,3 +639,4 @@ class JobQueue:
             Path(path).unlink(missing_ok=True)
             raise Cancelled
         f.output, f.models, f.providers, f.notes = str(path), list(res.models), list(res.providers), list(res.notes)
+        f.provider_rejected, f.warnings, f.autopilot = dict(res.rejected), list(res.warnings), res.autopilot

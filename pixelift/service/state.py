@@ -37,6 +37,14 @@ def service_dir() -> Path:
     return folder
 
 
+def existing_service_dir() -> Path | None:
+    """The folder where a service was started, if any (where ``enhance`` looks by default): read
+    only, so a run that finds none has created nothing."""
+    env = os.environ.get(ENV_SERVICE_DIR)
+    candidates = [Path(env).expanduser()] if env else [paths.home() / "service", paths.state_dir() / "service"]
+    return next((c for c in candidates if (c / INFO_FILE).is_file()), None)
+
+
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to a file only the user can read (0600 from creation), atomically."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

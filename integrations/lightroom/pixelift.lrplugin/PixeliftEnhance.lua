@@ -6,7 +6,8 @@ PixeliftEnhance.lua: "Enhance with pixelift…" for every selected photo.
 3. one job for all of them goes to `pixelift serve` (started if it is not running);
 4. progress shows in a progress scope whose cancel cancels the job;
 5. each result is imported next to its original, stacked above it, with rating, colour
-   label, keywords, caption and GPS copied; errors are listed in one dialog at the end.
+   label, keywords, caption and GPS copied; errors are listed in one dialog at the end, and so are
+   the warnings (a provider passed over) when there is no error.
 ------------------------------------------------------------------------------]]
 
 local LrApplication = import 'LrApplication'
@@ -115,7 +116,7 @@ end
 
 -- Enhance photos with settings; returns a summary table (also used by the tests).
 function Enhance.run(photos, settings)
-	local summary = { imported = {}, errors = {}, cancelled = false }
+	local summary = { imported = {}, errors = {}, warnings = {}, cancelled = false }
 	if #photos == 0 then
 		summary.errors[1] = 'Select one or more photos first.'
 		return summary
@@ -164,11 +165,17 @@ function Enhance.run(photos, settings)
 			summary.errors[#summary.errors + 1] = 'the service refused the job: ' .. tostring(err)
 		else
 			summary.job = submitted.id
-			local done = {}
+			local done, said = {}, {}
 			local final
 			final, err = client:follow(submitted.id, function(status)
 				local progress = 0
 				for i, f in ipairs(status.files) do
+					for _, w in ipairs(f.warnings or {}) do -- a provider passed over, said once
+						if not said[w] then
+							said[w] = true
+							summary.warnings[#summary.warnings + 1] = w
+						end
+					end
 					if f.status == 'done' and not done[i] then
 						done[i] = true
 						summary.imported[#summary.imported + 1] = importResult(catalog, originals[i], f.output)
@@ -201,7 +208,11 @@ end
 
 function Enhance.report(summary)
 	if #summary.errors > 0 then
-		LrDialogs.message('pixelift: ' .. #summary.errors .. ' problem(s)', table.concat(summary.errors, '\n'), 'critical')
+		local text = table.concat(summary.errors, '\n')
+		if #summary.warnings > 0 then text = text .. '\n\n' .. table.concat(summary.warnings, '\n') end
+		LrDialogs.message('pixelift: ' .. #summary.errors .. ' problem(s)', text, 'critical')
+	elseif #summary.warnings > 0 then
+		LrDialogs.message('pixelift: done, with ' .. #summary.warnings .. ' warning(s)', table.concat(summary.warnings, '\n'), 'warning')
 	end
 end
 
