@@ -268,6 +268,19 @@ def test_batch_throughput_bench_runs_with_its_service_row(tmp_path: Path) -> Non
         assert res[key] > 0, key
 
 
+@pytest.mark.slow
+def test_e2e_long_bench_runs_each_side_once(tmp_path: Path) -> None:
+    """`python -m bench.e2e_long` on a small SPAN case: a timed run per side, the ratio and both outputs' PSNR."""
+    pytest.importorskip("ncnn")
+    out = tmp_path / "long.json"
+    cmd = [sys.executable, "-m", "bench.e2e_long", "--model", "span-x2-ch48", "--mp", "0.02", "--work", str(tmp_path)]
+    r = subprocess.run([*cmd, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert not res["errors"] and set(res["seconds"]) == {"pixelift-warmup", "ncnn-bf16", "pixelift"}
+    assert res["ratio"] > 0 and res["psnr_vs_ncnn_bf16_db"] > 30  # the same job on both sides
+
+
 def test_bench_children_run_numpy_as_the_cli_does(monkeypatch: pytest.MonkeyPatch) -> None:
     """The peers' pipelines and the workers get the CLI's numpy setting (no huge pages) unless the user set one."""
     from pixelift import limits
