@@ -10,19 +10,18 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from pixelift.cli_serve import ENV_SERVER
 from pixelift.service import state
 
 
 def in_process(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """``env`` (default: this process's) for a CLI run that must not go through a service someone left running."""
-    return {**(os.environ if env is None else env), ENV_SERVER: "off"}
+    return {**(os.environ if env is None else env), state.ENV_SERVER: "off"}
 
 
 @contextlib.contextmanager
 def warm_service(tmp: Path) -> Iterator[dict[str, str]]:
     """A detached ``pixelift serve`` in its own folder for the rounds; the environment that finds it."""
-    env = {**os.environ, state.ENV_SERVICE_DIR: str(tmp / "service"), ENV_SERVER: "auto"}
+    env = {**os.environ, state.ENV_SERVICE_DIR: str(tmp / "service"), state.ENV_SERVER: "auto"}
     cli = [sys.executable, "-m", "pixelift.cli", "serve"]
     subprocess.run([*cli, "--detach", "--idle-minutes", "0"], check=True, env=env, stdout=subprocess.DEVNULL)
     try:

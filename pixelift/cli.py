@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pixelift import limits, logs
+from pixelift import limits
+from pixelift.cli_report import report
 from pixelift.errors import MissingExtraError, OutputExistsError, PixeliftError, UsageError
 from pixelift.ids import validate_id
 
@@ -1068,24 +1069,6 @@ def _outcome_record(o: Any, model: list[str]) -> dict[str, Any]:
     if res.autopilot is not None:
         rec.update(model=res.models, autopilot=res.autopilot)
     return rec
-
-
-def report(rec: dict[str, Any], src: Path, *, as_json: bool, quiet: bool) -> None:
-    """One file's outcome: its JSON record, or its error, notes and result line (a run through a
-    service, ``rec["via"]``, reports the same way)."""
-    if as_json:
-        click.echo(json.dumps(rec))
-    elif rec["status"] == "error":
-        click.echo(f"{src}: error: {rec['error']}", err=True)
-    else:
-        for note in rec.get("notes") or ():
-            if logs.is_warning(note):
-                click.echo(f"WARNING: {src.name}: {note}", err=True)
-            elif logging.getLogger("pixelift").isEnabledFor(logging.INFO):  # -v here or before the command
-                click.echo(f"INFO: {src.name}: {note}", err=True)
-        if not quiet:
-            via = ", via the service" if rec.get("via") == "service" else ""
-            click.echo(f"{src} -> {rec['output']} ({rec['status']}, {rec['seconds']} s{via})")
 
 
 class _FileBars:

@@ -19,13 +19,14 @@ from typing import Any
 
 import click
 
+from pixelift.cli_report import report
 from pixelift.errors import MissingExtraError, UsageError
 from pixelift.service import state
 from pixelift.service.client import ServiceClient, ServiceError
 
 log = logging.getLogger("pixelift.serve")
 
-ENV_SERVER = "PIXELIFT_SERVER"  # how `enhance` without --server uses a service: see server_mode
+ENV_SERVER = state.ENV_SERVER
 SERVER_MODES = ("", "off", "auto", "start")
 DETACH_WAIT_S = 60.0
 DEFAULT_IDLE_MINUTES = 30.0
@@ -254,6 +255,10 @@ def enhance_via_server(
 ) -> int:
     """Run the batch through the service (``config``: the job's Enhancer fields, which the service
     validates); the exit code."""
+    log_file = None if client.folder is None else client.folder / state.LOG_FILE
+    where = log_file if log_file is not None and log_file.is_file() else "the output of `pixelift serve`"
+    log.info("running through the pixelift service at %s (its log has the model and provider choices: %s)",
+             client.base_url, where)
     records: list[dict[str, Any]] = []
     todo: dict[Path, Path] = {}
     for src, dst in destinations.items():
@@ -293,8 +298,6 @@ def enhance_via_server(
             if f["autopilot"] is not None:
                 rec.update(autopilot=f["autopilot"])
             records.append(rec)
-    from pixelift.cli import report
-
     # what loading the models logged, which an in-process run shows on stderr, once
     for warning in dict.fromkeys(w for rec in records for w in rec.get("warnings", ())):
         click.echo(f"WARNING: {warning}", err=True)

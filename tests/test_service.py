@@ -367,6 +367,8 @@ def test_enhance_goes_through_a_running_service_by_default(server: Server, tmp_p
         return dict(json.loads(r.stdout.splitlines()[-1]))
 
     assert run("served.png", env).get("via") == "service"
+    r = _cli(server.folder, "-v", "enhance", str(a), "-o", str(tmp_path / "said.png"), "-m", MODEL)
+    assert r.returncode == 0 and "running through the pixelift service at" in r.stderr, r.stderr  # where -v's choices went
     assert "via" not in run("local.png", {**env, "PIXELIFT_SERVER": "off"})
     nowhere = tmp_path / "no-service-here"
     assert "via" not in run("alone.png", {**env, state.ENV_SERVICE_DIR: str(nowhere)})

@@ -26,7 +26,7 @@ import numpy as np
 
 from pixelift import limits
 from pixelift.bench.stats import trusted_ratio
-from pixelift.cli_serve import ENV_SERVER
+from pixelift.service.state import ENV_SERVER
 
 WORKER = "pixelift.bench.worker"
 DEFAULT_MODELS = ("span-x2-ch48", "realesrgan-animevideov3-x4")

@@ -29,6 +29,7 @@ class ServiceClient:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.folder: Path | None = None  # the service folder it was discovered in
 
     @classmethod
     def discover(cls, folder: Path | None = None, timeout: float = 30.0) -> ServiceClient | None:
@@ -37,6 +38,7 @@ class ServiceClient:
         if info is None or token is None or not state.pid_alive(info.pid):
             return None
         client = cls(info.url, token, timeout)
+        client.folder = folder
         try:
             client.health(timeout=2.0)
         except ServiceError:

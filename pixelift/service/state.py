@@ -19,6 +19,7 @@ from pathlib import Path
 from pixelift import paths
 
 ENV_SERVICE_DIR = "PIXELIFT_SERVICE_DIR"
+ENV_SERVER = "PIXELIFT_SERVER"  # how `enhance` without --server uses a service: see cli_serve.server_mode
 TOKEN_FILE = "token"
 INFO_FILE = "service.json"
 LOCK_FILE = "serve.lock"

@@ -1,0 +1,30 @@
+"""How ``enhance`` reports one file, in-process or through a service (light: the thin client imports it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pixelift import logs
+
+
+def report(rec: dict[str, Any], src: Path, *, as_json: bool, quiet: bool) -> None:
+    """One file's outcome: its JSON record, or its error, notes and result line (a run through a
+    service, ``rec["via"]``, reports the same way)."""
+    if as_json:
+        click.echo(json.dumps(rec))
+    elif rec["status"] == "error":
+        click.echo(f"{src}: error: {rec['error']}", err=True)
+    else:
+        for note in rec.get("notes") or ():
+            if logs.is_warning(note):
+                click.echo(f"WARNING: {src.name}: {note}", err=True)
+            elif logging.getLogger("pixelift").isEnabledFor(logging.INFO):  # -v here or before the command
+                click.echo(f"INFO: {src.name}: {note}", err=True)
+        if not quiet:
+            via = ", via the service" if rec.get("via") == "service" else ""
+            click.echo(f"{src} -> {rec['output']} ({rec['status']}, {rec['seconds']} s{via})")
