@@ -279,8 +279,14 @@ def enhance_via_server(
         try:
             submitted = client.submit(job)
             final = submitted
+            shown = 0
             for _name, status in client.events(submitted["id"]):
                 final = status
+                # a first run's build or measurement, shown as it starts, as an in-process run logs it
+                happened = [e for f in status["files"] for e in f["events"]]
+                for event in happened[shown:]:
+                    click.echo(f"WARNING: {event}", err=True)
+                shown = max(shown, len(happened))
         except ServiceError as exc:
             if exc.status in (400, 413):
                 raise UsageError(f"the service refused the job: {exc}") from None

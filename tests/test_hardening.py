@@ -215,6 +215,14 @@ def test_decisions_are_this_threads_warnings_without_events() -> None:
         other.join()
     log.warning("after the block")
     assert said == ["provider x passed over"]
+    happened: list[str] = []
+    with logs.events(happened.append):
+        log.warning("measuring now", extra=logs.EVENT)
+        log.warning("provider x passed over")
+        other = threading.Thread(target=lambda: log.warning("another thread's build", extra=logs.EVENT))
+        other.start()
+        other.join()
+    assert happened == ["measuring now"]
 
 
 def test_every_result_carries_the_fallback_its_load_warned_of() -> None:

@@ -382,6 +382,24 @@ def test_enhance_goes_through_a_running_service_by_default(server: Server, tmp_p
     assert not nowhere.exists()
 
 
+@pytest.mark.slow
+def test_a_first_run_through_the_service_shows_its_one_time_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service whose cache is empty builds and measures the model on the first job: the client
+    says so as it happens (as an in-process run logs it), and not on the next run."""
+    monkeypatch.setenv("PIXELIFT_HOME", str(tmp_path / "empty-cache"))  # the service's, not the session's
+    server = start_server(tmp_path / "svc")
+    try:
+        a = save(tmp_path / "a.png")
+        first = _cli(server.folder, "enhance", "--server", str(a), "-o", str(tmp_path / "1.png"), "-m", MODEL)
+        assert first.returncode == 0, first.stderr
+        one_time = [ln for ln in first.stderr.splitlines() if "one time" in ln]
+        assert one_time and all(ln.startswith(f"WARNING: {MODEL}: ") for ln in one_time), first.stderr
+        again = _cli(server.folder, "enhance", "--server", str(a), "-o", str(tmp_path / "2.png"), "-m", MODEL)
+        assert again.returncode == 0 and "one time" not in again.stderr, again.stderr
+    finally:
+        server.stop()
+
+
 def test_the_clients_tile_memory_travels_with_the_job(server: Server, tmp_path: Path) -> None:
     """PIXELIFT_TILE_MEMORY in the client's environment sizes the service's tiles as it would an
     in-process run's (the service's own environment does not set it): the smallest budget tiles

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixelift import limits
+from pixelift import limits, logs
 from pixelift.errors import PixeliftError, UsageError
 from pixelift.service.state import Journal
 
@@ -312,6 +312,8 @@ class FileState:
     provider_rejected: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     autopilot: dict[str, Any] | None = None
+    #: one-time events while it ran (a model built or measured on its first run), as they happen
+    events: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -328,6 +330,7 @@ class FileState:
             "provider_rejected": self.provider_rejected,
             "warnings": self.warnings,
             "autopilot": self.autopilot,
+            "events": self.events,
         }
 
 
@@ -631,7 +634,11 @@ class JobQueue:
             f.tiles_done, f.tiles_total = done, total
             self._changed(job)
 
-        with self.cache.router.route(progress):
+        def said(event: str) -> None:
+            f.events.append(event)
+            self._changed(job)
+
+        with self.cache.router.route(progress), logs.events(said):
             path, res = enh.enhance_file(
                 src, dst, format=spec.format, quality=spec.quality, overwrite=spec.overwrite, stream=spec.stream
             )

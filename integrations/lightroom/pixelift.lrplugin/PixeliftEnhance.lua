@@ -184,7 +184,10 @@ function Enhance.run(photos, settings)
 						summary.errors[#summary.errors + 1] = fileName(f.input) .. ': ' .. tostring(f.error)
 					end
 					if f.status == 'running' then
-						scope:setCaption('Enhancing ' .. i .. ' of ' .. #status.files .. ': ' .. fileName(inputs[i]))
+						local caption = 'Enhancing ' .. i .. ' of ' .. #status.files .. ': ' .. fileName(inputs[i])
+						local events = f.events or {}
+						if #events > 0 then caption = caption .. ' (' .. events[#events] .. ')' end -- a first run's one-time work
+						scope:setCaption(caption)
 						if (f.tiles_total or 0) > 0 then progress = progress + f.tiles_done / f.tiles_total end
 					elseif f.status ~= 'pending' then
 						progress = progress + 1
