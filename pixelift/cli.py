@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pixelift import limits
-from pixelift.cli_report import report
+from pixelift.cli_report import FileBars, report
 from pixelift.errors import MissingExtraError, OutputExistsError, PixeliftError, UsageError
 from pixelift.ids import validate_id
 
@@ -929,7 +929,7 @@ def enhance_cmd(
             as_json=as_json, quiet=quiet, show=show,
         )  # fmt: skip
         sys.exit(code)
-    bar = _FileBars(enabled=show)
+    bar = FileBars(enabled=show)
     if show:
         enh.progress = bar.advance
     todo = _stream_files(enh, todo, early, fmt=fmt, quality=quality, overwrite=overwrite, mode=stream_mode, bar=bar)
@@ -961,7 +961,7 @@ def _stream_files(
     quality: int,
     overwrite: bool,
     mode: str,
-    bar: _FileBars,
+    bar: FileBars,
 ) -> list[tuple[Path, Path]]:
     """Run the files that stream (:mod:`pixelift.runtime.stream`) here, one at a time, their records into
     ``early``; return the others, for the in-memory batch."""
@@ -1069,34 +1069,6 @@ def _outcome_record(o: Any, model: list[str]) -> dict[str, Any]:
     if res.autopilot is not None:
         rec.update(model=res.models, autopilot=res.autopilot)
     return rec
-
-
-class _FileBars:
-    """A tile progress bar per file on stderr, opened when the file's models start."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-
-    def start(self, src: Path) -> None:
-        self.close()
-        if self.enabled:
-            self.bar = click.progressbar(length=1, label=src.name, file=sys.stderr)
-            self.bar.__enter__()
-
-    def advance(self, done: int, total: int) -> None:
-        if self.bar is not None:
-            _advance(self.bar, done, total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
-
-
-def _advance(bar: Any, done: int, total: int) -> None:
-    bar.length = total
-    bar.update(done - bar.pos)
 
 
 def _register_commands() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +29,31 @@ def report(rec: dict[str, Any], src: Path, *, as_json: bool, quiet: bool) -> Non
         if not quiet:
             via = ", via the service" if rec.get("via") == "service" else ""
             click.echo(f"{src} -> {rec['output']} ({rec['status']}, {rec['seconds']} s{via})")
+
+
+class FileBars:
+    """A tile progress bar per file on stderr, opened when the file's models start."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def start(self, src: Path) -> None:
+        self.close()
+        if self.enabled:
+            self.bar = click.progressbar(length=1, label=src.name, file=sys.stderr)
+            self.bar.__enter__()
+
+    def advance(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            _advance(self.bar, done, total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _advance(bar: Any, done: int, total: int) -> None:
+    bar.length = total
+    bar.update(done - bar.pos)

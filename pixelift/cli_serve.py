@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from pixelift.cli_report import report
+from pixelift.cli_report import FileBars, report
 from pixelift.errors import MissingExtraError, UsageError
 from pixelift.service import state
 from pixelift.service.client import ServiceClient, ServiceError
@@ -259,14 +259,13 @@ def enhance_via_server(
     where = log_file if log_file is not None and log_file.is_file() else "the output of `pixelift serve`"
     log.info("running through the pixelift service at %s (its log has the model and provider choices: %s)",
              client.base_url, where)
-    records: list[dict[str, Any]] = []
     todo: dict[Path, Path] = {}
     for src, dst in destinations.items():
         if dst.exists() and skip_existing:
-            records.append(_record(str(src), "skipped", str(dst)))
+            report(_record(str(src), "skipped", str(dst)), src, as_json=as_json, quiet=quiet)
         else:
             todo[src] = dst
-    failures = 0
+    progress = _JobReport(as_json=as_json, quiet=quiet)
     if todo:
         job = {
             "inputs": [str(p.absolute()) for p in todo],
@@ -279,39 +278,70 @@ def enhance_via_server(
         try:
             submitted = client.submit(job)
             final = submitted
-            shown = 0
             for _name, status in client.events(submitted["id"]):
                 final = status
-                # a first run's build or measurement, shown as it starts, as an in-process run logs it
-                happened = [e for f in status["files"] for e in f["events"]]
-                for event in happened[shown:]:
-                    click.echo(f"WARNING: {event}", err=True)
-                shown = max(shown, len(happened))
+                progress.update(status["files"])
+            progress.update(final["files"])
         except ServiceError as exc:
+            progress.bars.close()
             if exc.status in (400, 413):
                 raise UsageError(f"the service refused the job: {exc}") from None
             click.echo(f"error: {exc}; files not finished were not written", err=True)
             return 1
         except KeyboardInterrupt:
+            progress.bars.close()
             client.cancel(submitted["id"])
             raise
-        for f in final["files"]:
-            ok = f["status"] == "done"
-            failures += not ok
-            rec = _record(f["input"], "ok" if ok else "error", f["output"], f["error"] or (None if ok else f["status"]))
-            rec.update(model=f["models"], provider=f["providers"], seconds=f["seconds"], notes=f["notes"])
-            rec.update(provider_rejected=f["provider_rejected"], warnings=f["warnings"])
-            if f["autopilot"] is not None:
-                rec.update(autopilot=f["autopilot"])
-            records.append(rec)
-    # what loading the models logged, which an in-process run shows on stderr, once
-    for warning in dict.fromkeys(w for rec in records for w in rec.get("warnings", ())):
-        click.echo(f"WARNING: {warning}", err=True)
-    for rec in records:
-        report(rec, Path(rec["input"]), as_json=as_json, quiet=quiet)
+        progress.bars.close()
     if not destinations:
         click.echo("no input images found", err=True)
-    return 1 if failures or not destinations else 0
+    return 1 if progress.failures or not destinations else 0
+
+
+class _JobReport:
+    """What an in-process run shows, from the job's statuses as they arrive: a tile bar for the file
+    running, a first run's one-time work as it starts, each file's report as it ends (after what
+    loading its models warned of, once)."""
+
+    def __init__(self, *, as_json: bool, quiet: bool) -> None:
+        self.as_json, self.quiet = as_json, quiet
+        self.bars = FileBars(enabled=not (quiet or as_json) and sys.stderr.isatty())
+        self.running: int | None = None
+        self.events_shown = 0
+        self.reported: set[int] = set()
+        self.warned: set[str] = set()
+        self.failures = 0
+
+    def update(self, files: list[dict[str, Any]]) -> None:
+        happened = [e for f in files for e in f["events"]]
+        for event in happened[self.events_shown :]:
+            click.echo(f"WARNING: {event}", err=True)
+        self.events_shown = max(self.events_shown, len(happened))
+        for i, f in enumerate(files):
+            if f["status"] == "running":
+                if i != self.running:
+                    self.bars.start(Path(f["input"]))
+                    self.running = i
+                self.bars.advance(f["tiles_done"], max(1, f["tiles_total"]))
+            elif f["status"] != "pending" and i not in self.reported:
+                self.reported.add(i)
+                self._report(f)
+
+    def _report(self, f: dict[str, Any]) -> None:
+        self.bars.close()
+        self.running = None
+        ok = f["status"] == "done"
+        self.failures += not ok
+        for warning in f["warnings"]:
+            if warning not in self.warned:
+                self.warned.add(warning)
+                click.echo(f"WARNING: {warning}", err=True)
+        rec = _record(f["input"], "ok" if ok else "error", f["output"], f["error"] or (None if ok else f["status"]))
+        rec.update(model=f["models"], provider=f["providers"], seconds=f["seconds"], notes=f["notes"])
+        rec.update(provider_rejected=f["provider_rejected"], warnings=f["warnings"])
+        if f["autopilot"] is not None:
+            rec.update(autopilot=f["autopilot"])
+        report(rec, Path(f["input"]), as_json=self.as_json, quiet=self.quiet)
 
 
 def _record(src: str, status: str, output: str, error: str | None = None) -> dict[str, Any]:

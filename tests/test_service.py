@@ -382,6 +382,28 @@ def test_enhance_goes_through_a_running_service_by_default(server: Server, tmp_p
     assert not nowhere.exists()
 
 
+def test_the_service_route_reports_each_file_as_it_ends(server: Server, tmp_path: Path) -> None:
+    """As in-process: a file's line comes when that file is done, not when the whole job is (the
+    client is still running, on a photo many times larger, when the first line arrives)."""
+    small = [save(tmp_path / f"s{i}.png") for i in range(2)]
+    big = tmp_path / "big.png"
+    Image.fromarray(photo_crop("astronaut", 512)).resize((1600, 1600)).save(big)
+    argv = [sys.executable, "-m", "pixelift.cli", "enhance", "--server", *map(str, small), str(big)]
+    argv += ["-o", str(tmp_path / "out") + os.sep, "-m", MODEL, "--json"]
+    proc = subprocess.Popen(argv, env=serve_env(server.folder), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first["input"].endswith("s0.png") and first["status"] == "ok"
+        assert not (tmp_path / "out" / "big.png").exists()  # the big photo is still being enhanced
+        rest = [json.loads(line) for line in proc.stdout]
+        assert proc.wait(300) == 0
+        assert [Path(r["input"]).name for r in rest] == ["s1.png", "big.png"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.slow
 def test_a_first_run_through_the_service_shows_its_one_time_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A service whose cache is empty builds and measures the model on the first job: the client
