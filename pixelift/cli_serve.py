@@ -265,7 +265,7 @@ def enhance_via_server(
             report(_record(str(src), "skipped", str(dst)), src, as_json=as_json, quiet=quiet)
         else:
             todo[src] = dst
-    progress = _JobReport(as_json=as_json, quiet=quiet)
+    progress = _JobReport(list(todo.items()), as_json=as_json, quiet=quiet)
     if todo:
         job = {
             "inputs": [str(p.absolute()) for p in todo],
@@ -303,7 +303,8 @@ class _JobReport:
     running, a first run's one-time work as it starts, each file's report as it ends (after what
     loading its models warned of, once)."""
 
-    def __init__(self, *, as_json: bool, quiet: bool) -> None:
+    def __init__(self, files: list[tuple[Path, Path]], *, as_json: bool, quiet: bool) -> None:
+        self.files = files  # (input, output) as the command line named them (the job has them absolute)
         self.as_json, self.quiet = as_json, quiet
         self.bars = FileBars(enabled=not (quiet or as_json) and sys.stderr.isatty())
         self.running: int | None = None
@@ -320,14 +321,14 @@ class _JobReport:
         for i, f in enumerate(files):
             if f["status"] == "running":
                 if i != self.running:
-                    self.bars.start(Path(f["input"]))
+                    self.bars.start(self.files[i][0])
                     self.running = i
                 self.bars.advance(f["tiles_done"], max(1, f["tiles_total"]))
             elif f["status"] != "pending" and i not in self.reported:
                 self.reported.add(i)
-                self._report(f)
+                self._report(f, *self.files[i])
 
-    def _report(self, f: dict[str, Any]) -> None:
+    def _report(self, f: dict[str, Any], src: Path, dst: Path) -> None:
         self.bars.close()
         self.running = None
         ok = f["status"] == "done"
@@ -336,12 +337,12 @@ class _JobReport:
             if warning not in self.warned:
                 self.warned.add(warning)
                 click.echo(f"WARNING: {warning}", err=True)
-        rec = _record(f["input"], "ok" if ok else "error", f["output"], f["error"] or (None if ok else f["status"]))
+        rec = _record(str(src), "ok" if ok else "error", str(dst), f["error"] or (None if ok else f["status"]))
         rec.update(model=f["models"], provider=f["providers"], seconds=f["seconds"], notes=f["notes"])
         rec.update(provider_rejected=f["provider_rejected"], warnings=f["warnings"])
         if f["autopilot"] is not None:
             rec.update(autopilot=f["autopilot"])
-        report(rec, Path(f["input"]), as_json=self.as_json, quiet=self.quiet)
+        report(rec, src, as_json=self.as_json, quiet=self.quiet)
 
 
 def _record(src: str, status: str, output: str, error: str | None = None) -> dict[str, Any]:
