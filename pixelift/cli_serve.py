@@ -204,19 +204,32 @@ def find_service(mode: str, *, required: bool) -> ServiceClient | None:
         return None
     if not required and mode == "auto":  # the default: only where a service was started; nothing is created
         found = state.existing_service_dir()
-        return None if found is None else ServiceClient.discover(found)
+        return None if found is None else _same_install(ServiceClient.discover(found))
     try:
         folder = state.service_dir()
     except OSError as exc:  # so no service can be up there either
         log.warning(f"the service folder cannot be made ({exc}); running in-process")
         return None
     client = ServiceClient.discover(folder)
-    if client is None and mode == "start":
+    if client is not None:
+        return _same_install(client)
+    if mode == "start":
         return _start_for_enhance(folder)  # says so when it cannot
-    if client is None and required:
+    if required:
         log.warning("no pixelift service is running (start one with `pixelift serve --detach`): "
                     "falling back to running in-process")
-    return client
+    return None
+
+
+def _same_install(client: ServiceClient | None) -> ServiceClient | None:
+    """``client`` when its service runs this pixelift's code, else None, said (one left running
+    across an upgrade, or from another environment, would refuse or treat a job differently)."""
+    if client is None or client.install == state.install_id():
+        return client
+    where = client.install or "a pixelift from before this one"
+    log.warning("the pixelift service at %s runs another installation (%s): running in-process "
+                "(`pixelift serve --stop` stops it)", client.base_url, where)
+    return None
 
 
 def _start_for_enhance(folder: Path) -> ServiceClient | None:

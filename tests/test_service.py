@@ -424,6 +424,21 @@ def test_a_first_run_through_the_service_shows_its_one_time_work(tmp_path: Path,
         server.stop()
 
 
+def test_a_service_of_another_installation_is_not_used(server: Server, tmp_path: Path) -> None:
+    """One left running across an upgrade (or from another environment) would refuse a newer job's
+    fields or treat them differently: the client runs in-process and says why, with or without --server."""
+    a = save(tmp_path / "a.png")
+    status, health = server.raw("GET", "/v1/health")
+    assert status == 200 and health["install"] == state.install_id()
+    for flag in ("--server", None):
+        argv = ["enhance", *([flag] if flag else []), str(a), "-o", str(tmp_path / f"{flag}.png"), "-m", MODEL, "--json"]
+        code = f"import pixelift.service.state as s\ns.install_id = lambda: '/elsewhere'\nimport sys\nsys.argv = ['pixelift', *{argv!r}]\nfrom pixelift.cli import run\nrun()\n"
+        r = subprocess.run([sys.executable, "-c", code], env=serve_env(server.folder), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "runs another installation" in r.stderr and "serve --stop" in r.stderr, r.stderr
+        assert "via" not in json.loads(r.stdout.splitlines()[-1])
+
+
 def test_the_clients_tile_memory_travels_with_the_job(server: Server, tmp_path: Path) -> None:
     """PIXELIFT_TILE_MEMORY in the client's environment sizes the service's tiles as it would an
     in-process run's (the service's own environment does not set it): the smallest budget tiles

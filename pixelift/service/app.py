@@ -161,6 +161,7 @@ class Service:
                 "status": "ok",
                 "service": "pixelift",
                 "version": __version__,
+                "install": state.install_id(),
                 "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 3),
                 "jobs": self.queue.counts(),

@@ -30,6 +30,7 @@ class ServiceClient:
         self.token = token
         self.timeout = timeout
         self.folder: Path | None = None  # the service folder it was discovered in
+        self.install: str | None = None  # where the service's pixelift is, as its health said at discovery
 
     @classmethod
     def discover(cls, folder: Path | None = None, timeout: float = 30.0) -> ServiceClient | None:
@@ -40,7 +41,7 @@ class ServiceClient:
         client = cls(info.url, token, timeout)
         client.folder = folder
         try:
-            client.health(timeout=2.0)
+            client.install = client.health(timeout=2.0).get("install")
         except ServiceError:
             return None
         return client

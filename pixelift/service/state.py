@@ -38,6 +38,12 @@ def service_dir() -> Path:
     return folder
 
 
+def install_id() -> str:
+    """Where this pixelift's code is (a service and a client of it must run the same code: one
+    from before an upgrade would refuse a newer client's job fields, or do them differently)."""
+    return str(Path(__file__).resolve().parents[1])
+
+
 def existing_service_dir() -> Path | None:
     """The folder where a service was started, if any (where ``enhance`` looks by default): read
     only, so a run that finds none has created nothing."""
