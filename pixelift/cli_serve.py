@@ -293,7 +293,7 @@ def enhance_via_server(
             final = submitted
             for _name, status in client.events(submitted["id"]):
                 final = status
-                progress.update(status["files"])
+                progress.update(status["files"], queued=status["status"] == "queued")
             progress.update(final["files"])
         except ServiceError as exc:
             progress.bars.close()
@@ -325,8 +325,12 @@ class _JobReport:
         self.reported: set[int] = set()
         self.warned: set[str] = set()
         self.failures = 0
+        self.waited = False
 
-    def update(self, files: list[dict[str, Any]]) -> None:
+    def update(self, files: list[dict[str, Any]], *, queued: bool = False) -> None:
+        if queued and not self.waited and not self.quiet:  # in-process, it would have started at once
+            self.waited = True
+            click.echo("waiting: the pixelift service is busy with another job (--no-server runs this one here)", err=True)
         happened = [e for f in files for e in f["events"]]
         for event in happened[self.events_shown :]:
             click.echo(f"WARNING: {event}", err=True)

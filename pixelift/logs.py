@@ -36,8 +36,12 @@ class _ThreadWarnings(logging.Handler):
         super().__init__(logging.WARNING)
         self.thread, self.sink, self.events = threading.get_ident(), sink, events
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        # another thread's record never takes this handler's lock (the sink may wake a service's clients)
+        return record.thread == self.thread and bool(super().handle(record))
+
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread and bool(getattr(record, _EVENT_ATTR, False)) is self.events:
+        if bool(getattr(record, _EVENT_ATTR, False)) is self.events:
             self.sink(record.getMessage())
 
 

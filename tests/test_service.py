@@ -406,6 +406,26 @@ def test_the_service_route_reports_each_file_as_it_ends(server: Server, tmp_path
         proc.wait()
 
 
+def test_a_job_queued_behind_another_says_it_waits(server: Server, tmp_path: Path) -> None:
+    big = [tmp_path / f"big{i}.png" for i in range(3)]
+    for path in big:
+        Image.fromarray(photo_crop("astronaut", 512)).resize((1600, 1600)).save(path)
+    argv = [sys.executable, "-m", "pixelift.cli", "enhance", "--server", *map(str, big), "-o", str(tmp_path / "out") + os.sep, "-m", MODEL]
+    first = subprocess.Popen(argv, env=serve_env(server.folder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(j["status"] == "running" for j in server.raw("GET", "/v1/jobs")[1]["jobs"]):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        a = save(tmp_path / "a.png")
+        r = _cli(server.folder, "enhance", "--server", str(a), "-o", str(tmp_path / "a_x2.png"), "-m", MODEL)
+        assert r.returncode == 0 and "busy with another job" in r.stderr, r.stderr
+        assert first.wait(300) == 0
+    finally:
+        first.kill()
+        first.wait()
+
+
 @pytest.mark.slow
 def test_a_first_run_through_the_service_shows_its_one_time_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A service whose cache is empty builds and measures the model on the first job: the client
