@@ -288,24 +288,25 @@ def enhance_via_server(
             "quality": quality,
             "overwrite": overwrite,
         }
+        job_id: str | None = None
         try:
             submitted = client.submit(job)
-            final = submitted
-            for _name, status in client.events(submitted["id"]):
+            job_id, final = submitted["id"], submitted
+            for _name, status in client.events(job_id):
                 final = status
                 progress.update(status["files"], queued=status["status"] == "queued")
             progress.update(final["files"])
         except ServiceError as exc:
-            progress.bars.close()
             if exc.status in (400, 413):
                 raise UsageError(f"the service refused the job: {exc}") from None
             click.echo(f"error: {exc}; files not finished were not written", err=True)
             return 1
         except KeyboardInterrupt:
-            progress.bars.close()
-            client.cancel(submitted["id"])
+            if job_id is not None:  # Ctrl-C during the submit itself leaves nothing to cancel
+                client.cancel(job_id)
             raise
-        progress.bars.close()
+        finally:
+            progress.bars.close()
     if not destinations:
         click.echo("no input images found", err=True)
     return 1 if progress.failures or not destinations else 0
