@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pixelift import limits
-from pixelift.cli_report import FileBars, report
+from pixelift import limits, logs
+from pixelift.cli_report import FileBars, Warnings, report
 from pixelift.errors import MissingExtraError, OutputExistsError, PixeliftError, UsageError
 from pixelift.ids import validate_id
 
@@ -439,10 +439,9 @@ DOCTOR_PACKAGES = (
 @click.option("--json", "as_json", is_flag=True, help="The same report as JSON.")
 def doctor_cmd(as_json: bool) -> None:
     """What this machine has, which providers can run, and why not the others."""
-    import importlib.metadata
-
     from pixelift import paths
     from pixelift.providers import PROVIDERS, probe_all, read_machine
+    from pixelift.versions import installed_versions
 
     facts = read_machine()
     probes = probe_all(facts)
@@ -452,12 +451,7 @@ def doctor_cmd(as_json: bool) -> None:
         for name, prov in PROVIDERS.items()
         if (folder := getattr(prov, "cache_folder", None))
     }
-    versions: dict[str, str | None] = {}
-    for dist in DOCTOR_PACKAGES:
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = None
+    versions = installed_versions(DOCTOR_PACKAGES)
     report = {
         "machine": {**facts.to_dict(), "fingerprint": facts.fingerprint()},
         "providers": {
@@ -920,8 +914,10 @@ def enhance_cmd(
         except (PixeliftError, OSError, ValueError) as exc:  # what the OS says of a path (too long, NUL byte)
             early[src] = _record(src, enh.model_ids, output=str(dst), status="error", error=str(exc), seconds=0.0)
     if engine == "ray":
-        options = dict(common, outscale=2.0 if scale is None else scale) if auto else dict(
-            common, model=list(model_ids) or models.DEFAULT_MODEL, outscale=scale, denoise=denoise
+        options = (
+            dict(common, outscale=2.0 if scale is None else scale)
+            if auto
+            else dict(common, model=list(model_ids) or models.DEFAULT_MODEL, outscale=scale, denoise=denoise)
         )
         run = dict(auto=auto, format=(fmt or "").upper() or None, quality=quality, overwrite=overwrite)
         code = _enhance_on_ray(
@@ -1012,11 +1008,15 @@ def _enhance_on_ray(
         report(rec, src, as_json=as_json, quiet=quiet)
     try:
         spec = EnhanceSpec(options, stream=stream, **run)
-        outcomes = enhance_files(spec, todo, RayOptions(address=address, workers=workers, progress=show))
-        for o in outcomes:
-            rec = _outcome_record(o, enh.model_ids)
-            records.append((o.src, rec))
-            report(rec, o.src, as_json=as_json, quiet=quiet)
+        # the workers log in their own processes: their decisions (a provider passed over) reach
+        # the user through the records, unless this process logged them too (choosing for them)
+        with logs.decisions() as logged:
+            warned = Warnings(logged)
+            for o in enhance_files(spec, todo, RayOptions(address=address, workers=workers, progress=show)):
+                rec = _outcome_record(o, enh.model_ids)
+                records.append((o.src, rec))
+                warned.say(rec.get("warnings") or ())
+                report(rec, o.src, as_json=as_json, quiet=quiet)
     except PixeliftError as exc:  # Ray missing, the cluster unreachable
         raise click.ClickException(str(exc)) from None
     counts = {k: sum(r["status"] == k for _, r in records) for k in ("ok", "skipped", "error")}

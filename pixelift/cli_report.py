@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,22 @@ def report(rec: dict[str, Any], src: Path, *, as_json: bool, quiet: bool) -> Non
         if not quiet:
             via = ", via the service" if rec.get("via") == "service" else ""
             click.echo(f"{src} -> {rec['output']} ({rec['status']}, {rec['seconds']} s{via})")
+
+
+class Warnings:
+    """A run's warnings on stderr, each once: every file's record repeats what loading its models decided,
+    in a process that did not log it here (a service, a Ray worker). ``logged``: what this process has
+    logged itself (a live collection, :func:`pixelift.logs.decisions`), not said again."""
+
+    def __init__(self, logged: Collection[str] = ()) -> None:
+        self.logged = logged
+        self.said: set[str] = set()
+
+    def say(self, warnings: Iterable[str]) -> None:
+        for warning in warnings:
+            if warning not in self.said and warning not in self.logged:
+                self.said.add(warning)
+                click.echo(f"WARNING: {warning}", err=True)
 
 
 class FileBars:

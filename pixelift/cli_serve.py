@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from pixelift.cli_report import FileBars, report
+from pixelift.cli_report import FileBars, Warnings, report
 from pixelift.errors import MissingExtraError, UsageError
 from pixelift.service import state
 from pixelift.service.client import ServiceClient, ServiceError
@@ -324,7 +324,7 @@ class _JobReport:
         self.running: int | None = None
         self.events_shown = 0
         self.reported: set[int] = set()
-        self.warned: set[str] = set()
+        self.warnings = Warnings()
         self.failures = 0
         self.waited = False
 
@@ -351,10 +351,7 @@ class _JobReport:
         self.running = None
         ok = f["status"] == "done"
         self.failures += not ok
-        for warning in f["warnings"]:
-            if warning not in self.warned:
-                self.warned.add(warning)
-                click.echo(f"WARNING: {warning}", err=True)
+        self.warnings.say(f["warnings"])
         rec = _record(str(src), "ok" if ok else "error", str(dst), f["error"] or (None if ok else f["status"]))
         rec.update(model=f["models"], provider=f["providers"], seconds=f["seconds"], notes=f["notes"])
         rec.update(provider_rejected=f["provider_rejected"], warnings=f["warnings"])

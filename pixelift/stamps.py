@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from pixelift.paths import atomic_write_bytes, writable
+from pixelift.versions import installed_version
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,7 @@ def file_key(path: Path) -> str:
 
 
 def version(dist: str) -> str:
-    from importlib import metadata  # 0.02 s with email and zipfile: paid by a run that checks a stamp, not every start
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "-"
+    return installed_version(dist) or "-"
 
 
 def _stamp(kind: str, key: str) -> Path:

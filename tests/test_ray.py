@@ -88,6 +88,21 @@ def test_a_corrupt_file_among_50_does_not_stop_the_job_and_outputs_match_local(
     assert json.loads(again.stdout.strip().splitlines()[-1])["failed"] == [str(src / "p020_broken.png")]
 
 
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_a_workers_fallback_is_said_once_on_the_command_line(ray_local: None, tmp_path: Path, precision: str) -> None:
+    """The workers log in their own processes (log_to_driver off): a provider they passed over reaches the
+    user from the records, once per run. With precision fp32 only the workers load the models; with auto
+    the driver loads them too (to pin its choice for the workers) and logs it itself: not said twice."""
+    src = tmp_path / "in"
+    _photos(src, 3)
+    args = ["enhance", str(src), "-o", f"{tmp_path / 'out'}/", "-m", MODEL, "--engine", "ray"]
+    res = CliRunner().invoke(main, [*args, "--provider", "tensorrt", "--precision", precision])
+    assert res.exit_code == 0, res.output[-2000:]
+    said = [ln for ln in res.stderr.splitlines() if "tensorrt" in ln and "not available" in ln]
+    assert len(said) == 1 and said[0].startswith("WARNING"), res.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 3
+
+
 def _wait_for_part(folder: Path, timeout: float) -> Path | None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

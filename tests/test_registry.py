@@ -10,8 +10,9 @@ import pytest
 from pixelift import models
 from pixelift.errors import MissingPackageError, ModelNotFoundError
 from pixelift.models import Registry
-from pixelift.models.sources import NcnnPackageSource, distribution_version
+from pixelift.models.sources import NcnnPackageSource
 from pixelift.models.spec import ModelSpec
+from pixelift.versions import installed_version
 
 
 def test_zoo_holds_every_family_and_variant() -> None:
@@ -35,7 +36,7 @@ def test_spec_is_complete_and_round_trips(spec: ModelSpec) -> None:
     assert spec.content in spec.purpose.split(":")[0]
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     dist = getattr(spec.sources[0], "distribution", None)
-    if dist is not None and distribution_version(dist) is None:
+    if dist is not None and installed_version(dist) is None:
         pytest.skip(f"the weights package {dist} is not installed (the export extra)")
     files = spec.sources[0].files()
     assert files and all(p.is_file() and p.stat().st_size > 0 for p in files)

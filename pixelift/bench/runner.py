@@ -8,7 +8,6 @@ repository for the method.
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -27,6 +26,7 @@ import numpy as np
 from pixelift import limits
 from pixelift.bench.stats import trusted_ratio
 from pixelift.service.state import ENV_SERVER
+from pixelift.versions import installed_versions
 
 WORKER = "pixelift.bench.worker"
 DEFAULT_MODELS = ("span-x2-ch48", "realesrgan-animevideov3-x4")
@@ -177,13 +177,8 @@ def unmeasured(res: dict[str, Any]) -> str | None:
 
 
 def versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("pixelift", "numpy", "onnxruntime", "openvino", "onnx", "torch", "spandrel", "ncnn"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = "missing"
-    return out
+    found = installed_versions(("pixelift", "numpy", "onnxruntime", "openvino", "onnx", "torch", "spandrel", "ncnn"))
+    return {"python": sys.version.split()[0]} | {k: v or "missing" for k, v in found.items()}
 
 
 def child_env(threads: int) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
 import platform
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pixelift.errors import ExportError
 from pixelift.models.architectures import input_channels
 from pixelift.models.spec import ModelSpec
+from pixelift.versions import installed_versions
 
 if TYPE_CHECKING:
     import torch
@@ -26,13 +26,7 @@ TOOLS = ("pixelift", "torch", "spandrel", "onnx", "onnxslim", "onnxruntime", "op
 
 
 def tool_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in TOOLS:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+    return {"python": platform.python_version(), **installed_versions(TOOLS)}
 
 
 def metadata_props(spec: ModelSpec) -> dict[str, str]:

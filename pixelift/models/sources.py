@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol
 
 from pixelift.errors import ChecksumError, MissingPackageError, WeightSourceError
 from pixelift.paths import atomic_path, sha256_file, weights_dir
+from pixelift.versions import installed_version
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,6 @@ def package_dir(module: str, distribution: str) -> Path:
     )
 
 
-def distribution_version(distribution: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 @dataclass(frozen=True)
 class NcnnPackageSource:
     """An ncnn ``.param``/``.bin`` pair inside an installed pip package."""
@@ -81,7 +73,7 @@ class NcnnPackageSource:
         return param, binf
 
     def version(self) -> str | None:
-        return distribution_version(self.distribution)
+        return installed_version(self.distribution)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self)}
@@ -204,7 +196,7 @@ class PackageFileSource:
         return (p,)
 
     def version(self) -> str | None:
-        return distribution_version(self.distribution)
+        return installed_version(self.distribution)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self)}

@@ -105,7 +105,9 @@ def vulkan_devices() -> tuple[VulkanDevice, ...]:
     with _quiet_stderr():
         count = ncnn.get_gpu_count()
         infos = [ncnn.get_gpu_info(i) for i in range(count)]
-    return tuple(VulkanDevice(i, str(g.device_name()), VULKAN_KINDS.get(int(g.type()), "unknown")) for i, g in enumerate(infos))
+    return tuple(
+        VulkanDevice(i, str(g.device_name()), VULKAN_KINDS.get(int(g.type()), "unknown")) for i, g in enumerate(infos)
+    )
 
 
 def default_gpu() -> int | None:
@@ -249,15 +251,13 @@ class NcnnProvider:
     def probe(self, facts: MachineFacts) -> ProbeResult:
         if importlib.util.find_spec("ncnn") is None:
             return ProbeResult(False, "ncnn is not installed: pip install 'pixelift[ncnn]'")
-        from importlib import metadata
-
         import ncnn
 
+        from pixelift.versions import installed_version
+
         caps = ("FP32", "BF16_STORAGE", *(("FP16",) if ncnn.cpu_support_arm_asimdhp() else ()))
-        try:
-            version = metadata.version("ncnn")
-        except metadata.PackageNotFoundError:  # a build installed under another name
-            version = getattr(ncnn, "__version__", "(version unknown)")
+        # None: a build installed under another name
+        version = installed_version("ncnn") or getattr(ncnn, "__version__", "(version unknown)")
         vulkan = vulkan_devices()
         gpus = [d for d in vulkan if d.hardware]
         if gpus:
