@@ -13,9 +13,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pixelift import limits
+from pixelift.errors import TileShapeError
 from pixelift.paths import prune_lru, writable
 from pixelift.providers.base import ProbeResult, Role, Session, default_threads, run_guarded
 from pixelift.providers.machine import MachineFacts
@@ -71,6 +72,13 @@ STATIC_SHAPES = 4
 #: one compilation above this many input pixels is kept; smaller ones (probes, timing crops,
 #: small photos) share the remaining places
 STATIC_LARGE_PIXELS = 128 * 128
+#: the CPU plugin's bf16 kernels (AMX) run some input widths far slower than their neighbours,
+#: heights not at all. Microseconds per pixel of ``session.run`` at 256 rows (Sapphire Rapids, 2
+#: threads): SPAN width 704 0.76, 711 1.23, 719 1.53; Compact 704 0.82, 719 2.58; ESRGAN (96
+#: rows) 704 22.6, 719 76.9. Every multiple of 16 measured (640-768) ran at the fast rate; fp32
+#: showed no such spread. So a bf16 session pads an input's width (reflect) to a multiple of
+#: this and crops the output: at most 15 columns more
+BF16_WIDTH_MULTIPLE = 16
 
 
 class OvSession:
@@ -102,6 +110,8 @@ class OvSession:
         self._static: OrderedDict[tuple[int, ...], tuple[Any, list[Any]]] = OrderedDict()
         self._static_max = static_shapes if len(self.input_names) == 1 else 0
         self._dynamic_request: tuple[Any, list[Any]] | None = None
+        bf16_cpu = device == "CPU" and config.get("INFERENCE_PRECISION_HINT") == "bf16"
+        self.width_multiple = BF16_WIDTH_MULTIPLE if bf16_cpu and len(self.input_names) == 1 else 1
         # an infer request runs one call at a time (each uses every thread already), and the
         # reshaped model is shared: a service's concurrent jobs on one session take turns
         self._lock = threading.Lock()
@@ -148,7 +158,18 @@ class OvSession:
         return got
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self.run_feeds({self.input_names[0]: x})[0]
+        import numpy as np
+
+        width = x.shape[-1]
+        pad = -width % self.width_multiple if x.ndim == 4 else 0
+        if not pad:
+            return self.run_feeds({self.input_names[0]: x})[0]
+        mode: Literal["reflect", "edge"] = "reflect" if pad < width else "edge"
+        y = self.run_feeds({self.input_names[0]: np.pad(x, ((0, 0), (0, 0), (0, 0), (0, pad)), mode=mode)})[0]
+        scale, rest = divmod(y.shape[-1], width + pad)
+        if rest or not scale:  # not an image-to-image output: nothing to crop it by
+            raise TileShapeError(f"openvino: output width {y.shape[-1]} is no multiple of the padded input's {width + pad}")
+        return y[..., : width * scale]  # a view: the tiler weighs it in place, the caller copies it once
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         import numpy as np

@@ -87,7 +87,8 @@ class Tile:
 
     ``core`` partitions the image; ``read`` is ``core +- overlap`` except at the image edge,
     where it stops (bottom/right: at the aligned extent, up to ``alignment - 1`` pixels of
-    border padding past the image).
+    border padding past the image), widened by up to one alignment unit on one side so that
+    every tile of a plan reads the same shape.
     """
 
     row: int
@@ -170,6 +171,22 @@ def _bounds(size: int, n: int, alignment: int, ov_units: int) -> tuple[int, ...]
     return tuple(alignment * u for u in b)
 
 
+def _equal_reads(bounds: tuple[int, ...], ov: int) -> list[tuple[int, int]]:
+    """Each tile's read along one axis: its core +- ``ov``, stopping at the edge, then the shorter
+    ones (by one alignment unit at most) widened to the longest with real pixels on one side (away
+    from the edge it touches). One read shape for every tile: a backend that compiles per input
+    shape (OpenVINO keeps one large static compilation) would otherwise recompile at every switch
+    between two shapes (11 times on a 24 MP photo); the windows ramp over each read's own ends."""
+    n, end = len(bounds) - 1, bounds[-1]
+    reads = [(bounds[i] - ov if i else 0, end if i == n - 1 else bounds[i + 1] + ov) for i in range(n)]
+    longest = max(b - a for a, b in reads)
+    out = []
+    for a, b in reads:
+        grow = longest - (b - a)
+        out.append((a, b + grow) if b + grow <= end else (a - grow, b))
+    return out
+
+
 def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int, alignment: int = 1) -> TilePlan:
     """Lay out tiles: count per axis first (``ceil(size / tile)``), then equal read sizes."""
     if height < 1 or width < 1:
@@ -186,18 +203,13 @@ def plan_tiles(height: int, width: int, *, tile: int | None, overlap: int, align
             ovu = cap
     ov = ovu * alignment
     ys, xs = _bounds(height, ny, alignment, ovu), _bounds(width, nx, alignment, ovu)
+    y_reads, x_reads = _equal_reads(ys, ov), _equal_reads(xs, ov)
     tiles = []
     for r in range(ny):
         for c in range(nx):
             last_r, last_c = r == ny - 1, c == nx - 1
             core = (ys[r], height if last_r else ys[r + 1], xs[c], width if last_c else xs[c + 1])
-            read = (
-                ys[r] - ov if r else 0,
-                ys[-1] if last_r else ys[r + 1] + ov,
-                xs[c] - ov if c else 0,
-                xs[-1] if last_c else xs[c + 1] + ov,
-            )
-            tiles.append(Tile(r, c, core, read, r > 0, not last_r, c > 0, not last_c))
+            tiles.append(Tile(r, c, core, (*y_reads[r], *x_reads[c]), r > 0, not last_r, c > 0, not last_c))
     return TilePlan(height, width, tile, ov, alignment, ys[-1], xs[-1], ys, xs, tuple(tiles))
 
 
@@ -238,18 +250,46 @@ def _axis_window(length: int, zone: int, before: bool, after: bool, blend: Blend
     return w
 
 
+@functools.lru_cache(maxsize=256)
+def _read_window(length: int, lead: int, span: int, zone: int, before: bool, after: bool, blend: Blend) -> np.ndarray:
+    """The window of ``core +- overlap`` (``span`` px from ``lead``) within a read ``length`` px long:
+    0 on what the read holds beyond it (context widened to the plan's one read shape)."""
+    inner = _axis_window(span, zone, before, after, blend)
+    if span == length:
+        return inner
+    w = np.zeros(length, dtype=np.float64)
+    w[lead : lead + span] = inner
+    w.setflags(write=False)
+    return w
+
+
 def tile_weights(plan: TilePlan, tile: Tile, scale: int, blend: Blend | str) -> tuple[np.ndarray, np.ndarray]:
     """The separable blend window of ``tile`` over its read region in output pixels: ``(wy, wx)``.
 
     The 2-D window is ``wy[:, None] * wx[None, :]``. Ramps cover the overlap zone
-    ``2 * overlap * scale`` output pixels wide, centred on the core boundary.
+    ``2 * overlap * scale`` output pixels wide, centred on the core boundary; what a read holds
+    beyond ``core +- overlap`` (widened to the plan's read shape) is context only, weighted 0.
     """
     blend = Blend(blend)
-    h, w = tile.read_shape
-    zone = 2 * plan.overlap * scale
-    wy = _axis_window(h * scale, zone, tile.ramp_top, tile.ramp_bottom, blend)
-    wx = _axis_window(w * scale, zone, tile.ramp_left, tile.ramp_right, blend)
+    wy, wx = (_read_window(*axis, blend) for axis in _window_key(plan, tile, scale))
     return wy, wx
+
+
+_AxisWindow = tuple[int, int, int, int, bool, bool]  # _read_window's arguments but the blend
+
+
+def _window_key(plan: TilePlan, tile: Tile, scale: int) -> tuple[_AxisWindow, _AxisWindow]:
+    """What ``tile``'s window depends on, per axis (tiles with equal keys share windows)."""
+    zone = 2 * plan.overlap * scale
+    axes = []
+    for bounds, index, (r0, r1), before, after in (
+        (plan.y_bounds, tile.row, tile.read[:2], tile.ramp_top, tile.ramp_bottom),
+        (plan.x_bounds, tile.col, tile.read[2:], tile.ramp_left, tile.ramp_right),
+    ):
+        lo = bounds[index] - plan.overlap if before else r0
+        hi = bounds[index + 1] + plan.overlap if after else r1
+        axes.append(((r1 - r0) * scale, (lo - r0) * scale, (hi - lo) * scale, zone, before, after))
+    return axes[0], axes[1]
 
 
 @dataclass(frozen=True)
@@ -386,7 +426,7 @@ def iter_tiled_rows(
         ry0, ry1 = tiles[0].read[0], tiles[0].read[1]
         idx = rows[ry0:ry1]
         lo, hi = int(idx.min()), int(idx.max()) + 1
-        windows: dict[tuple[int, int, bool, bool, bool, bool], tuple[_Ramps, _Ramps]] = {}
+        windows: dict[tuple[_AxisWindow, _AxisWindow], tuple[_Ramps, _Ramps]] = {}
         block = _check_image(read(lo, hi))
         if block.shape[1:] != (hi - lo, width):
             raise ValueError(f"read({lo}, {hi}) returned {block.shape}; expected (C, {hi - lo}, {width})")
@@ -430,7 +470,7 @@ def iter_tiled_rows(
                         new_acc[:, :keep] = acc[:, acc.shape[1] - keep :]
                 written = np.zeros(plan.aligned_width * s, dtype=bool)  # columns of rows [keep:] with a value
             for k, t in enumerate(group):
-                key = (*t.read_shape, t.ramp_top, t.ramp_bottom, t.ramp_left, t.ramp_right)
+                key = _window_key(plan, t, s)
                 ramps = windows.get(key)
                 if ramps is None:  # a band's tiles share a few windows (left edge, inside, right edge)
                     wy, wx = tile_weights(plan, t, s, blend)
