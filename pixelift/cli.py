@@ -516,8 +516,19 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 
 
 def _collect(inputs: tuple[str, ...], recursive: bool, exclude: Path | None) -> list[tuple[Path, Path]]:
-    """(file, path relative to its input root) for every image named or found."""
+    """(file, path relative to its input root) for every image named or found, each file once (a
+    file named twice, or also found in a folder, is one input). A folder's hidden files and
+    folders (``.name``: macOS's ``._photo.jpg`` resource forks, ``.thumbnails``) are left out;
+    a hidden file named on the command line is not."""
     found: list[tuple[Path, Path]] = []
+    seen: set[Path] = set()
+
+    def add(f: Path, rel: Path) -> None:
+        key = Path(os.path.abspath(f))  # not resolved: a link beside its target is an input of its own
+        if key not in seen:
+            seen.add(key)
+            found.append((f, rel))
+
     for item in inputs:
         p = Path(item)
         if _is_dir(p):
@@ -527,12 +538,15 @@ def _collect(inputs: tuple[str, ...], recursive: bool, exclude: Path | None) -> 
             # then refused as overwriting their inputs, unless --overwrite or another --format)
             skip = exclude.resolve() if exclude is not None and exclude.resolve() != p.resolve() else None
             for f in sorted(p.glob(pattern)):
+                rel = f.relative_to(p)
+                if any(part.startswith(".") for part in rel.parts):
+                    continue
                 if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.stem.endswith("_pixelift"):
                     if skip is not None and skip in f.resolve().parents:
                         continue
-                    found.append((f, f.relative_to(p)))
+                    add(f, rel)
         else:
-            found.append((p, Path(p.name)))
+            add(p, Path(p.name))
     return found
 
 
@@ -556,7 +570,20 @@ def _plan_outputs(
 
     first = [plan(src, rel, False) for src, rel in files]
     clash = {p for p in first if first.count(p) > 1}
-    return {src: plan(src, rel, p in clash) for (src, rel), p in zip(files, first, strict=True)}
+    planned = {src: plan(src, rel, p in clash) for (src, rel), p in zip(files, first, strict=True)}
+    by_output: dict[Path, Path] = {}
+    for src, dst in planned.items():  # still one output for two inputs (a.png, a.jpg and a_png.png)
+        other = by_output.setdefault(dst.absolute(), src)
+        if other != src:
+            raise click.UsageError(f"{other} and {src} would both be written to {dst}; rename one, or run them apart")
+    return planned
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _tile_option(value: str) -> int | str | None:
@@ -847,6 +874,11 @@ def enhance_cmd(
         raise click.UsageError("--server runs the files on the local service, --engine ray on a cluster: choose one")
     if server is not False and engine == "local":  # through a running `pixelift serve` (None: in-process)
         client = find_service(mode, required=bool(server))
+        if client is not None and overwrite and any(_same_file(s, d) for s, d in destinations.items()):
+            if server:
+                click.echo("WARNING: an input is its own output (--overwrite), which a service never writes: "
+                           "running here", err=True)  # fmt: skip
+            client = None
         if client is not None:  # the service validates the job as an Enhancer would, and runs it: no numpy here
             job = {
                 "model": "auto" if auto else list(model_ids),

@@ -108,3 +108,62 @@ def test_cli_output_folder_equal_to_the_input_folder(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["enhance", str(folder), "-o", str(folder), "--format", "tiff", "--provider", "cpu"])
     assert r.exit_code == 0, r.output
     assert Image.open(folder / "a.tif").size == (80, 64)
+
+
+def test_cli_inputs_each_once_hidden_files_left_out_and_no_two_share_an_output(tmp_path: Path) -> None:
+    """A file named twice is one input (its output keeps its plain name); a folder's hidden files (macOS's
+    ``._a.png`` resource forks, which are no images) are left out; inputs that would still share an output
+    after their suffixes are kept (a.png, a.jpg and a_png.png -> a_png.png) are refused before any work,
+    where --overwrite used to write both, one over the other. And a file that fails at once is timed
+    from its own turn, not from when it was read during the previous file's compute."""
+    import json
+
+    from click.testing import CliRunner
+
+    from pixelift.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(photo_crop("coffee", 32, 40)).save(src / "b.png")
+    (src / "._b.png").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)
+    (src / ".cache").mkdir()
+    Image.fromarray(photo_crop("coffee", 16, 16)).save(src / ".cache" / "c.png")
+    base = ["--provider", "cpu", "-m", MODEL, "--json"]
+    r = CliRunner().invoke(main, ["enhance", str(src / "b.png"), f"{src}/./b.png", "-o", f"{tmp_path / 'o1'}/", *base])
+    assert r.exit_code == 0, r.output
+    assert [json.loads(x)["output"] for x in r.stdout.splitlines()] == [str(tmp_path / "o1" / "b.png")]
+    r = CliRunner().invoke(main, ["enhance", str(src), "-o", f"{tmp_path / 'o2'}/", "--recursive", *base])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "o2").rglob("*")) == ["b.png"]
+
+    Image.fromarray(photo_crop("astronaut", 48, 48)).save(src / "a.png")
+    Image.fromarray(photo_crop("astronaut", 48, 48)).save(src / "a.jpg")
+    Image.fromarray(photo_crop("chelsea", 48, 48)).save(src / "a_png.png")
+    r = CliRunner().invoke(main, ["enhance", str(src), "-o", f"{tmp_path / 'o3'}/", "--overwrite", *base])
+    assert r.exit_code == 2 and "would both be written to" in r.output and "a_png.png" in r.output, r.output
+    assert not (tmp_path / "o3").exists()
+
+
+
+def test_a_file_is_timed_from_its_own_turn(enh: Enhancer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next file is read while this one computes; a file that then fails at once took no time of its
+    own, not the previous file's compute (a clock that moves only while the models run)."""
+    import types
+
+    from pixelift.runtime import enhancer as E
+
+    clock = [0.0]
+    monkeypatch.setattr(E, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    compute = E.Enhancer._compute
+
+    def slow(self: Enhancer, job: object) -> object:
+        clock[0] += 100.0
+        return compute(self, job)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(E.Enhancer, "_compute", slow)
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    Image.fromarray(photo_crop("coffee", 32, 32)).save(good)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    first, second = enh.enhance_files([(good, tmp_path / "o1.png"), (bad, tmp_path / "o2.png")])
+    assert first.error is None and first.seconds == 100.0
+    assert isinstance(second.error, ImageReadError) and second.seconds == 0.0

@@ -235,3 +235,29 @@ def test_read_conversions_are_reported_in_json(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["enhance", str(src), "--json"])
     rec = json.loads(res.output.strip().splitlines()[-1])
     assert rec["status"] == "ok" and any("palette" in n for n in rec["notes"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["waifu2x-cunet-x1-noise1", "realcugan-se-x3", "waifu2x-photo-x2"])
+def test_images_and_tiles_smaller_than_the_models_border_run(model: str) -> None:
+    """CUNet, Real-CUGAN and UpConv7 graphs reflect-pad their border inside (28, 14 and 7 px): an image with
+    a side that short failed in the graph ('Pad reflect: pre-pad (28) exceeds maximum allowed (19)'). It
+    is mirrored up to the graph's smallest side and cropped; a tile asked smaller than that is raised."""
+    from pixelift import models
+
+    spec = models.get(model)
+    enh = Enhancer(model, provider="cpu")
+    for h, w in ((1, 1), (5, 40), (40, 3), (spec.border, spec.border), (spec.min_side, spec.min_side + 1)):
+        img = photo_crop("chelsea", h, w) if h > 1 else np.full((1, 1, 3), 120, np.uint8)
+        out = enh.enhance(img)
+        assert out.shape == (h * spec.scale, w * spec.scale, 3), (h, w)
+    # a corner of a photo, mirrored up, stays close to the same corner run inside its photo (away from the
+    # mirrored side; the first rows and columns have the image's own border either way)
+    big = photo_crop("chelsea", 64, 64)
+    whole = enh.enhance(big)
+    side = spec.min_side - 1
+    small = enh.enhance(big[:side, :side])
+    inner = slice(0, max(2, side // 2) * spec.scale)
+    assert psnr(small[inner, inner] / 255.0, whole[inner, inner] / 255.0) >= 30.0
+    tiled = Enhancer(model, provider="cpu", tiles=TileOptions(tile=16)).enhance(big)
+    assert tiled.shape == whole.shape and psnr(tiled / 255.0, whole / 255.0) >= 40.0

@@ -267,6 +267,19 @@ def test_enhance_server_goes_through_the_service(server: Server, tmp_path: Path)
     assert r.returncode == 2 and "choose one" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_an_input_replaced_in_place_runs_here_with_a_service_up(server: Server, tmp_path: Path) -> None:
+    """`enhance a.png -o a.png --overwrite` replaces its input in-process; a service never writes over an
+    input, so with one up the same command runs here (said under --server), not refused."""
+    a = save(tmp_path / "a.png")
+    for flag in ("--server", None):
+        r = _cli(server.folder, "enhance", *([flag] if flag else []), str(a), "-o", str(a), "--overwrite", "-m", MODEL, "--json")
+        assert r.returncode == 0, r.stderr
+        rec = json.loads(r.stdout.strip().splitlines()[-1])
+        assert rec["status"] == "ok" and "via" not in rec
+        assert ("own output" in r.stderr) == (flag == "--server"), r.stderr
+    assert Image.open(a).size == (192, 192)  # replaced twice: x2, then x2 again
+
+
 def test_enhance_server_falls_back_in_process_when_no_service_is_up(tmp_path: Path) -> None:
     warm_model()
     a = save(tmp_path / "a.png")

@@ -61,6 +61,12 @@ class ModelSpec:
         return next((s for s in self.sources if isinstance(s, kind)), None)
 
     @property
+    def min_side(self) -> int:
+        """The smallest input side the graph runs: its internal reflect pad needs more pixels than
+        ``border`` (a smaller image, or tile, is padded up to this by the runtime)."""
+        return -(-(self.border + 1) // self.alignment) * self.alignment
+
+    @property
     def source_kinds(self) -> frozenset[str]:
         return frozenset(s.kind for s in self.sources)
 

@@ -173,6 +173,10 @@ class Enhancer:
     def _run_model(self, lm: LoadedModel, chw: np.ndarray, notes: list[str]) -> np.ndarray:
         spec = lm.spec
         h, w = chw.shape[1:]
+        small = spec.min_side
+        if h < small or w < small:  # mirrored up to what the graph's own border padding needs, then cropped
+            grown = np.pad(chw, ((0, 0), (0, max(0, small - h)), (0, max(0, small - w))), mode="reflect")
+            return self._run_model(lm, grown, notes)[:, : h * spec.scale, : w * spec.scale]
         tile = self.tile_for(lm, h, w)
         chw = np.ascontiguousarray(chw, dtype=np.float32)
         if architecture(spec.architecture).extra_inputs:  # the noise map travels with the image
@@ -183,7 +187,7 @@ class Enhancer:
         if not synced or se_sync.SEInfo.from_manifest(lm.artifact.manifest) is None:
             if tile is not None and not spec.tile_safe:
                 notes.append(f"{spec.id} uses whole-image statistics; tiled output differs slightly from untiled")
-            return tiling.run_tiled_with_retry(chw, run, tile=tile, **kw)
+            return tiling.run_tiled_with_retry(chw, run, tile=tile, min_tile=self._min_tile(spec), **kw)
 
         def attempt(t: int | None) -> np.ndarray:
             # SE model: a tiled run first computes the whole image's SE means (runtime.se_sync)
@@ -193,7 +197,14 @@ class Enhancer:
                     return se_sync.run_tiled_synced(chw, sessions, tile=t, whole=run, **kw)
             return tiling.run_tiled(chw, run, tile=t, **kw)
 
-        return tiling.retry_smaller_tiles(attempt, tile=tile, height=h, width=w, alignment=spec.alignment)
+        return tiling.retry_smaller_tiles(
+            attempt, tile=tile, height=h, width=w, alignment=spec.alignment, min_tile=self._min_tile(spec)
+        )
+
+    @staticmethod
+    def _min_tile(spec: ModelSpec) -> int:
+        # a tile's read can be about half its size plus the overlap: twice the graph's smallest side
+        return max(tiling.min_tile_for(spec.alignment), 2 * spec.min_side)
 
     def overlap_for(self, spec: ModelSpec) -> int:
         """Context pixels per side between tiles: the one asked for, or the architecture's measured one."""
@@ -221,7 +232,7 @@ class Enhancer:
             tile = footprint.auto_tile(
                 lm.spec, lm.provider, h, w, budget, precision=lm.precision, overlap=self.overlap_for(lm.spec)
             )
-        return tile
+        return tile if tile is None else max(tile, self._min_tile(lm.spec))
 
     def _noise_map(self, chw: np.ndarray, notes: list[str]) -> np.ndarray:
         """CHW sigma map (0..1 units) for a noise-conditioned model: the level asked for, or the
@@ -430,7 +441,7 @@ class Enhancer:
                     yield FileOutcome(src, dst, None, exc, time.perf_counter() - t0)
             return
         with ThreadPoolExecutor(1, "pixelift-read") as reader, ThreadPoolExecutor(1, "pixelift-write") as writer:
-            reads: deque[tuple[Path, float, Future[_FileJob]]] = deque()
+            reads: deque[tuple[Path, Future[_FileJob]]] = deque()
             writes: deque[tuple[Path, Path | None, float, Future[Path], Result | None]] = deque()
             queue = iter(pending)
 
@@ -438,7 +449,7 @@ class Enhancer:
                 nxt = next(queue, None)
                 if nxt is not None:
                     fut = reader.submit(self._prepare, nxt[0], nxt[1], format, overwrite)
-                    reads.append((nxt[0], time.perf_counter(), fut))
+                    reads.append((nxt[0], fut))
 
             def done(item: tuple[Path, Path | None, float, Future[Path], Result | None]) -> FileOutcome:
                 src, dst, t0, fut, res = item
@@ -450,7 +461,10 @@ class Enhancer:
             for _ in range(prefetch):
                 read_next()
             while reads:
-                src, t0, fut = reads.popleft()
+                src, fut = reads.popleft()
+                # its time from its turn on: a read that overlapped the previous file's compute is
+                # not that file's time twice (a file failing to decode took the previous one's)
+                t0 = time.perf_counter()
                 read_next()
                 try:
                     job = fut.result()

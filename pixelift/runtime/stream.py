@@ -165,6 +165,9 @@ def should_stream(enh: Pipeline, src: Path, dst: Path | None, *, format: str | N
     if mode == "off":
         return False
     why = cannot_stream(enh) or (None if fmt in STREAM_FORMATS else f"{fmt} cannot be written by rows")
+    smallest = max((spec.min_side for spec in enh.specs), default=1)  # the autopilot chooses later
+    if why is None and min(h, w) < smallest:  # padded up to the graph's smallest side, in memory
+        why = f"a {w}x{h} image is smaller than the {smallest} px its models need per side"
     if mode == "on" and why:
         raise StreamingUnsupportedError(f"{where}: cannot stream: {why}")
     return why is None and (mode == "on" or out_h * out_w >= STREAM_FROM_PIXELS)
