@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pixelift import limits, logs
+from pixelift import limits, logs, paths
 from pixelift.cli_report import FileBars, Warnings, report
 from pixelift.errors import MissingExtraError, OutputExistsError, PixeliftError, UsageError
 from pixelift.ids import validate_id
@@ -141,6 +141,10 @@ def main(verbose: int) -> None:
     # hits for it. A value the user set wins.
     os.environ.setdefault(limits.ENV_NUMPY_HUGE_PAGES, "0")
     _setup_logging(verbose)
+    try:
+        paths.check_env_folders()
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _numpy_huge_pages() -> bool | None:
@@ -439,7 +443,6 @@ DOCTOR_PACKAGES = (
 @click.option("--json", "as_json", is_flag=True, help="The same report as JSON.")
 def doctor_cmd(as_json: bool) -> None:
     """What this machine has, which providers can run, and why not the others."""
-    from pixelift import paths
     from pixelift.providers import PROVIDERS, probe_all, read_machine
     from pixelift.versions import installed_versions
 
@@ -839,6 +842,8 @@ def enhance_cmd(
         scale = None if outscale is None else limits.parse_scale(outscale, "--outscale")
     except UsageError as exc:
         raise click.BadParameter(str(exc), param_hint="--outscale") from None
+    if skip_existing and overwrite:
+        raise click.UsageError("--skip-existing keeps existing outputs, --overwrite replaces them: choose one")
     if auto and (model_ids or denoise is not None):
         raise click.UsageError("--auto chooses the models and the denoising itself; drop -m / --denoise")
     output = Path(output_raw) if output_raw is not None else None
@@ -851,6 +856,7 @@ def enhance_cmd(
         # read by the runtime, here or in a service: a bad value is refused either way
         tile_memory = limits.tile_memory_bytes()  # a service is handed it: it sizes tiles as this run would
         limits.compile_cache_bytes()
+        limits.max_stream_pixels()
         mode = server_mode()
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc

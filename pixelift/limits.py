@@ -21,6 +21,9 @@ ENV_MAX_PIXELS = "PIXELIFT_MAX_PIXELS"
 DEFAULT_MAX_OUTPUT_PIXELS = 500_000_000
 ENV_MAX_OUTPUT_PIXELS = "PIXELIFT_MAX_OUTPUT_PIXELS"
 NO_LIMIT = ("none", "off", "unlimited", "0")
+#: the guard on streamed outputs (16-bit RGBA at this size is 80 GB uncompressed; see runtime.stream)
+DEFAULT_MAX_STREAM_PIXELS = 10_000_000_000
+ENV_MAX_STREAM_PIXELS = "PIXELIFT_MAX_STREAM_PIXELS"
 #: bytes of model activations the auto tile may use (default: from the memory available)
 ENV_TILE_MEMORY = "PIXELIFT_TILE_MEMORY"
 _BYTE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
@@ -95,6 +98,11 @@ def resolve_limit(value: int | None, default: int, env: str, where: str) -> int 
         return None
     raw = os.environ.get(env, "").strip()
     return parse_pixels(raw, env) if raw else default
+
+
+def max_stream_pixels() -> int | None:
+    """The streamed-output guard: ``$PIXELIFT_MAX_STREAM_PIXELS`` when set, else the default; None: none."""
+    return resolve_limit(DEFAULT_MAX_STREAM_PIXELS, DEFAULT_MAX_STREAM_PIXELS, ENV_MAX_STREAM_PIXELS, ENV_MAX_STREAM_PIXELS)
 
 
 def parse_scale(value: float | str, where: str = "outscale") -> float:

@@ -39,6 +39,21 @@ def state_dir() -> Path:
     return Path(platformdirs.user_state_dir("pixelift", appauthor=False))
 
 
+def check_env_folders() -> None:
+    """Refuse ``$PIXELIFT_HOME`` or ``$PIXELIFT_STATE`` naming what cannot be a folder (a file, or a path
+    through one), by name, before any work: every write under it would fail, one file at a time."""
+    from pixelift.errors import UsageError
+
+    for env in (ENV_HOME, ENV_STATE):
+        raw = os.environ.get(env)
+        if not raw:
+            continue
+        path = Path(raw).expanduser()
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise UsageError(f"{env}={raw}: {existing} is not a folder")
+
+
 def writable(sub: str) -> Path:
     """``home()/sub`` when it can be created and written, else ``state_dir()/sub``."""
     for root in (home(), state_dir()):

@@ -19,6 +19,7 @@ from pixelift import Enhancer, TileOptions
 from pixelift.artifacts import ONNX_FP32, artifact_dir, find, resolve_artifact
 from pixelift.cli import main
 from pixelift.errors import (
+    AlphaNotSupportedError,
     ArtifactMissingError,
     DamagedArtifactError,
     ImageReadError,
@@ -729,3 +730,42 @@ def test_a_lock_held_too_long_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_env_folders_and_contradicting_options_are_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PIXELIFT_HOME (or PIXELIFT_STATE) naming a file made every file fail after seconds of 'rebuilding the
+    damaged artifact'; PIXELIFT_MAX_STREAM_PIXELS was read only when an output streamed; --skip-existing
+    with --overwrite silently skipped. Each is refused before any work, by name, exit 2."""
+    a = _png(tmp_path / "a.png")
+    (tmp_path / "afile").write_bytes(b"x")
+    for env, value in (("PIXELIFT_HOME", "afile"), ("PIXELIFT_STATE", "afile/sub")):
+        monkeypatch.setenv(env, str(tmp_path / value))
+        for args in (["enhance", str(a), "-o", str(tmp_path / "o.png"), "--no-server"], ["doctor"], ["models"]):
+            res = CliRunner().invoke(main, args)
+            _no_traceback(res)
+            assert res.exit_code == 2 and env in res.output and "not a folder" in res.output, (args, res.output)
+        monkeypatch.delenv(env)
+    monkeypatch.setenv("PIXELIFT_MAX_STREAM_PIXELS", "abc")
+    res = CliRunner().invoke(main, ["enhance", str(a), "-o", str(tmp_path / "o.png"), "--no-server"])
+    assert res.exit_code == 2 and "PIXELIFT_MAX_STREAM_PIXELS" in res.output
+    monkeypatch.delenv("PIXELIFT_MAX_STREAM_PIXELS")
+    res = CliRunner().invoke(main, ["enhance", str(a), "--skip-existing", "--overwrite", "--no-server"])
+    assert res.exit_code == 2 and "choose one" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "afile"]
+
+
+def test_jpeg_output_of_a_transparent_image_is_refused_before_the_models_run(tmp_path: Path) -> None:
+    """JPEG holds no alpha: a transparent input is refused when it is read (the models ran first, for
+    nothing); an RGBA input opaque everywhere loses nothing and is written."""
+    rgba = np.dstack([sample_photo()[:24, :32], np.full((24, 32), 255, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "opaque.png")
+    rgba[:8, :8, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "holes.png")
+    enh = Enhancer("span-x2-ch48", provider="cpu")
+    ran: list[object] = []
+    real = enh._compute
+    enh._compute = lambda job: ran.append(job) or real(job)  # type: ignore[method-assign]
+    holes, opaque = enh.enhance_files([(tmp_path / "holes.png", tmp_path / "h.jpg"), (tmp_path / "opaque.png", tmp_path / "o.jpg")])
+    assert isinstance(holes.error, AlphaNotSupportedError) and "transparency" in str(holes.error)
+    assert opaque.error is None and Image.open(tmp_path / "o.jpg").mode == "RGB"
+    assert len(ran) == 1 and not (tmp_path / "h.jpg").exists()

@@ -22,7 +22,7 @@ from PIL import Image
 
 from pixelift import limits, logs
 from pixelift.artifacts import SE_TARGET, Builder, resolve_artifact
-from pixelift.errors import ImageWriteError, InvalidImageError, OutputExistsError, UsageError
+from pixelift.errors import AlphaNotSupportedError, ImageWriteError, InvalidImageError, OutputExistsError, UsageError
 from pixelift.models import DEFAULT_MODEL
 from pixelift.models.architectures import architecture, pack
 from pixelift.models.spec import ModelSpec
@@ -497,7 +497,9 @@ class Enhancer:
         except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte, a name too long
             raise ImageWriteError(f"{dst}: not a usable output path ({exc})") from None
         if same and not overwrite:
-            raise OutputExistsError(f"{dst} is the input; pass overwrite=True (--overwrite) to replace it")
+            raise OutputExistsError(f"{dst} is the input; --overwrite (overwrite=True) replaces it")
+        if fmt == "JPEG" and data.has_transparency:  # refused before the models run, not after
+            raise AlphaNotSupportedError(f"{src}: has transparency, which JPEG cannot hold; write PNG, TIFF or WebP")
         return _FileJob(src, dst, fmt, data)
 
     def _compute(self, job: _FileJob) -> tuple[imageio.ImageData, Result]:

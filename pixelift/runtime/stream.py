@@ -69,9 +69,8 @@ from pixelift.runtime.session import LoadedModel
 STREAM_MODES = ("auto", "on", "off")
 #: ``stream="auto"`` streams outputs from this size on (in memory they would need about 4 GB)
 STREAM_FROM_PIXELS = 100_000_000
-#: the guard on streamed outputs (16-bit RGBA at this size is 80 GB uncompressed)
-DEFAULT_MAX_STREAM_PIXELS = 10_000_000_000
-ENV_MAX_STREAM_PIXELS = "PIXELIFT_MAX_STREAM_PIXELS"
+DEFAULT_MAX_STREAM_PIXELS = limits.DEFAULT_MAX_STREAM_PIXELS
+ENV_MAX_STREAM_PIXELS = limits.ENV_MAX_STREAM_PIXELS
 #: one band of float32 output rows (the tile accumulator) is kept under this
 BAND_BYTES = 384 << 20
 #: the largest auto tile when streaming (in memory: MAX_AUTO_TILE, 512 px, ~15% faster than 256 px)
@@ -118,9 +117,7 @@ def stream_limit(enh: Pipeline) -> int | None:
         return None
     if own < limits.DEFAULT_MAX_OUTPUT_PIXELS:
         return own
-    return limits.resolve_limit(
-        DEFAULT_MAX_STREAM_PIXELS, DEFAULT_MAX_STREAM_PIXELS, ENV_MAX_STREAM_PIXELS, ENV_MAX_STREAM_PIXELS
-    )
+    return limits.max_stream_pixels()
 
 
 def probe(src: Path) -> tuple[str, int, int] | None:
@@ -212,7 +209,7 @@ def enhance_file(
     except (OSError, RuntimeError, ValueError) as exc:
         raise ImageWriteError(f"{target}: not a usable output path ({exc})") from None
     if same and not overwrite:
-        raise OutputExistsError(f"{target} is the input; pass overwrite=True (--overwrite) to replace it")
+        raise OutputExistsError(f"{target} is the input; --overwrite (overwrite=True) replaces it")
     return stream_file(enh, src, target, format=fmt, overwrite=overwrite)
 
 

@@ -43,6 +43,15 @@ class ImageData:
         return self.alpha is not None
 
     @property
+    def has_transparency(self) -> bool:
+        """An alpha channel below fully opaque somewhere (an opaque one loses nothing in a JPEG)."""
+        a = self.alpha
+        if a is None:
+            return False
+        top = 1.0 if a.dtype.kind == "f" else np.iinfo(a.dtype).max
+        return not bool((a >= top).all())
+
+    @property
     def dtype(self) -> np.dtype:
         return self.color.dtype
 

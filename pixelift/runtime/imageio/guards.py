@@ -25,8 +25,8 @@ def _check_size(path: Path, width: int, height: int, limit: int | None) -> None:
     if limit is not None and width * height > limit:
         raise ImageTooLargeError(
             f"{path}: {width}x{height} = {width * height:,} pixels is over the limit of {limit:,} "
-            "(a guard against decompression bombs). If you trust this file, pass max_pixels=None or a larger "
-            f"number, or set {ENV_MAX_PIXELS}=0 (no limit) or a larger number"
+            "(a guard against decompression bombs). If you trust this file, raise it: --max-pixels N|none, "
+            f"{ENV_MAX_PIXELS}=N|none, or max_pixels=None in Python"
         )
 
 

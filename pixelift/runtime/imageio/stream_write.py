@@ -116,7 +116,7 @@ def write_streamed(
     if path.is_dir():
         raise ImageWriteError(f"{path}: is a directory")
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists; pass overwrite=True to replace it")
+        raise OutputExistsError(f"{path}: already exists; --overwrite (overwrite=True) replaces it")
     dpi = None if meta.dpi is None else (meta.dpi[0] * scale_dpi, meta.dpi[1] * scale_dpi)
     exif = _strip_exif_header(meta.exif)
     if exif:

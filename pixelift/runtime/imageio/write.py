@@ -62,7 +62,7 @@ def write_image(
     if path.is_dir():
         raise ImageWriteError(f"{path}: is a directory")
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists; pass overwrite=True to replace it")
+        raise OutputExistsError(f"{path}: already exists; --overwrite (overwrite=True) replaces it")
 
     color, alpha, icc = data.color, data.alpha, data.icc
     if fmt in ("JPEG", "WEBP"):
@@ -72,12 +72,15 @@ def write_image(
         color = _to_uint16(color)
         alpha = None if alpha is None else _to_uint16(alpha)
     if fmt == "JPEG" and alpha is not None:
-        if not flatten_alpha:
+        if bool((alpha == 255).all()):  # opaque everywhere: the JPEG loses nothing
+            alpha = None
+        elif not flatten_alpha:
             raise AlphaNotSupportedError(
-                f"{path}: JPEG cannot hold an alpha channel; write PNG, TIFF or WebP, or pass flatten_alpha=True "
-                "to composite the image on white"
+                f"{path}: JPEG cannot hold transparency; write PNG, TIFF or WebP (--format png), or pass "
+                "flatten_alpha=True to composite the image on white"
             )
-        color, alpha = _flatten_on_white(color, alpha), None
+        else:
+            color, alpha = _flatten_on_white(color, alpha), None
     if fmt == "WEBP" and color.shape[2] == 1:
         color = np.repeat(color, 3, axis=2)
         if _icc_space(icc) == b"GRAY":
