@@ -34,9 +34,13 @@ from pixelift.runtime import noise
 
 #: below this estimated sigma (8-bit levels) an image counts as clean
 CLEAN_SIGMA = 1.0
-#: from this estimated sigma on, CUNet 1x runs after FFDNet even without JPEG traces: it
-#: removes what FFDNet leaves of strong noise (bench/autopilot.py: FFDNet + CUNet beat FFDNet
-#: alone by 1-2.5 dB at sigma 15-40, and the oracle picked both in most strong-noise cases)
+#: from this estimated sigma on, CUNet 1x runs after FFDNet: in a JPEG file (any quality) noise
+#: level 3, as JPEG quantisation leaves strong noise blocky, which FFDNet (trained on Gaussian
+#: noise) leaves behind (bench/autopilot.py: +1-2.5 dB over FFDNet alone at sigma 15-40 in q90
+#: JPEGs). Elsewhere the milder noise level 2: on Gaussian noise alone level 3 after FFDNet lost
+#: 0-2.8 dB (7 photos x sigma 10-40 x blur 0/0.8, x1; mean -0.5), level 2 0-0.9 (mean -0.15,
+#: none past sigma 25), while on Poisson-Gaussian noise (shot noise, as cameras have) level 2
+#: gained 0 to +7.3 dB and never lost (4 cases of the bench)
 STRONG_SIGMA = 6.0
 #: JPEG quality at or below which the de-JPEG step runs
 DEJPEG_MAX_QUALITY = 75
@@ -187,11 +191,13 @@ def plan(analysis: Analysis, scale: float) -> Plan:
         skipped.append(f"denoise: skipped, noise sigma {sigma:.2f} < {CLEAN_SIGMA} levels")
     jpeg = quality is not None and quality <= DEJPEG_MAX_QUALITY
     if jpeg or sigma >= STRONG_SIGMA:
-        level = 2 if quality is not None and quality < 30 else 3
+        in_jpeg = analysis.jpeg_source == "quantisation tables"
+        level = 2 if (quality is not None and quality < 30) or not (jpeg or in_jpeg) else 3
         why = (
             f"JPEG quality {quality:.0f} (from the {analysis.jpeg_source})"
             if jpeg
-            else f"strong noise (sigma {sigma:.1f} >= {STRONG_SIGMA}): cleans what the denoiser leaves"
+            else f"strong noise (sigma {sigma:.1f} >= {STRONG_SIGMA}"
+            + (") in a JPEG: cleans the blocky noise the denoiser leaves" if in_jpeg else "): cleans what the denoiser leaves")
         )
         steps.append(Step(DEJPEG[level], why))
     else:
