@@ -184,8 +184,8 @@ def models_show(model_id: str, as_json: bool) -> None:
 
     try:
         spec = models.get(model_id)
-    except PixeliftError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except PixeliftError as exc:  # an unknown or malformed id is a usage error, as `enhance -m` says
+        raise click.UsageError(str(exc)) from exc
     artifacts = {t: find(spec.id, t) for t in _exported(spec)}
     from pixelift.models.architectures import architecture
 

@@ -594,7 +594,7 @@ def test_models_show_any_id(pixelift_home: Path, model_id: str, as_json: bool, v
             res = CliRunner(env=BASE_ENV).invoke(main, args)
         _check_no_crash(res, f"pixelift {args}")
         known = model_id in models.REGISTRY or any(s.id == model_id for s in models.user_specs())
-        assert (res.exit_code == 0) == known, f"{args}: exit {res.exit_code}\n{res.output}"
+        assert res.exit_code == (0 if known else 2), f"{args}: exit {res.exit_code}\n{res.output}"
         if known and as_json:
             assert json.loads(res.stdout)["id"] == model_id
         assert list(root.iterdir()) == [], f"{args} created files"

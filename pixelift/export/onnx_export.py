@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,11 @@ def export_module(
         input_names, output_names = io.input_names, io.output_names
         dynamic = {k: v for k, v in {**dynamic, **io.dynamic_axes}.items() if k in input_names + output_names}
     try:
-        with torch.no_grad():
+        # the tracer's warnings (shape arithmetic turned into constants) would reach a user's terminal on a
+        # first run; the exported graph is checked against its module before it is published, so they go
+        # to the debug log
+        with torch.no_grad(), warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
             torch.onnx.export(
                 module,
                 args,
@@ -99,6 +104,8 @@ def export_module(
             )
     except Exception as exc:  # torch raises many unrelated types here
         raise ExportError(f"{spec.id}: torch.onnx.export failed: {exc}") from exc
+    for w in said:
+        log.debug("%s: torch.onnx.export: %s: %s", spec.id, w.category.__name__, w.message)
     model = onnx.load(str(dest))
     onnx.checker.check_model(model)
     nodes_before = len(model.graph.node)
