@@ -75,6 +75,25 @@ def test_transparent_edges_do_not_go_dark(enh: Enhancer) -> None:
     assert out[..., 3][48, 48] == 255 and out[..., 3][0, 0] == 0
 
 
+def test_a_cut_out_stays_a_cut_out(enh: Enhancer) -> None:
+    """A binary alpha (palette transparency, a mask) came back with a speckled band of soft values along
+    its edges (1, 2, 30, 55 beside 0 and 255); it is cut at one half: only 0 and 255, the edge where the
+    input's was, and the colour inside unpremultiplied with the model's own alpha (no dark rim)."""
+    h, w = 96, 128
+    yy, xx = np.mgrid[:h, :w]
+    disc = np.hypot(yy - 48, xx - 60) < 30
+    rgba = np.dstack([photo_crop("coffee", h, w), np.where(disc, 255, 0).astype(np.uint8)])
+    out = enh.enhance(rgba)
+    a = out[..., 3]
+    assert set(np.unique(a).tolist()) == {0, 255}
+    want = np.repeat(np.repeat(disc, 2, axis=0), 2, axis=1)
+    assert (a.astype(bool) != want).mean() < 0.01  # the same disc, up to its boundary pixels
+    oy, ox = np.mgrid[: 2 * h, : 2 * w]
+    ring = (np.hypot(oy + 0.5 - 96, ox + 0.5 - 120) < 60) & (np.hypot(oy + 0.5 - 96, ox + 0.5 - 120) >= 56) & (a > 0)
+    inner = np.repeat(np.repeat(rgba[..., :3], 2, axis=0), 2, axis=1)
+    assert ring.sum() > 500 and abs(float(out[..., :3][ring].mean()) - float(inner[ring].mean())) < 10
+
+
 def test_constant_alpha_is_resized_not_modelled(enh: Enhancer) -> None:
     rgba = np.dstack([photo_crop("astronaut", 32, 32), np.full((32, 32), 200, np.uint8)])
     out = enh.enhance(rgba)
@@ -141,7 +160,7 @@ def test_cli_batch_goes_on_past_a_bad_file(tmp_path: Path) -> None:
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["enhance", str(shoot), "-o", str(out), "--recursive", "--json", "-m", MODEL])
     assert res.exit_code == 1
-    lines = [json.loads(x) for x in res.output.strip().splitlines()]
+    lines = [json.loads(x) for x in res.stdout.strip().splitlines()]  # stderr: a first run's one-time work
     status = {Path(r["input"]).name: r["status"] for r in lines}
     assert status == {"a.png": "ok", "b.jpg": "ok", "broken.png": "error"}
     assert all({"status", "output", "model", "provider", "seconds", "error"} <= r.keys() for r in lines)
@@ -153,7 +172,7 @@ def test_cli_batch_goes_on_past_a_bad_file(tmp_path: Path) -> None:
         main, ["enhance", str(shoot), "-o", str(out), "--recursive", "--skip-existing", "--json"]
     )
     assert again.exit_code == 0
-    assert [json.loads(x)["status"] for x in again.output.strip().splitlines()] == ["skipped", "skipped"]
+    assert [json.loads(x)["status"] for x in again.stdout.strip().splitlines()] == ["skipped", "skipped"]
 
 
 def test_cli_default_output_name_and_no_overwrite(tmp_path: Path) -> None:

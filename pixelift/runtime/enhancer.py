@@ -306,10 +306,16 @@ class Enhancer:
             alpha = None
         else:
             const_alpha = None
+        # a cut-out (palette transparency, a mask: every pixel fully transparent or opaque) stays one: a
+        # model given its hard edge rings (SPAN left opaque specks 9 px out), so it is resized and cut at
+        # one half instead
+        cut_out = alpha is not None and bool(((alpha == 0.0) | (alpha == 1.0)).all())
         if alpha is not None:
             rgb = rgb * alpha[..., None]
         chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
-        a_chw = None if alpha is None else np.ascontiguousarray(np.repeat(alpha[None], 3, axis=0), dtype=np.float32)
+        a_chw = None
+        if alpha is not None and not cut_out:
+            a_chw = np.ascontiguousarray(np.repeat(alpha[None], 3, axis=0), dtype=np.float32)
         for lm in loaded:
             if self._conditioned(lm) and not self._noisy(chw, res.notes, auto=lm.spec.id == self._auto_denoiser):
                 continue
@@ -323,6 +329,10 @@ class Enhancer:
         if a_chw is not None:
             out_alpha = np.clip(resize_hwc(a_chw[:1].transpose(1, 2, 0), hh, ww)[..., 0], 0.0, 1.0)
             out = unpremultiply(out, out_alpha)
+        elif cut_out and alpha is not None:
+            soft = np.clip(resize_hwc(alpha[..., None], hh, ww)[..., 0], 0.0, 1.0)
+            out = unpremultiply(out, soft)
+            out_alpha = (soft >= 0.5).astype(np.float32)
         elif const_alpha is not None:
             out_alpha = np.full((hh, ww), const_alpha, np.float32)
         if gray:
