@@ -176,7 +176,9 @@ def _equal_reads(bounds: tuple[int, ...], ov: int) -> list[tuple[int, int]]:
     ones (by one alignment unit at most) widened to the longest with real pixels on one side (away
     from the edge it touches). One read shape for every tile: a backend that compiles per input
     shape (OpenVINO keeps one large static compilation) would otherwise recompile at every switch
-    between two shapes (11 times on a 24 MP photo); the windows ramp over each read's own ends."""
+    between two shapes (11 times on a 24 MP photo). The widened pixel is context only: the blend
+    windows still ramp at ``core +- ov`` and weigh it 0 (:func:`tile_weights`). A read one unit short
+    widened on both sides would have to be the whole axis, which is the longest, so one side fits."""
     n, end = len(bounds) - 1, bounds[-1]
     reads = [(bounds[i] - ov if i else 0, end if i == n - 1 else bounds[i + 1] + ov) for i in range(n)]
     longest = max(b - a for a, b in reads)
