@@ -576,7 +576,7 @@ def _plan_outputs(
     planned = {src: plan(src, rel, p in clash) for (src, rel), p in zip(files, first, strict=True)}
     by_output: dict[Path, Path] = {}
     for src, dst in planned.items():  # still one output for two inputs (a.png, a.jpg and a_png.png)
-        other = by_output.setdefault(dst.absolute(), src)
+        other = by_output.setdefault(Path(os.path.abspath(dst)), src)  # normalised, as _collect's inputs
         if other != src:
             raise click.UsageError(f"{other} and {src} would both be written to {dst}; rename one, or run them apart")
     return planned

@@ -277,6 +277,7 @@ def test_images_and_tiles_smaller_than_the_models_border_run(model: str) -> None
     side = spec.min_side - 1
     small = enh.enhance(big[:side, :side])
     inner = slice(0, max(2, side // 2) * spec.scale)
+    # measured 61.2, 33.2 and 57.7 dB: Real-CUGAN's SE means are the crop's own, not the photo's
     assert psnr(small[inner, inner] / 255.0, whole[inner, inner] / 255.0) >= 30.0
     tiled = Enhancer(model, provider="cpu", tiles=TileOptions(tile=16)).enhance(big)
-    assert tiled.shape == whole.shape and psnr(tiled / 255.0, whole / 255.0) >= 40.0
+    assert tiled.shape == whole.shape and psnr(tiled / 255.0, whole / 255.0) >= 55.0  # measured inf, 62.4, 62.9

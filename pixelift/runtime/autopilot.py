@@ -38,9 +38,9 @@ CLEAN_SIGMA = 1.0
 #: level 3, as JPEG quantisation leaves strong noise blocky, which FFDNet (trained on Gaussian
 #: noise) leaves behind (bench/autopilot.py: +1-2.5 dB over FFDNet alone at sigma 15-40 in q90
 #: JPEGs). Elsewhere the milder noise level 2: on Gaussian noise alone level 3 after FFDNet lost
-#: 0-2.8 dB (7 photos x sigma 10-40 x blur 0/0.8, x1; mean -0.5), level 2 0-0.9 (mean -0.15,
-#: none past sigma 25), while on Poisson-Gaussian noise (shot noise, as cameras have) level 2
-#: gained 0 to +7.3 dB and never lost (4 cases of the bench)
+#: 0.43 dB on average to FFDNet alone (7 photos x sigma 10/15/25/40 x blur 0/0.8, x1; up to
+#: 2.76), level 2 0.12 (up to 0.91, about 0 from sigma 25 on), while on Poisson-Gaussian noise
+#: (shot noise, as cameras have) level 2 gained 0 to 7.3 dB and never lost (4 cases of the bench)
 STRONG_SIGMA = 6.0
 #: JPEG quality at or below which the de-JPEG step runs
 DEJPEG_MAX_QUALITY = 75
@@ -193,11 +193,11 @@ def plan(analysis: Analysis, scale: float) -> Plan:
     if jpeg or sigma >= STRONG_SIGMA:
         in_jpeg = analysis.jpeg_source == "quantisation tables"
         level = 2 if (quality is not None and quality < 30) or not (jpeg or in_jpeg) else 3
+        where = " in a JPEG" if in_jpeg else ""
         why = (
             f"JPEG quality {quality:.0f} (from the {analysis.jpeg_source})"
             if jpeg
-            else f"strong noise (sigma {sigma:.1f} >= {STRONG_SIGMA}"
-            + (") in a JPEG: cleans the blocky noise the denoiser leaves" if in_jpeg else "): cleans what the denoiser leaves")
+            else f"strong noise (sigma {sigma:.1f} >= {STRONG_SIGMA}){where}: cleans what the denoiser leaves"
         )
         steps.append(Step(DEJPEG[level], why))
     else:

@@ -72,7 +72,7 @@ def write_image(
         color = _to_uint16(color)
         alpha = None if alpha is None else _to_uint16(alpha)
     if fmt == "JPEG" and alpha is not None:
-        if bool((alpha == 255).all()):  # opaque everywhere: the JPEG loses nothing
+        if not data.has_transparency:  # opaque everywhere: the JPEG loses nothing
             alpha = None
         elif not flatten_alpha:
             raise AlphaNotSupportedError(
