@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ import click
 
 from pixelift import limits, logs, paths
 from pixelift.cli_report import FileBars, Warnings, report
-from pixelift.errors import MissingExtraError, OutputExistsError, PixeliftError, UsageError
+from pixelift.errors import MissingExtraError, OutputExistsError, PixeliftError, UsageError, WeightSourceError
 from pixelift.ids import validate_id
 
 if TYPE_CHECKING:
@@ -244,8 +245,25 @@ def _fidelity_line(key: str, rec: FidelityRecord) -> str:
     return f"{key}: {db} dB vs fp32 (worst held-out crop), {rec.seconds * 1000:.1f} ms/crop, gates met: {gates}"
 
 
+URL_SCHEMES = ("http", "https", "file")
+
+
 def _is_url(text: str) -> bool:
-    return urllib.parse.urlparse(text).scheme in ("http", "https", "file")
+    """A ``scheme://`` target; one of another scheme than :data:`URL_SCHEMES` is refused by name."""
+    scheme = urllib.parse.urlparse(text).scheme
+    if "://" not in text or len(scheme) < 2:  # a one-letter scheme is a Windows drive
+        return False
+    if scheme not in URL_SCHEMES:
+        raise click.BadParameter(
+            f"{text}: {scheme}:// URLs are not supported (use {', '.join(URL_SCHEMES)})", param_hint="TARGETS"
+        )
+    return True
+
+
+def _is_weight_path(text: str) -> bool:
+    """A target meant as a file: it exists, has a suffix or names a folder (an id never does)."""
+    path = Path(text)
+    return bool(path.suffix) or os.sep in text or "/" in text or path.exists()
 
 
 def _user_spec(target: str, model_id: str | None, sha256: str | None) -> ModelSpec:
@@ -253,7 +271,7 @@ def _user_spec(target: str, model_id: str | None, sha256: str | None) -> ModelSp
 
     require_torch()
     from pixelift.models.importers.userfile import spec_from_file
-    from pixelift.models.sources import UrlSource
+    from pixelift.models.sources import LocalFileSource, UrlSource
 
     if _is_url(target):
         if not sha256:
@@ -263,6 +281,9 @@ def _user_spec(target: str, model_id: str | None, sha256: str | None) -> ModelSp
         default_id = Path(urllib.parse.urlparse(target).path).stem
         return spec_from_file(path, model_id or _kebab(default_id), url=target, sha256=sha256)
     path = Path(target)
+    if path.is_dir():
+        raise WeightSourceError(f"{path} is a folder; name a .pth or .safetensors file")
+    (path,) = LocalFileSource(str(path), sha256).files()  # exists, and matches --sha256 before it is read
     return spec_from_file(path, model_id or _kebab(path.stem), sha256=sha256)
 
 
@@ -325,6 +346,12 @@ def export_cmd(
             validate_id(model_id)
         except PixeliftError as exc:
             raise click.BadParameter(str(exc), param_hint="--id") from None
+    for target in targets:  # an unknown id or URL scheme is refused before any export starts
+        if target not in models.REGISTRY and not (_is_url(target) or _is_weight_path(target)):
+            try:
+                models.get(target)
+            except PixeliftError as exc:
+                raise click.BadParameter(str(exc), param_hint="TARGETS") from None
     if sha256 is not None and not (len(sha256) == 64 and all(c in "0123456789abcdefABCDEF" for c in sha256)):
         raise click.BadParameter("expected 64 hexadecimal digits", param_hint="--sha256")
     if importlib.util.find_spec("torch") is None:
@@ -364,7 +391,7 @@ def _export_one(
     try:
         if target in models.REGISTRY:
             spec = models.REGISTRY.get(target)
-        elif Path(target).suffix or _is_url(target):
+        elif _is_url(target) or _is_weight_path(target):
             spec = _user_spec(target, model_id, sha256)
             if spec.id in models.REGISTRY:
                 raise ValueError(f"{spec.id!r} is a built-in model id; choose another --id")
@@ -972,7 +999,7 @@ def enhance_cmd(
     )
     try:
         for src, _ in files:
-            rec = early.get(src) or _outcome_record(next(outcomes), enh.model_ids)
+            rec = early.get(src) or _outcome_record(next(outcomes), enh.model_ids, enh.warnings)
             failures += rec["status"] == "error"
             bar.close()
             report(rec, src, as_json=as_json, quiet=quiet)
@@ -1015,7 +1042,7 @@ def _stream_files(
     for o in outcomes:
         bar.close()
         streamed = {"streamed": True, "tile": getattr(o.result, "tile", None)} if o.error is None else {}
-        early[o.src] = _outcome_record(o, enh.model_ids) | streamed
+        early[o.src] = _outcome_record(o, enh.model_ids, enh.warnings) | streamed
     return rest
 
 
@@ -1085,15 +1112,20 @@ def _record(src: Path, model: list[str], **fields: Any) -> dict[str, Any]:
         "provider": None,
         "seconds": None,
         "error": None,
+        "provider_rejected": {},
+        "notes": [],
+        "warnings": [],
     }
     rec.update(fields)
     return rec
 
 
-def _outcome_record(o: Any, model: list[str]) -> dict[str, Any]:
-    """The JSON record of one :class:`~pixelift.runtime.enhancer.FileOutcome`."""
+def _outcome_record(o: Any, model: list[str], warnings: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON record of one :class:`~pixelift.runtime.enhancer.FileOutcome`; a failed file's carries
+    ``warnings``, what loading the models said (a provider passed over), as a result would."""
     rec = _record(o.src, model, output=None if o.output is None else str(o.output), seconds=round(o.seconds, 3))
     if o.error is not None:
+        rec["warnings"] = list(warnings)
         exc = o.error
         if not isinstance(exc, PixeliftError | OSError | ValueError | RuntimeError):
             # a bug on one file must not stop the batch or show a traceback

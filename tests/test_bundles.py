@@ -125,6 +125,10 @@ def test_tampered_bundle_installs_nothing(tmp_path: Path, other_home: Path, monk
     with pytest.raises(BundleError, match=r"damaged or truncated bundle.*nothing installed"):
         install(truncated)
     assert find(MODEL, ONNX_FP32) is None
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    res = CliRunner().invoke(main, ["artifacts", "install", str(photo)])  # not a bundle at all: one line
+    assert res.exit_code == 1 and "not a pixelift bundle" in res.output and len(res.output.splitlines()) == 1
 
 
 SHA = "0" * 64

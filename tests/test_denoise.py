@@ -19,6 +19,7 @@ from pixelift.metrics import psnr
 from pixelift.models import get
 from pixelift.models.architectures import pack
 from pixelift.models.importers import ffdnet as ffdnet_importer
+from pixelift.runtime.enhancer import AutoEnhancer
 from tests.images import photo_crop
 
 PHOTOS = ("chelsea", "coffee", "astronaut")
@@ -191,6 +192,8 @@ def test_strength_scales_the_map() -> None:
         {"denoise_strength": 3},
         {"denoise_strength": -0.1},
         {"model": "ffdnet-rgb", "denoise": "off"},
+        {"denoise_strength": 0.5},  # no denoiser to scale: refused, not ignored
+        {"denoise_strength": 0.5, "denoise": "off"},
     ],
 )
 def test_denoise_options_are_validated(kwargs: dict[str, object]) -> None:
@@ -208,7 +211,13 @@ def test_cli_denoise(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["enhance", str(src), "--denoise", "auto", "-o", str(tmp_path / "b.png")])
     assert res.exit_code == 0, res.output
     assert Image.open(tmp_path / "b.png").size == (128, 96)
-    for bad in (["--denoise", "loud"], ["--denoise", "99"], ["--denoise-strength", "5"], ["-m", "ffdnet-rgb", "--denoise", "off"]):
+    for bad in (
+        ["--denoise", "loud"],
+        ["--denoise", "99"],
+        ["--denoise-strength", "5"],
+        ["-m", "ffdnet-rgb", "--denoise", "off"],
+        ["--denoise-strength", "0.5"],
+    ):
         res = CliRunner().invoke(main, ["enhance", str(src), *bad, "-o", str(tmp_path / "c.png")])
         assert res.exit_code == 2, (bad, res.output)
         assert not (tmp_path / "c.png").exists()
@@ -218,3 +227,14 @@ def test_cli_denoise(tmp_path: Path) -> None:
 def test_zoo_row_counts_the_parameters_of_the_weights(model_id: str) -> None:
     module = _torch_module(get(model_id))
     assert sum(p.numel() for p in module.parameters()) == get(model_id).params
+
+
+def test_denoise_strength_goes_where_a_denoiser_is() -> None:
+    assert Enhancer("span-x2-ch48", denoise="auto", denoise_strength=0.5).denoise_strength == 0.5
+    assert Enhancer("span-x2-ch48", denoise=10, denoise_strength=0.5).denoise_strength == 0.5
+    auto = AutoEnhancer(denoise_strength=0.5)  # the autopilot denoises some photos: the strength is theirs
+    assert auto.denoise_strength == 0.5
+    assert auto._pipeline(["ffdnet-rgb", "span-x2-ch48"]).denoise_strength == 0.5
+    assert auto._pipeline(["span-x2-ch48"]).denoise_strength == 1.0
+    with pytest.raises(UsageError):
+        AutoEnhancer(denoise_strength=7)

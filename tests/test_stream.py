@@ -75,7 +75,16 @@ def _inputs(folder: Path) -> dict[str, Path]:
     )
     gray = photo_crop("chelsea", 90, 110)[..., 1].astype(np.float32) / 255
     tifffile.imwrite(folder / "grayf.tif", gray, rowsperstrip=8, metadata=None)
-    return {"rgb8": folder / "rgb8.png", "rgba16": folder / "rgba16.tif", "grayf": folder / "grayf.tif"}
+    yy, xx = np.mgrid[:90, :110]
+    disc = np.where((yy - 40) ** 2 + (xx - 60) ** 2 < 35**2, 255, 0).astype(np.uint8)  # a cut-out: 0 or 255
+    cut = np.concatenate([photo_crop("chelsea", 90, 110), disc[..., None]], axis=2)
+    imageio.write_image(imageio.ImageData.from_arrays(cut[..., :3], cut[..., 3]), folder / "cutout8.png")
+    return {
+        "rgb8": folder / "rgb8.png",
+        "rgba16": folder / "rgba16.tif",
+        "grayf": folder / "grayf.tif",
+        "cutout8": folder / "cutout8.png",
+    }
 
 
 @pytest.mark.parametrize("fmt", ["TIFF", "PNG"])
@@ -91,6 +100,8 @@ def test_streamed_equals_in_memory_bit_for_bit(enh: Enhancer, tmp_path: Path, fm
         if a.alpha is not None:
             assert b.alpha is not None and np.array_equal(a.alpha, b.alpha)
             assert int(b.alpha.min()) < int(b.alpha.max())  # the alpha really varies (modelled, not constant)
+            if name == "cutout8":  # resized and cut, not modelled: it stays a cut-out
+                assert set(np.unique(b.alpha).tolist()) == {0, 255}
         assert (a.icc, a.xmp, a.iptc, a.dpi) == (b.icc, b.xmp, b.iptc, b.dpi), name
         assert b.color.shape[:2] == (180, 220)
     tiff = imageio.read_image(tmp_path / "str_rgba16.tiff") if fmt == "TIFF" else None

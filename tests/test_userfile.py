@@ -147,3 +147,24 @@ def test_export_from_loopback_url(tmp_path: Path, serve_dir: Callable[[Path], st
     assert ok.exit_code == 0, ok.output
     spec = models.get("url-span")
     assert spec.sources[0].kind == "url" and spec.sources[0].sha256 == digest
+
+
+def test_export_targets_are_told_apart(tmp_path: Path) -> None:
+    """A path without a suffix, a folder, a missing file, another URL scheme and an unknown id
+    each get their own answer; a local file whose --sha256 differs is refused before it is read."""
+    noext = tmp_path / "weights"
+    _save(build_torch(models.get("span-x2-ch48")).state_dict(), tmp_path / "w.safetensors")
+    noext.write_bytes(b"x")
+    cases = [
+        ([str(noext)], 1, "unsupported weight file type"),
+        ([str(tmp_path)], 1, "is a folder"),
+        ([str(tmp_path / "missing")], 1, "not found"),
+        (["ftp://host/w.pth"], 2, "ftp:// URLs are not supported"),
+        (["no-such-model"], 2, "unknown model"),
+        (["span-x2-ch48", "ftp://host/w.pth"], 2, "ftp://"),  # refused before the first target runs
+        ([str(tmp_path / "w.safetensors"), "--id", "w-sha", "--sha256", "0" * 64], 1, "sha256 does not match"),
+    ]
+    for args, code, said in cases:
+        res = CliRunner().invoke(main, ["export", *args])
+        assert res.exit_code == code and said in res.output, (args, res.output)
+    assert find("w-sha", "onnx-fp32") is None

@@ -43,15 +43,22 @@ def installed_builder() -> Builder:
     return fn
 
 
+#: how the store's and the manifest's errors name their remedy, which the resolver words itself
+REMEDY = "; run `pixelift export --force"
+
+
 def _verified(model_id: str, target: str) -> tuple[Artifact | None, str | None]:
+    """The artifact, or what is wrong with it: the damage only, since the remedy said here (rebuilt,
+    or which command rebuilds it) depends on this install."""
     art, problem = inspect(model_id, target)
     if art is None:
-        return None, problem
+        return None, problem and problem.split(REMEDY)[0]
     try:
         art.verify()
     except DamagedArtifactError as exc:
-        return None, str(exc)
+        return None, str(exc).split(REMEDY)[0]
     return art, None
+
 
 
 def resolve_artifact(

@@ -157,8 +157,10 @@ def install(src: Path, *, force: bool = False) -> list[BundleEntry]:
     An artifact already there with the same manifest hash is kept unless ``force``."""
     try:
         tar = tarfile.open(src, "r:*")  # noqa: SIM115 (closed by the with below)
-    except (OSError, tarfile.TarError) as exc:
-        raise BundleError(f"{src}: not a readable bundle ({exc})") from None
+    except tarfile.TarError:  # its message lists every compression tried, one line each
+        raise BundleError(f"{src}: not a pixelift bundle (no tar archive; `pixelift artifacts pack` makes one)") from None
+    except OSError as exc:
+        raise BundleError(f"{src}: not a readable bundle ({exc.strerror or exc})") from None
     try:
         with tar, tempfile.TemporaryDirectory(prefix=".bundle-", dir=_scratch_parent()) as tmp:
             return _install(tar, src, Path(tmp), force)

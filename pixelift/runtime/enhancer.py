@@ -33,7 +33,7 @@ from pixelift.runtime import stream as streaming
 from pixelift.runtime.footprint import tile_memory_budget
 from pixelift.runtime.imageio import default_output_path
 from pixelift.runtime.pipeline import FileOutcome, Progress, Result, TileOptions, TilingArgs
-from pixelift.runtime.pixels import from_float, model_alpha, resize_hwc, to_float, unpremultiply
+from pixelift.runtime.pixels import from_float, model_alpha, resize_hwc, to_float, unpremultiply, upscale_rows
 from pixelift.runtime.session import LoadedModel, load
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,16 @@ class Enhancer:
             raise UsageError("an Enhancer needs at least one model")
         self.denoise = parse_denoise(denoise)
         self.denoise_strength = limits.parse_range(denoise_strength, 0.0, 2.0, "denoise_strength")
-        conditioned = [m for m in self.model_ids if architecture(models.get(m).architecture).extra_inputs]
+        conditioned = [m for m in self.model_ids if takes_noise_map([m])]
         if self.denoise == "off" and conditioned:
             raise UsageError(f"{conditioned[0]} needs a noise level: use denoise 'auto' or a level, not 'off'")
         # the denoiser step the autopilot adds (skipped on clean images), or None
         self._auto_denoiser = DENOISER if self.denoise not in (None, "off") and not conditioned else None
+        if self.denoise_strength != 1.0 and not (conditioned or self._auto_denoiser):
+            raise UsageError(
+                f"denoise_strength (--denoise-strength) scales a denoiser's noise map, and {', '.join(self.model_ids)} "
+                f"has no denoiser: add denoise 'auto' (--denoise auto) or a denoise model (-m {DENOISER})"
+            )
         if self._auto_denoiser is not None:
             self.model_ids.insert(0, self._auto_denoiser)
         self.specs = [models.get(m) for m in self.model_ids]  # fails fast on unknown ids
@@ -330,7 +335,11 @@ class Enhancer:
             out_alpha = np.clip(resize_hwc(a_chw[:1].transpose(1, 2, 0), hh, ww)[..., 0], 0.0, 1.0)
             out = unpremultiply(out, out_alpha)
         elif cut_out and alpha is not None:
-            soft = np.clip(resize_hwc(alpha[..., None], hh, ww)[..., 0], 0.0, 1.0)
+            k = hh // h0
+            if (hh, ww) == (h0 * k, w0 * k):  # as a streamed output computes it, band by band
+                soft = upscale_rows(alpha, 0, h0, k, 0, hh)
+            else:
+                soft = np.clip(resize_hwc(alpha[..., None], hh, ww)[..., 0], 0.0, 1.0)
             out = unpremultiply(out, soft)
             out_alpha = (soft >= 0.5).astype(np.float32)
         elif const_alpha is not None:
@@ -533,6 +542,13 @@ class _FileJob:
     jpeg: bytes | None = None
 
 
+def takes_noise_map(model_ids: Sequence[str]) -> bool:
+    """Whether one of these models is noise-conditioned (takes a noise map beside the image)."""
+    from pixelift import models
+
+    return any(architecture(models.get(m).architecture).extra_inputs for m in model_ids)
+
+
 class AutoEnhancer(Enhancer):
     """The autopilot: each image is analysed (:mod:`pixelift.runtime.autopilot`) and runs through
     the steps chosen for it (denoise -> de-JPEG -> upscale), then is resized to ``outscale``.
@@ -545,8 +561,11 @@ class AutoEnhancer(Enhancer):
         for name in ("model", "denoise"):
             if name in options:
                 raise UsageError(f"the autopilot chooses the {name} itself; do not pass {name}=")
-        template = Enhancer(autopilot.UPSCALERS[("photo", 2)], outscale=outscale, **options)  # validates everything
+        # validates everything; the strength is the denoiser's, in the pipelines that have one
+        strength = limits.parse_range(options.pop("denoise_strength", 1.0), 0.0, 2.0, "denoise_strength")
+        template = Enhancer(autopilot.UPSCALERS[("photo", 2)], outscale=outscale, **options)
         self.__dict__.update(template.__dict__)
+        self.denoise_strength = strength
         self.model_ids = []
         self.specs = []
         self._options = options
@@ -562,7 +581,10 @@ class AutoEnhancer(Enhancer):
         with self._pipelines_lock:
             enh = self._pipelines.get(tuple(models))
             if enh is None:
-                enh = self._pipelines[tuple(models)] = Enhancer(models, outscale=self.outscale, **self._options)
+                strength = self.denoise_strength if takes_noise_map(models) else 1.0
+                enh = self._pipelines[tuple(models)] = Enhancer(
+                    models, outscale=self.outscale, denoise_strength=strength, **self._options
+                )
         return enh
 
     def enhance_data(self, data: imageio.ImageData) -> tuple[imageio.ImageData, Result]:

@@ -63,7 +63,7 @@ from pixelift.runtime.imageio.stream_write import (
     write_streamed,
 )
 from pixelift.runtime.pipeline import FileOutcome, Pipeline, Result
-from pixelift.runtime.pixels import from_float, model_alpha, to_float, unpremultiply
+from pixelift.runtime.pixels import LANCZOS_REACH, from_float, model_alpha, to_float, unpremultiply, upscale_rows
 from pixelift.runtime.session import LoadedModel
 
 STREAM_MODES = ("auto", "on", "off")
@@ -259,7 +259,7 @@ def stream_file(enh: Pipeline, src: Path, dst: Path, *, format: str, overwrite: 
         tile = stream_tile(enh, lm, h, w)
         if tile is not None and not lm.spec.tile_safe:
             res.notes.append(f"{lm.spec.id} uses whole-image statistics; tiled output differs slightly from untiled")
-        const_alpha = _constant_alpha(rows) if rows.has_alpha else None
+        kind = _alpha_kind(rows) if rows.has_alpha else None
         shape = StreamShape(out_h, out_w, rows.channels, rows.dtype, rows.has_alpha)
         done: list[Path] = []
 
@@ -267,7 +267,7 @@ def stream_file(enh: Pipeline, src: Path, dst: Path, *, format: str, overwrite: 
             res.tile = t
             done.append(
                 write_streamed(
-                    _strips(enh, lm, rows, t, const_alpha, res.notes),
+                    _strips(enh, lm, rows, t, kind, res.notes),
                     dst,
                     shape,
                     rows.meta,
@@ -326,27 +326,45 @@ def _check_stream_size(enh: Pipeline, rows: RowSource, out_h: int, out_w: int, d
         )
 
 
-def _constant_alpha(rows: RowSource) -> float | None:
-    """The alpha value when every pixel has the same one (it is then resized, not run through the model), as
-    ``Enhancer.enhance_float`` decides it; one pass over the alpha rows."""
-    lo, hi = np.inf, -np.inf
+@dataclass(frozen=True)
+class _AlphaKind:
+    """How ``Enhancer.enhance_float`` treats an image's alpha, decided in one pass over the alpha rows."""
+
+    constant: float | None  # every pixel has this value: resized, not modelled
+    cut_out: bool  # every pixel 0 or opaque: resized and cut at one half
+
+
+def _alpha_kind(rows: RowSource) -> _AlphaKind:
+    lo, hi, binary = np.inf, -np.inf, True
     for y in range(0, rows.height, _ALPHA_SCAN_ROWS):
         _, alpha = read_rows_checked(rows, y, min(y + _ALPHA_SCAN_ROWS, rows.height))
         assert alpha is not None
         a = to_float(alpha)[0]
         lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
-        if lo != hi:
-            return None
-    return lo
+        binary = binary and bool(((a == 0.0) | (a == 1.0)).all())
+        if lo != hi and not binary:
+            break
+    return _AlphaKind(lo if lo == hi else None, binary and lo != hi)
+
+
+def _resized_alpha(rows: RowSource, scale: int, y0: int, y1: int) -> np.ndarray:
+    """Output rows ``[y0, y1)`` of the alpha upscaled as ``Enhancer.enhance_float`` upscales a cut-out's."""
+    lo, hi = max(0, y0 // scale - LANCZOS_REACH - 1), min(rows.height, -(-y1 // scale) + LANCZOS_REACH + 1)
+    _, alpha = read_rows_checked(rows, lo, hi)
+    assert alpha is not None
+    return upscale_rows(to_float(alpha)[0], lo, rows.height, scale, y0, y1)
 
 
 def _strips(
-    enh: Pipeline, lm: LoadedModel, rows: RowSource, tile: int | None, const_alpha: float | None, notes: list[str]
+    enh: Pipeline, lm: LoadedModel, rows: RowSource, tile: int | None, kind: _AlphaKind | None, notes: list[str]
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Output strips in the output dtype: the steps of ``Enhancer.enhance_float`` and ``enhance_data``, by rows."""
     spec = lm.spec
     gray = rows.channels == 1
-    modelled = rows.has_alpha and const_alpha is None
+    const_alpha = None if kind is None else kind.constant
+    premultiplied = kind is not None and const_alpha is None
+    cut_out = kind is not None and kind.cut_out
+    modelled = premultiplied and not cut_out
     clipped = False
 
     def read_color(y0: int, y1: int) -> np.ndarray:
@@ -356,7 +374,7 @@ def _strips(
         clipped = clipped or clip
         if gray:
             rgb = np.repeat(rgb, 3, axis=2)
-        if modelled:
+        if premultiplied:
             assert alpha is not None
             rgb = rgb * to_float(alpha)[0][..., None]
         return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
@@ -377,6 +395,7 @@ def _strips(
             a_y0, a_strip = a
             if a_y0 != y0 or a_strip.shape[1] != c.shape[1]:  # pragma: no cover - one plan for both
                 raise RuntimeError("colour and alpha strips out of step")
+        soft = _resized_alpha(rows, spec.scale, y0, y0 + c.shape[1]) if cut_out else None
         # element by element, so converted a few rows at a time: the scratch stays small
         for r0 in range(0, c.shape[1], _CONVERT_ROWS):
             part = c[:, r0 : r0 + _CONVERT_ROWS]
@@ -385,12 +404,16 @@ def _strips(
             if a_strip is not None:
                 out_alpha = np.clip(model_alpha(a_strip[:, r0 : r0 + _CONVERT_ROWS])[0], 0.0, 1.0)
                 out = unpremultiply(out, out_alpha)
+            elif soft is not None:
+                part_soft = soft[r0 : r0 + _CONVERT_ROWS]
+                out = unpremultiply(out, part_soft)
+                out_alpha = (part_soft >= 0.5).astype(np.float32)
             elif const_alpha is not None:
                 out_alpha = np.full(out.shape[:2], const_alpha, np.float32)
             if gray:
                 out = out.mean(axis=2, keepdims=True)
             yield from_float(out, dtype), None if out_alpha is None else from_float(out_alpha, dtype)
-        del c, a, a_strip  # let go of the strip before the next band is computed
+        del c, a, a_strip, soft  # let go of the strip before the next band is computed
     if clipped and "float input outside 0..1 was clipped" not in notes:
         notes.append("float input outside 0..1 was clipped")
 
