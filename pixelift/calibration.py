@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image
 
 from pixelift.models.architectures import architecture, pack
+from pixelift.runtime.formats import READ_SUFFIXES
 from pixelift.samples import art_image, sample_photo, to_chw
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
 CALIB_CROP = 64
 HELDOUT_CROP = 80
 
@@ -58,9 +58,9 @@ class CalibrationSource:
         self.folder = Path(folder) if folder is not None else None
         self.seed = seed
         if self.folder is not None:
-            self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in READ_SUFFIXES)
             if not self.files:
-                raise ValueError(f"{self.folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise ValueError(f"{self.folder}: no images ({', '.join(READ_SUFFIXES)})")
 
     def describe(self) -> str:
         if self.folder is None:

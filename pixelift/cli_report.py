@@ -13,6 +13,11 @@ import click
 
 from pixelift import logs
 
+#: the exit code when at least one item failed (the others still ran); 2 is a usage error
+EXIT_FAILED = 1
+#: set, an internal error shows its traceback
+ENV_DEBUG = "PIXELIFT_DEBUG"
+
 
 def report(rec: dict[str, Any], src: Path, *, as_json: bool, quiet: bool) -> None:
     """One file's outcome: its JSON record, or its error, notes and result line (a run through a

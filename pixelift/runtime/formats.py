@@ -19,6 +19,8 @@ SUFFIXES = {
     ".bmp": "BMP",
     ".dib": "BMP",
 }
+#: the suffixes a folder scan picks up: every one of a format pixelift reads
+READ_SUFFIXES = tuple(s for s, f in SUFFIXES.items() if f in READ_FORMATS)
 _FORMAT_SUFFIX = {"PNG": ".png", "TIFF": ".tif", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp"}
 
 
