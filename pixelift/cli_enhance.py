@@ -358,7 +358,7 @@ def enhance_cmd(
         # read by the runtime, here or in a service: a bad value is refused either way
         tile_memory = limits.tile_memory_bytes()  # a service is handed it: it sizes tiles as this run would
         limits.compile_cache_bytes()
-        limits.max_stream_pixels()
+        max_stream = limits.max_stream_pixels()  # the environment's; a service is handed it
         mode = server_mode()
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -404,6 +404,7 @@ def enhance_cmd(
                 "tile_memory": tile_memory,
                 "max_pixels": "none" if max_in is None else max_in,
                 "max_output_pixels": "none" if max_out is None else max_out,
+                "max_stream_pixels": "none" if max_stream is None else max_stream,
                 "stream": stream_mode,
             }
             code = enhance_via_server(
@@ -428,6 +429,7 @@ def enhance_cmd(
             tiles=tiles,
             max_pixels=max_in,
             max_output_pixels=max_out,
+            max_stream_pixels=max_stream,
             precision=precision,
             fast=fast,
             denoise_strength=strength,

@@ -222,14 +222,21 @@ def find_service(mode: str, *, required: bool) -> ServiceClient | None:
 
 
 def _same_install(client: ServiceClient | None) -> ServiceClient | None:
-    """``client`` when its service runs this pixelift's code, else None, said (one left running
-    across an upgrade, or from another environment, would refuse or treat a job differently)."""
-    if client is None or client.install == state.install_id():
-        return client
-    where = client.install or "a pixelift from before this one"
-    log.warning("the pixelift service at %s runs another installation (%s): running in-process "
-                "(`pixelift serve --stop` stops it)", client.base_url, where)
-    return None
+    """``client`` when its service runs this pixelift's code on this run's model cache, else None, said
+    (one left running across an upgrade, or from another environment, would refuse or treat a job
+    differently; one on another cache would not know this run's own models)."""
+    if client is None:
+        return None
+    if client.install != state.install_id():
+        where = client.install or "a pixelift from before this one"
+        log.warning("the pixelift service at %s runs another installation (%s): running in-process "
+                    "(`pixelift serve --stop` stops it)", client.base_url, where)
+        return None
+    if client.home is not None and client.home != state.home_id():
+        log.warning("the pixelift service at %s uses another model cache (%s; this run's is %s, see PIXELIFT_HOME): "
+                    "running in-process", client.base_url, client.home, state.home_id())
+        return None
+    return client
 
 
 def _start_for_enhance(folder: Path) -> ServiceClient | None:

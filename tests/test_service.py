@@ -463,13 +463,18 @@ def test_a_service_of_another_installation_is_not_used(server: Server, tmp_path:
     a = save(tmp_path / "a.png")
     status, health = server.raw("GET", "/v1/health")
     assert status == 200 and health["install"] == state.install_id()
-    for flag in ("--server", None):
-        argv = ["enhance", *([flag] if flag else []), str(a), "-o", str(tmp_path / f"{flag}.png"), "-m", MODEL, "--json"]
-        code = f"import pixelift.service.state as s\ns.install_id = lambda: '/elsewhere'\nimport sys\nsys.argv = ['pixelift', *{argv!r}]\nfrom pixelift.cli import run\nrun()\n"
-        r = subprocess.run([sys.executable, "-c", code], env=serve_env(server.folder), capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
-        assert "runs another installation" in r.stderr and "serve --stop" in r.stderr, r.stderr
-        assert "via" not in json.loads(r.stdout.splitlines()[-1])
+    assert health["home"] == state.home_id()
+    # the same for a service on another model cache, which would not know this run's own models
+    for what, said in (("install_id", "runs another installation"), ("home_id", "uses another model cache")):
+        for flag in ("--server", None):
+            out = tmp_path / f"{what}{flag}.png"
+            argv = ["enhance", *([flag] if flag else []), str(a), "-o", str(out), "-m", MODEL, "--json"]
+            code = (f"import pixelift.service.state as s\ns.{what} = lambda: '/elsewhere'\nimport sys\n"
+                    f"sys.argv = ['pixelift', *{argv!r}]\nfrom pixelift.cli import run\nrun()\n")  # fmt: skip
+            r = subprocess.run([sys.executable, "-c", code], env=serve_env(server.folder), capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr
+            assert said in r.stderr, r.stderr
+            assert "via" not in json.loads(r.stdout.splitlines()[-1]) and out.is_file()
 
 
 def test_the_clients_tile_memory_travels_with_the_job(server: Server, tmp_path: Path) -> None:
@@ -510,6 +515,14 @@ def test_enhance_stream_travels_with_the_job(server: Server, tmp_path: Path) -> 
     body = json.dumps({"inputs": [str(a)], "outputs": [str(tmp_path / "c.png")], "stream": "sometimes"}).encode()
     status, reply = server.raw("POST", "/v1/jobs", body, {"Content-Type": "application/json"})
     assert status == 400 and "'stream'" in reply["error"]["message"]
+    # the client's PIXELIFT_MAX_STREAM_PIXELS is the guard a service applies (the service's environment has none)
+    for server_flag in ("--server", "--no-server"):
+        out = tmp_path / f"small{server_flag}.png"
+        argv = [sys.executable, "-m", "pixelift.cli", "enhance", server_flag, str(a), "-o", str(out), "-m", MODEL, "--stream", "on"]
+        env = {**serve_env(server.folder), "PIXELIFT_MAX_STREAM_PIXELS": "1000"}
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 1 and "streamed-output limit of 1,000" in r.stderr, (server_flag, r.stderr)
+        assert not out.exists()
 
 
 def test_pixelift_server_start_starts_one_service_for_concurrent_runs_and_reuses_it(tmp_path: Path) -> None:

@@ -272,9 +272,11 @@ def test_auto_streams_big_outputs_and_keeps_a_guard(tmp_path: Path, monkeypatch:
     assert res.exit_code == 0 and rec["status"] == "ok" and rec.get("streamed") is True
     # the in-memory limit is lifted for a streamed output; the streamed-output limit applies instead
     enh = Enhancer(MODEL, provider="cpu", max_output_pixels=limits.DEFAULT_MAX_OUTPUT_PIXELS)
-    monkeypatch.setenv(stream.ENV_MAX_STREAM_PIXELS, "1000")
+    monkeypatch.setenv(stream.ENV_MAX_STREAM_PIXELS, "1000")  # read when an Enhancer is made, as the other limits
     with pytest.raises(ImageTooLargeError, match="streamed-output limit of 1,000"):
-        stream.enhance_file(enh, src, tmp_path / "g.tif", stream="on")
+        stream.enhance_file(Enhancer(MODEL, provider="cpu"), src, tmp_path / "g.tif", stream="on")
+    with pytest.raises(ImageTooLargeError, match="streamed-output limit of 1,000"):
+        stream.enhance_file(Enhancer(MODEL, provider="cpu", max_stream_pixels=1000), src, tmp_path / "g.tif", stream="on")
     monkeypatch.delenv(stream.ENV_MAX_STREAM_PIXELS)
     tight = Enhancer(MODEL, provider="cpu", max_output_pixels=2000)  # a limit set lower still holds
     assert stream.stream_limit(tight) == 2000

@@ -65,6 +65,7 @@ class Enhancer:
         progress: Progress | None = None,
         max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
         max_output_pixels: int | None = limits.DEFAULT_MAX_OUTPUT_PIXELS,
+        max_stream_pixels: int | None = limits.DEFAULT_MAX_STREAM_PIXELS,
         precision: str = "auto",
         fast: bool = False,
         builder: Builder | None = None,
@@ -118,6 +119,10 @@ class Enhancer:
         )
         self.max_output_pixels = limits.resolve_limit(
             max_output_pixels, limits.DEFAULT_MAX_OUTPUT_PIXELS, limits.ENV_MAX_OUTPUT_PIXELS, "max_output_pixels"
+        )
+        #: a streamed output's own guard (see :mod:`pixelift.runtime.stream`); None = no limit
+        self.max_stream_pixels = limits.resolve_limit(
+            max_stream_pixels, limits.DEFAULT_MAX_STREAM_PIXELS, limits.ENV_MAX_STREAM_PIXELS, "max_stream_pixels"
         )
         #: the "auto" tile's activation budget: the tile options', else PIXELIFT_TILE_MEMORY's (validated
         #: either way); None: from the memory available per image

@@ -97,6 +97,7 @@ class Pipeline(Protocol):
     outscale: float | None
     max_pixels: int | None
     max_output_pixels: int | None
+    max_stream_pixels: int | None
     warnings: tuple[str, ...]
 
     @property

@@ -117,7 +117,7 @@ def stream_limit(enh: Pipeline) -> int | None:
         return None
     if own < limits.DEFAULT_MAX_OUTPUT_PIXELS:
         return own
-    return limits.max_stream_pixels()
+    return enh.max_stream_pixels
 
 
 def probe(src: Path) -> tuple[str, int, int] | None:

@@ -162,6 +162,7 @@ class Service:
                 "service": "pixelift",
                 "version": __version__,
                 "install": state.install_id(),
+                "home": state.home_id(),
                 "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 3),
                 "jobs": self.queue.counts(),

@@ -31,6 +31,7 @@ class ServiceClient:
         self.timeout = timeout
         self.folder: Path | None = None  # the service folder it was discovered in
         self.install: str | None = None  # where the service's pixelift is, as its health said at discovery
+        self.home: str | None = None  # and the artifact cache it uses
 
     @classmethod
     def discover(cls, folder: Path | None = None, timeout: float = 30.0) -> ServiceClient | None:
@@ -41,9 +42,10 @@ class ServiceClient:
         client = cls(info.url, token, timeout)
         client.folder = folder
         try:
-            client.install = client.health(timeout=2.0).get("install")
+            health = client.health(timeout=2.0)
         except ServiceError:
             return None
+        client.install, client.home = health.get("install"), health.get("home")
         return client
 
     def _open(self, method: str, path: str, body: object | None, timeout: float | None) -> Any:

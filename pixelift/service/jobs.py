@@ -113,6 +113,7 @@ class EnhancerConfig:
     # the client's limits (its options or environment); the defaults defer to the service's environment
     max_pixels: int | None = limits.DEFAULT_MAX_PIXELS
     max_output_pixels: int | None = limits.DEFAULT_MAX_OUTPUT_PIXELS
+    max_stream_pixels: int | None = limits.DEFAULT_MAX_STREAM_PIXELS
 
     def build(self, progress: Callable[[int, int], None]) -> Any:
         from pixelift import models
@@ -127,6 +128,7 @@ class EnhancerConfig:
             denoise_strength=self.denoise_strength,
             max_pixels=self.max_pixels,
             max_output_pixels=self.max_output_pixels,
+            max_stream_pixels=self.max_stream_pixels,
             progress=progress,
         )
         if self.auto:
@@ -168,7 +170,7 @@ class JobSpec:
             raise RequestError(400, "the job must be a JSON object")
         known = {"inputs", "output", "outputs", "model", "scale", "precision", "provider", "strict", "fast",
                  "denoise", "denoise_strength", "tile", "overlap", "blend", "batch", "format", "quality", "overwrite",
-                 "max_pixels", "max_output_pixels", "stream", "tile_memory"}
+                 "max_pixels", "max_output_pixels", "max_stream_pixels", "stream", "tile_memory"}
         unknown = sorted(set(body) - known)
         if unknown:
             raise RequestError(400, f"unknown field(s) {', '.join(unknown)}; the job takes {', '.join(sorted(known))}")
@@ -285,6 +287,7 @@ def _parse_config(body: dict[str, Any]) -> EnhancerConfig:
             tile_memory=_tile_memory(body),
             max_pixels=_pixels(body, "max_pixels", limits.DEFAULT_MAX_PIXELS),
             max_output_pixels=_pixels(body, "max_output_pixels", limits.DEFAULT_MAX_OUTPUT_PIXELS),
+            max_stream_pixels=_pixels(body, "max_stream_pixels", limits.DEFAULT_MAX_STREAM_PIXELS),
         )
     except RequestError:
         raise

@@ -44,6 +44,12 @@ def install_id() -> str:
     return str(Path(__file__).resolve().parents[1])
 
 
+def home_id() -> str:
+    """The artifact cache this process uses (``$PIXELIFT_HOME``): a service and its client must share it,
+    or the client's own models and artifacts are not the service's."""
+    return os.path.abspath(paths.home())
+
+
 def existing_service_dir() -> Path | None:
     """The folder where a service was started, if any (where ``enhance`` looks by default): read
     only, so a run that finds none has created nothing."""
