@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from pixelift.errors import PixeliftError
+
 
 @click.group("artifacts")
 def artifacts_cmd() -> None:
@@ -52,11 +54,21 @@ def pack_cmd(
         ids += [s.id for s in models.all_specs() if exported_targets(s.id) and s.id not in ids]
     if not ids:
         raise click.UsageError("name at least one model id, or use --all")
+    for model_id in ids:  # an unknown or malformed id is a usage error, as for enhance and export
+        try:
+            models.get(model_id)
+        except PixeliftError as exc:
+            raise click.BadParameter(str(exc), param_hint="MODEL_IDS") from None
     chosen: set[str] | None = set(targets) if targets else None
     if precisions:
         by_precision = {n for n, t in TARGETS.items() if t.precision in precisions} | {ONNX_FP32}
         chosen = by_precision if chosen is None else chosen & by_precision
     entries = pack(ids, dest, targets=chosen, overwrite=overwrite)
+    for model_id in dict.fromkeys(ids):
+        have = {TARGETS[e.target].precision for e in entries if e.model_id == model_id}
+        for missing in sorted(set(precisions) - have):
+            click.echo(f"WARNING: {model_id} has no {missing} artifact to pack "
+                       f"(`pixelift export {model_id} --precision {missing}` builds it)", err=True)  # fmt: skip
     summary: dict[str, Any] = {"bundle": str(dest), "bytes": dest.stat().st_size, "artifacts": [f"{e.model_id}/{e.target}" for e in entries]}
     if as_json:
         click.echo(json.dumps(summary))
@@ -80,6 +92,9 @@ def install_cmd(bundle: Path, force: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"bundle": str(bundle), "installed": names, "cache": str(artifacts_dir())}))
     else:
-        click.echo(f"installed {len(names)} artifact(s) into {artifacts_dir()}")
+        if not names:
+            click.echo(f"nothing installed: every artifact in {bundle} is already in {artifacts_dir()} (--force replaces them)")
+        else:
+            click.echo(f"installed {len(names)} artifact(s) into {artifacts_dir()}")
         for name in names:
             click.echo(f"  {name}")

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from pixelift.errors import OutputExistsError
+
 ENV_HOME = "PIXELIFT_HOME"
 
 
@@ -76,8 +78,10 @@ def weights_dir() -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(dest: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``dest``; rename it onto ``dest`` only on success."""
+def atomic_path(dest: Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield a temp path beside ``dest``; rename it onto ``dest`` only on success. ``replace=False``:
+    :class:`~pixelift.errors.OutputExistsError` if ``dest`` exists by then (another run wrote it meanwhile:
+    the check before the work cannot see that)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_parts(dest.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}{PART_PID_END}", suffix=PART_SUFFIX, dir=dest.parent)
@@ -87,9 +91,24 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, dest)
+        if replace:
+            os.replace(tmp_path, dest)
+        else:
+            _publish_new(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _publish_new(tmp: Path, dest: Path) -> None:
+    exists = OutputExistsError(f"{dest}: already exists (written meanwhile by another run); --overwrite replaces it")
+    try:
+        os.link(tmp, dest)  # fails on an existing name, atomically: two runs cannot both publish
+    except FileExistsError:
+        raise exists from None
+    except OSError:  # no hard links on this filesystem (FAT, some shares): check, then rename
+        if os.path.lexists(dest):
+            raise exists from None
+        os.replace(tmp, dest)
 
 
 PART_SUFFIX = ".part"

@@ -242,3 +242,51 @@ def test_read_only_cache_measures_once(tmp_path: Path, other_home: Path) -> None
     assert second.returncode == 0, second.stderr
     assert second.stdout.split()[-1] == "0", second.stdout
     assert "WARNING" not in second.stderr, second.stderr
+
+
+def test_a_bundle_installs_all_or_nothing(tmp_path: Path, other_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id named twice is packed once; a bundle listing one artifact twice is refused; one whose second
+    artifact does not verify against its own manifest installs not even the first (all verify first)."""
+    to_onnx(MODEL)
+    good = tmp_path / "g.pxb"
+    assert len(pack([MODEL, MODEL], good)) == len(pack([MODEL], tmp_path / "once.pxb"))
+    with tarfile.open(good) as tar:
+        index = json.loads(tar.extractfile("bundle.json").read())  # type: ignore[union-attr]
+        members = {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.name != "bundle.json"
+        }
+    first = index["artifacts"][0]
+    twice = tmp_path / "twice.pxb"
+    _tar_with(twice, members, {**index, "artifacts": [first, first]})
+    # the same files under another id: their manifest names MODEL, so this entry cannot verify
+    prefix = f"artifacts/{MODEL}/{first['target']}/"
+    copied = {f"artifacts/zz-copy/{first['target']}/{k[len(prefix):]}": v for k, v in members.items() if k.startswith(prefix)}
+    mixed = tmp_path / "mixed.pxb"
+    _tar_with(mixed, {**members, **copied}, {**index, "artifacts": [*index["artifacts"], {**first, "model_id": "zz-copy"}]})
+    monkeypatch.setenv("PIXELIFT_HOME", str(other_home))
+    with pytest.raises(BundleError, match="twice"):
+        install(twice)
+    with pytest.raises(BundleError, match=r"zz-copy/.*nothing installed"):
+        install(mixed)
+    assert find(MODEL, first["target"]) is None and find("zz-copy", first["target"]) is None
+    assert len(install(good)) == len(index["artifacts"])
+
+
+def test_pack_refusals_and_warnings(tmp_path: Path, other_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    to_onnx(MODEL)
+    run = CliRunner().invoke
+    for args, code, said in (
+        (["nope"], 2, "unknown model"),
+        (["../x"], 2, "MODEL_IDS"),
+        ([MODEL, "-o", str(tmp_path), "--overwrite"], 1, "is a folder"),
+        ([MODEL, "-o", str(tmp_path / "missing" / "dir" / "b.pxb")], 0, ""),  # its folder is made
+    ):
+        res = run(main, ["artifacts", "pack", *args, *([] if "-o" in args else ["-o", str(tmp_path / "x.pxb")])])
+        assert res.exit_code == code and said in res.output and "internal error" not in res.output, (args, res.output)
+    res = run(main, ["artifacts", "pack", MODEL, "--precision", "int8", "-o", str(tmp_path / "i.pxb")])
+    assert res.exit_code == 0 and f"{MODEL} has no int8 artifact" in res.output  # asked for, absent: said
+    monkeypatch.setenv("PIXELIFT_HOME", str(other_home))
+    assert "installed 1" in run(main, ["artifacts", "install", str(tmp_path / "i.pxb")]).output
+    assert "already in" in run(main, ["artifacts", "install", str(tmp_path / "i.pxb")]).output

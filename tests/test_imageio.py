@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -872,6 +874,35 @@ def test_output_exists_without_overwrite(tmp_path: Path) -> None:
     assert out.read_bytes() == b"precious"
     write_image(from_array(photo()), out, overwrite=True)
     np.testing.assert_array_equal(read_image(out).color, photo())
+
+
+@pytest.mark.parametrize("link", [True, False])
+def test_an_output_written_meanwhile_is_not_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: bool
+) -> None:
+    """Another run publishing the same output while this one encodes (two CLI runs, two service jobs):
+    the check before the work saw no file; the publish refuses to replace it (with or without hard links)."""
+    from pixelift.runtime.imageio import write as write_mod
+
+    out = tmp_path / "same.png"
+    encode = write_mod._WRITERS["PNG"]
+
+    def racing(tmp: Path, job: object) -> None:
+        encode(tmp, job)
+        out.write_bytes(b"the other run's result")
+
+    monkeypatch.setitem(write_mod._WRITERS, "PNG", racing)
+    def no_links(*_args: object) -> None:
+        raise OSError(errno.EOPNOTSUPP, "hard links not supported")
+
+    if not link:  # a filesystem without hard links: checked, then renamed
+        monkeypatch.setattr(os, "link", no_links)
+    with pytest.raises(OutputExistsError, match="meanwhile"):
+        write_image(from_array(photo()), out)
+    assert out.read_bytes() == b"the other run's result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same.png"]  # no part file left
+    write_image(from_array(photo()), out, overwrite=True)  # asked to: replaced
+    assert out.read_bytes() != b"the other run's result"
 
 
 @pytest.mark.parametrize("overwrite", [False, True])

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pixelift.artifacts.manifest import MANIFEST, Manifest
-from pixelift.artifacts.store import Artifact, adopt, exported_targets, find
+from pixelift.artifacts.store import Artifact, adopt, exported_targets, find, verify_folder
 from pixelift.artifacts.targets import TARGETS
 from pixelift.errors import PixeliftError
 from pixelift.ids import id_problem, inside, validate_id
@@ -76,7 +76,7 @@ def pack(
     entries: list[BundleEntry] = []
     chosen: list[tuple[Artifact, dict[str, Path]]] = []
     user_specs: dict[str, dict[str, Any]] = {}
-    for model_id in model_ids:
+    for model_id in dict.fromkeys(model_ids):  # an id named twice is packed once
         spec = models.get(validate_id(model_id))
         if spec.id not in models.REGISTRY:
             user_specs[spec.id] = spec.to_dict()
@@ -97,13 +97,18 @@ def pack(
         "artifacts": [{"model_id": e.model_id, "target": e.target, "files": e.files} for e in entries],
         "user_specs": user_specs,
     }
-    with atomic_path(dest) as tmp, tarfile.open(tmp, "w") as tar:
-        _add_bytes(tar, INDEX, json.dumps(index, indent=2, sort_keys=True).encode())
-        for spec_id, spec_dict in user_specs.items():
-            _add_bytes(tar, f"models/{spec_id}.json", json.dumps(spec_dict, indent=2).encode())
-        for art, files in chosen:
-            for rel, path in files.items():
-                tar.add(path, arcname=f"artifacts/{art.model_id}/{art.target}/{rel}", recursive=False)
+    if dest.is_dir():
+        raise BundleError(f"{dest} is a folder; name the bundle file to write")
+    try:
+        with atomic_path(dest) as tmp, tarfile.open(tmp, "w") as tar:
+            _add_bytes(tar, INDEX, json.dumps(index, indent=2, sort_keys=True).encode())
+            for spec_id, spec_dict in user_specs.items():
+                _add_bytes(tar, f"models/{spec_id}.json", json.dumps(spec_dict, indent=2).encode())
+            for art, files in chosen:
+                for rel, path in files.items():
+                    tar.add(path, arcname=f"artifacts/{art.model_id}/{art.target}/{rel}", recursive=False)
+    except OSError as exc:
+        raise BundleError(f"{dest}: cannot write the bundle ({exc.strerror or exc}); nothing written") from None
     return entries
 
 
@@ -133,7 +138,7 @@ def _read_index(tar: tarfile.TarFile, where: Path) -> dict[str, Any]:
 
 
 def _entries(index: dict[str, Any], where: Path) -> list[BundleEntry]:
-    out = []
+    out: list[BundleEntry] = []
     for raw in index["artifacts"]:
         if not isinstance(raw, dict) or not isinstance(raw.get("files"), dict):
             raise BundleError(f"{where}: malformed artifact entry {raw!r}")
@@ -148,6 +153,8 @@ def _entries(index: dict[str, Any], where: Path) -> list[BundleEntry]:
             p = PurePosixPath(rel)
             if p.is_absolute() or ".." in p.parts or not p.parts or "\\" in rel:
                 raise BundleError(f"{where}: unsafe file name {rel!r} in {model_id}/{target}")
+        if any((e.model_id, e.target) == (model_id, target) for e in out):
+            raise BundleError(f"{where}: lists {model_id}/{target} twice; refused")
         out.append(BundleEntry(str(model_id), str(target), {str(k): str(v) for k, v in raw["files"].items()}))
     return out
 
@@ -211,8 +218,13 @@ def _install(tar: tarfile.TarFile, src: Path, staging: Path, force: bool) -> lis
         if spec.id != spec_id or spec.id in models.REGISTRY:
             raise BundleError(f"{src}: user spec {spec_id!r} names {spec.id!r} or a built-in model; refused")
         new_specs.append(spec)
+    for e in entries:  # every artifact verifies before any is installed: a bad one leaves the cache as it was
+        try:
+            verify_folder(e.model_id, e.target, staging / "artifacts" / e.model_id / e.target)
+        except (PixeliftError, OSError) as exc:
+            raise BundleError(f"{src}: {e.model_id}/{e.target}: {exc}; nothing installed") from None
     installed = []
-    for e in entries:  # each artifact verifies against its own manifest inside adopt()
+    for e in entries:
         current = find(e.model_id, e.target)
         folder = staging / "artifacts" / e.model_id / e.target
         if current is not None and not force and current.sha256 == _manifest_sha(folder, e.model_id, e.target):

@@ -253,14 +253,21 @@ def _swap_in(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def verify_folder(model_id: str, target: str, folder: Path) -> Manifest:
+    """The manifest of an artifact folder outside the cache, once it belongs to (model_id, target) and
+    every file verifies (:class:`~pixelift.errors.PixeliftError` or ``OSError`` otherwise)."""
+    mf = folder / MANIFEST
+    manifest = Manifest.parse(mf.read_text(), mf, model_id=model_id, target=target)
+    Artifact(model_id, target, inside(folder, manifest.file), manifest).verify()
+    return manifest
+
+
 def adopt(model_id: str, target: str, folder: Path) -> Artifact:
     """Move a complete artifact folder made elsewhere (an unpacked bundle) into the cache:
     its manifest must belong to (model_id, target) and every file must verify, else nothing
     changes. ``folder`` is consumed."""
     final = artifact_dir(model_id, target)
-    mf = folder / MANIFEST
-    manifest = Manifest.parse(mf.read_text(), mf, model_id=model_id, target=target)
-    Artifact(model_id, target, inside(folder, manifest.file), manifest).verify()
+    manifest = verify_folder(model_id, target, folder)
     with locked(model_id, target):
         final.parent.mkdir(parents=True, exist_ok=True)
         _clean_leftovers(final.parent, target)

@@ -125,7 +125,7 @@ def write_streamed(
     job = _WriteJob(empty, None, meta.icc, exif, meta.xmp, meta.iptc, dpi, 95, False, compression)
     rows = _checked(strips, shape, str(path))
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, replace=overwrite) as tmp:
             if fmt == "TIFF":
                 _stream_tiff(tmp, rows, shape, job)
             else:

@@ -92,7 +92,7 @@ def write_image(
 
     job = _WriteJob(color, alpha, icc, exif, data.xmp, data.iptc, dpi, quality, lossless, compression)
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, replace=overwrite) as tmp:
             _WRITERS[fmt](tmp, job)
     except PixeliftError:
         raise
