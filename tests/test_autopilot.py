@@ -101,3 +101,12 @@ def test_autopilot_options_are_validated() -> None:
         AutoEnhancer(model="span-x2-ch48")  # type: ignore[call-arg]
     with pytest.raises(UsageError):
         AutoEnhancer(outscale=-1)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 50, 3), (50, 1, 1), (2, 2, 3)])
+def test_images_one_pixel_wide_are_analysed(shape: tuple[int, int, int]) -> None:
+    """A 1-px side (a line of a scan, a 1x1 swatch) has no gradient along it: analysed, not an error."""
+    image = np.full(shape, 0.5, np.float32)
+    a = autopilot.analyse(image)
+    assert (a.height, a.width) == shape[:2] and a.sharpness == 0.0
+    assert autopilot.plan(a, 2.0).models  # an upscaler, for x2

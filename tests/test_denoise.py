@@ -20,6 +20,7 @@ from pixelift.models import get
 from pixelift.models.architectures import pack
 from pixelift.models.importers import ffdnet as ffdnet_importer
 from pixelift.runtime.enhancer import AutoEnhancer
+from pixelift.runtime.imageio import ImageData
 from tests.images import photo_crop
 
 PHOTOS = ("chelsea", "coffee", "astronaut")
@@ -238,3 +239,38 @@ def test_denoise_strength_goes_where_a_denoiser_is() -> None:
     assert auto._pipeline(["span-x2-ch48"]).denoise_strength == 1.0
     with pytest.raises(UsageError):
         AutoEnhancer(denoise_strength=7)
+
+
+def test_the_gray_model_keeps_a_colour_photo_in_colour() -> None:
+    """ffdnet-gray's graph averages RGB: on a colour photo each channel runs on its own (it came back
+    gray, R = G = B, without a word); a gray image still runs once."""
+    clean = photo_crop("coffee", 96, 128)
+    noisy = _noisy(clean, 20)
+    base = {"provider": "cpu", "precision": "fp32"}
+    data, res = Enhancer("ffdnet-gray", **base).enhance_data(ImageData.from_arrays(noisy))  # type: ignore[arg-type]
+    out = data.color
+    assert any("sees one channel" in n for n in res.notes)
+    chroma = np.abs(clean[..., 0].astype(float) - clean[..., 2]).mean()
+    assert np.abs(out[..., 0].astype(float) - out[..., 2]).mean() > 0.8 * chroma
+    assert psnr(out, clean) > psnr(noisy, clean) + 6.0
+    gray = _noisy(photo_crop("coffee", 96, 128)[..., 1], 20)
+    g_data, g_res = Enhancer("ffdnet-gray", **base).enhance_data(ImageData.from_arrays(gray))  # type: ignore[arg-type]
+    assert g_data.color.shape[:2] == gray.shape and not any("sees one channel" in n for n in g_res.notes)
+
+
+def test_a_transparent_image_is_denoised_like_an_opaque_one() -> None:
+    """Colour is premultiplied by alpha before the models: its noise fades with alpha and a hidden part
+    reads as clean. The noise is measured on the visible straight colour and the map scaled by alpha,
+    so the visible half of an alpha ramp comes out as the opaque image does (it was 10 dB worse)."""
+    clean = photo_crop("astronaut", 128, 192)
+    noisy = _noisy(clean, 20)
+    ramp = np.tile(np.linspace(0, 255, 192).astype(np.uint8), (128, 1))
+    enh = Enhancer("ffdnet-rgb", provider="cpu", precision="fp32")
+    opaque, res_opaque = enh.enhance_data(ImageData.from_arrays(noisy))
+    faded, res_faded = enh.enhance_data(ImageData.from_arrays(noisy, ramp))
+    sigma = [float(n.split("sigma ")[1].split()[0]) for r in (res_opaque, res_faded) for n in r.notes if "sigma" in n][:2]
+    assert abs(sigma[1] - sigma[0]) < 0.1 * sigma[0], sigma
+    visible = slice(96, 192)  # alpha >= 0.5
+    want = psnr(opaque.color[:, visible], clean[:, visible], peak=255)
+    assert want > psnr(noisy[:, visible], clean[:, visible], peak=255) + 8
+    assert psnr(faded.color[:, visible], clean[:, visible], peak=255) > want - 1.0

@@ -28,6 +28,8 @@ class ModelSpec:
     ``scale`` times larger. Inputs must have H and W divisible by ``alignment``
     (the runtime pads for it). ``border`` is the context, in input pixels per side,
     that the original network consumes; our module reflect-pads for it internally.
+    ``channels`` 1: the network sees one channel (its graph averages RGB); the runtime runs it on
+    each colour channel of a colour image, so colour is kept.
     """
 
     id: str
@@ -48,6 +50,7 @@ class ModelSpec:
     tile_safe: bool = True
     half_safe: bool = True
     options: dict[str, Any] = field(default_factory=dict)
+    channels: int = 3
 
     def __post_init__(self) -> None:
         validate_id(self.id)

@@ -165,7 +165,9 @@ def analyse(image: np.ndarray, *, file_bytes: bytes | None = None) -> Analysis:
     if quality is None:
         quality = _quality_from_blockiness(block)
         source = "blockiness" if quality is not None else "none"
-    gy, gx = np.gradient(luma)
+    # np.gradient needs 2 samples along an axis: a 1-px side has no gradient along it
+    gy = np.gradient(luma, axis=0) if luma.shape[0] > 1 else np.zeros_like(luma)
+    gx = np.gradient(luma, axis=1) if luma.shape[1] > 1 else np.zeros_like(luma)
     return Analysis(
         height=image.shape[0],
         width=image.shape[1],

@@ -180,17 +180,25 @@ class Enhancer:
 
     # --- core ---------------------------------------------------------------------------
 
-    def _run_model(self, lm: LoadedModel, chw: np.ndarray, notes: list[str]) -> np.ndarray:
+    def _run_model(
+        self, lm: LoadedModel, chw: np.ndarray, notes: list[str], alpha: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``chw``: premultiplied by ``alpha`` (HW), when given, as a noise estimate must know."""
         spec = lm.spec
         h, w = chw.shape[1:]
         small = spec.min_side
         if h < small or w < small:  # mirrored up to what the graph's own border padding needs, then cropped
             grown = np.pad(chw, ((0, 0), (0, max(0, small - h)), (0, max(0, small - w))), mode="reflect")
             return self._run_model(lm, grown, notes)[:, : h * spec.scale, : w * spec.scale]
+        if spec.channels == 1 and len(chw) == 3 and not (np.array_equal(chw[0], chw[1]) and np.array_equal(chw[0], chw[2])):
+            # a one-channel network on a colour image: each channel on its own, or the colour is lost
+            notes.append(f"{spec.id} sees one channel: red, green and blue ran separately (a colour model sees them together)")
+            planes = [self._run_model(lm, np.repeat(chw[c : c + 1], 3, axis=0), notes, alpha)[:1] for c in range(3)]
+            return np.concatenate(planes, axis=0)
         tile = self.tile_for(lm, h, w)
         chw = np.ascontiguousarray(chw, dtype=np.float32)
         if architecture(spec.architecture).extra_inputs:  # the noise map travels with the image
-            chw = pack(spec.architecture, chw[None], [self._noise_map(chw, notes)])[0]
+            chw = pack(spec.architecture, chw[None], [self._noise_map(chw, notes, alpha)])[0]
         kw = self.tiling_args(spec)
         run = lm.selection.session.run
         synced = not spec.tile_safe and self.tiles.sync_se
@@ -244,25 +252,27 @@ class Enhancer:
             )
         return tile if tile is None else max(tile, self._min_tile(lm.spec))
 
-    def _noise_map(self, chw: np.ndarray, notes: list[str]) -> np.ndarray:
+    def _noise_map(self, chw: np.ndarray, notes: list[str], alpha: np.ndarray | None = None) -> np.ndarray:
         """CHW sigma map (0..1 units) for a noise-conditioned model: the level asked for, or the
-        noise-level function estimated from the image; times the strength."""
+        noise-level function estimated from the image; times the strength. Premultiplied colour
+        (``alpha`` given) carries its noise times alpha: the map is too."""
         if isinstance(self.denoise, float):
-            return noise.constant_map(
+            level = noise.constant_map(
                 (chw.shape[1], chw.shape[2], chw.shape[0]), self.denoise / 255 * self.denoise_strength
-            ).transpose(2, 0, 1)
-        image = chw.transpose(1, 2, 0)
-        est = noise.estimate_noise(image)
+            )
+            return np.ascontiguousarray((level if alpha is None else level * alpha[..., None]).transpose(2, 0, 1))
+        est, image, alpha = _estimate(chw, alpha)
         note = f"estimated noise sigma {est.sigma * 255:.1f} (8-bit levels), strength {self.denoise_strength:g}"
         if note not in notes:
             notes.append(note)
-        return np.ascontiguousarray(est.sigma_map(image, self.denoise_strength).transpose(2, 0, 1))
+        sigma = est.sigma_map(image, self.denoise_strength)
+        return np.ascontiguousarray((sigma if alpha is None else sigma * alpha[..., None]).transpose(2, 0, 1))
 
     @staticmethod
     def _conditioned(lm: LoadedModel) -> bool:
         return bool(architecture(lm.spec.architecture).extra_inputs)
 
-    def _noisy(self, chw: np.ndarray, notes: list[str], *, auto: bool) -> bool:
+    def _noisy(self, chw: np.ndarray, notes: list[str], *, auto: bool, alpha: np.ndarray | None = None) -> bool:
         """Does a denoiser have work on this image? Strength 0 or level 0 is no denoising at all
         (a noise-conditioned network still alters an image at sigma 0); the autopilot's step
         also passes images where no noise is measured."""
@@ -271,7 +281,7 @@ class Enhancer:
             return False
         if not auto or isinstance(self.denoise, float):
             return True
-        sigma = noise.estimate_noise(chw.transpose(1, 2, 0)).sigma * 255
+        sigma = _estimate(chw, alpha)[0].sigma * 255
         if sigma < CLEAN_SIGMA:
             notes.append(f"denoise skipped: no noise measured (sigma {sigma:.2f} of 8-bit levels < {CLEAN_SIGMA})")
             return False
@@ -327,9 +337,10 @@ class Enhancer:
         if alpha is not None and not cut_out:
             a_chw = np.ascontiguousarray(np.repeat(alpha[None], 3, axis=0), dtype=np.float32)
         for lm in loaded:
-            if self._conditioned(lm) and not self._noisy(chw, res.notes, auto=lm.spec.id == self._auto_denoiser):
+            seen = alpha if alpha is not None and alpha.shape == chw.shape[1:] else None  # at the input's size
+            if self._conditioned(lm) and not self._noisy(chw, res.notes, auto=lm.spec.id == self._auto_denoiser, alpha=seen):
                 continue
-            chw = self._run_model(lm, chw, res.notes)
+            chw = self._run_model(lm, chw, res.notes, seen)
             if a_chw is not None:
                 a_chw = np.repeat(model_alpha(self._run_model(lm, a_chw, res.notes)), 3, axis=0)
         out = np.clip(chw, 0.0, 1.0, out=chw).transpose(1, 2, 0)
@@ -545,6 +556,17 @@ class _FileJob:
     data: imageio.ImageData
     #: the source file's bytes when it is a JPEG (the autopilot reads its quantisation tables)
     jpeg: bytes | None = None
+
+
+def _estimate(chw: np.ndarray, alpha: np.ndarray | None) -> tuple[noise.NoiseEstimate, np.ndarray, np.ndarray | None]:
+    """The noise estimate of a CHW image, the HWC image it describes and the alpha the map must be
+    scaled by: with ``alpha`` (the image premultiplied by it, at its size), the straight colour of the
+    visible part is measured (premultiplied, noise fades with alpha and a hidden part reads as clean)."""
+    image = chw.transpose(1, 2, 0)
+    if alpha is None or alpha.shape != image.shape[:2]:
+        return noise.estimate_noise(image), image, None
+    straight = unpremultiply(image, alpha)
+    return noise.estimate_noise(straight, mask=alpha > 0.5), straight, alpha
 
 
 def takes_noise_map(model_ids: Sequence[str]) -> bool:

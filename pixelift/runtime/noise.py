@@ -179,12 +179,16 @@ def constant_map(shape: Sequence[int], sigma: float | Sequence[float]) -> np.nda
     return np.broadcast_to(vals, dims).copy()
 
 
-def estimate_noise(image: np.ndarray, quantization: float | None = None) -> NoiseEstimate:
+def estimate_noise(
+    image: np.ndarray, quantization: float | None = None, *, mask: np.ndarray | None = None
+) -> NoiseEstimate:
     """Estimate each channel's noise-level function from ``image`` alone.
 
     ``image`` is HWC (or HW) float in 0..1; integer images are scaled by their dtype's
     maximum. ``quantization`` is the step of the data's grid whose rounding noise is not
-    to be counted as noise; ``None`` detects 8 and 16 bit grids from the values.
+    to be counted as noise; ``None`` detects 8 and 16 bit grids from the values. ``mask``
+    (HW bool): only blocks wholly inside it count (the visible part of a transparent image,
+    whose hidden colour is often flat and would read as noiseless).
     See the module docstring for the method.
     """
     x = _as_hwc(image)
@@ -192,10 +196,15 @@ def estimate_noise(image: np.ndarray, quantization: float | None = None) -> Nois
     qvar = q * q / 12.0
     h, w, c = x.shape
     bs = _BLOCK
-    if (h // bs) * (w // bs) < _MIN_BLOCKS:
-        return _global_estimate(x, q)
+    if mask is not None and mask.shape != (h, w):
+        raise ValueError(f"mask is {mask.shape}, the image {(h, w)}")
+    keep = None if mask is None else _block_mask(mask)
+    if (h // bs) * (w // bs) < _MIN_BLOCKS or (keep is not None and int(keep.sum()) < _MIN_BLOCKS):
+        return _global_estimate(x, q, mask)
 
     means, nvar, tex = _block_stats(x)
+    if keep is not None:
+        means, nvar, tex = means[keep], nvar[keep], tex[keep]
     if not (np.all(np.isfinite(means)) and np.all(np.isfinite(nvar)) and np.all(np.isfinite(tex))):
         raise ValueError("image has non-finite values")
     a_s: list[float] = []
@@ -254,8 +263,22 @@ def _finish(mean: np.ndarray, a_s: list[float], b_s: list[float], method: str, q
     )
 
 
-def _global_estimate(x: np.ndarray, q: float) -> NoiseEstimate:
-    """Small images: MAD of the orthonormal 2x2 Haar diagonal detail, per channel, a = 0."""
+def _block_mask(mask: np.ndarray) -> np.ndarray:
+    """Per block, in :func:`_block_stats`' order: whether every pixel of it is in ``mask``."""
+    bs = _BLOCK
+    h, w = mask.shape
+    parts = []
+    for r0, r1 in _strips(h, w):
+        m = mask[r0:r1]
+        nby, nbx = m.shape[0] // bs, w // bs
+        if nby > 0 and nbx > 0:
+            parts.append(m[: nby * bs, : nbx * bs].reshape(nby, bs, nbx, bs).all(axis=(1, 3)).reshape(-1))
+    return np.concatenate(parts) if parts else np.zeros(0, bool)
+
+
+def _global_estimate(x: np.ndarray, q: float, mask: np.ndarray | None = None) -> NoiseEstimate:
+    """Small images: MAD of the orthonormal 2x2 Haar diagonal detail, per channel, a = 0 (over the
+    2x2 cells wholly inside ``mask``, when given)."""
     h, w, c = x.shape
     h2, w2 = h // 2 * 2, w // 2 * 2
     if h2 == 0 or w2 == 0:
@@ -263,8 +286,13 @@ def _global_estimate(x: np.ndarray, q: float) -> NoiseEstimate:
     y = x[:h2, :w2].astype(np.float64)
     if not np.all(np.isfinite(y)):
         raise ValueError("image has non-finite values")
-    hh = (y[0::2, 0::2] - y[0::2, 1::2] - y[1::2, 0::2] + y[1::2, 1::2]) * 0.5
-    mad = np.median(np.abs(hh.reshape(-1, c)), axis=0) / 0.6745
+    hh = ((y[0::2, 0::2] - y[0::2, 1::2] - y[1::2, 0::2] + y[1::2, 1::2]) * 0.5).reshape(-1, c)
+    if mask is not None:
+        cells = mask[:h2, :w2].reshape(h2 // 2, 2, w2 // 2, 2).all(axis=(1, 3)).reshape(-1)
+        if not cells.any():
+            return _finish(_channel_mean(x), [0.0] * c, [0.0] * c, "none", q, 0)
+        hh = hh[cells]
+    mad = np.median(np.abs(hh), axis=0) / 0.6745
     b = np.maximum(mad * mad - q * q / 12.0, 0.0)
     return _finish(_channel_mean(x), [0.0] * c, [float(v) for v in b], "global", q, 0)
 

@@ -62,6 +62,18 @@ def probe_input(spec: ModelSpec) -> np.ndarray:
     return pack(spec.architecture, np.full((1, 3, side, side), 0.5, np.float32))
 
 
+def manifest_spec(art: Artifact) -> ModelSpec:
+    """The spec an artifact was exported with (what a bundle carries to a machine without the model's
+    importer). A field added since comes from the built-in registry: ``channels`` (artifacts made before
+    it said nothing of a one-channel network)."""
+    from pixelift import models
+
+    raw = dict(art.manifest.spec)
+    if "channels" not in raw and raw.get("id") in models.REGISTRY:
+        raw["channels"] = models.REGISTRY.get(raw["id"]).channels
+    return ModelSpec.from_dict(raw)
+
+
 def load(
     model_id: str,
     request: Request,
@@ -74,7 +86,7 @@ def load(
     if precision != "fp32" or not _opens_onnx(request):
         return _load_precision(model_id, request, precision, fast, auto_export, builder)
     art = resolve_artifact(model_id, ONNX_FP32, builder=builder, auto_build=auto_export)
-    spec = ModelSpec.from_dict(dict(art.manifest.spec))
+    spec = manifest_spec(art)
     on_device, passed = _own_devices(request, precision, _Job(model_id, art, spec, auto_export, builder))
     if on_device is not None:
         return on_device
@@ -243,7 +255,7 @@ def _load_precision(
     if precision not in P.CHOICES:
         raise UsageError(f"precision must be one of {', '.join(P.CHOICES)}")
     fp32 = resolve_artifact(model_id, ONNX_FP32, builder=builder, auto_build=auto_export)
-    spec = ModelSpec.from_dict(dict(fp32.manifest.spec))
+    spec = manifest_spec(fp32)
     missing = requested_unavailable(request, probe_all())  # strict: raises
     if missing is not None:
         label, why = missing

@@ -16,7 +16,8 @@ Differences from the package's code, none numeric:
 * odd sizes: the runtime pads to the alignment (2) by reflection, as the package does
   (right/bottom by one pixel); the graph itself needs even sizes;
 * the gray model runs on the mean of the RGB channels (exact for gray images, which the
-  runtime expands to RGB) and returns it on all three channels.
+  runtime expands to RGB) and returns it on all three channels; the runtime gives it a
+  colour image one channel at a time (``ModelSpec.channels``).
 """
 
 from __future__ import annotations

