@@ -602,7 +602,7 @@ def _outcome_record(o: Any, model: list[str], warnings: Sequence[str] = ()) -> d
     ``warnings``, what loading the models said (a provider passed over), as a result would."""
     rec = _record(o.src, model, output=None if o.output is None else str(o.output), seconds=round(o.seconds, 3))
     if o.error is not None:
-        rec["warnings"] = list(warnings)
+        rec.update(output=None, warnings=list(warnings))  # nothing was written, on every route
         exc = o.error
         if not isinstance(exc, PixeliftError | OSError | ValueError | RuntimeError):
             # a bug on one file must not stop the batch or show a traceback

@@ -21,6 +21,7 @@ import click
 
 from pixelift.cli_report import FileBars, Warnings, report
 from pixelift.errors import MissingExtraError, UsageError
+from pixelift.models import DEFAULT_MODEL
 from pixelift.service import state
 from pixelift.service.client import ServiceClient, ServiceError
 
@@ -69,14 +70,15 @@ def serve_cmd(
     health, models, providers, jobs (POST to submit), jobs/ID, jobs/ID/cancel, jobs/ID/events
     (server-sent events), shutdown.
     """
-    try:
-        folder = state.service_dir()
-    except OSError as exc:
-        raise click.ClickException(f"the service folder cannot be made ({exc}); set {state.ENV_SERVICE_DIR} to a writable folder") from None
-    if show_status or stop:
-        client = ServiceClient.discover(folder)
+    chosen = [name for name, on in (("--status", show_status), ("--stop", stop), ("--detach", detach)) if on]
+    if len(chosen) > 1:
+        raise click.UsageError(f"{', '.join(chosen[:-1])} and {chosen[-1]} cannot be used together: choose one")
+    if show_status or stop:  # only starting one may create the service folder
+        candidates = state.service_dir_candidates()
+        client = next(filter(None, (ServiceClient.discover(c) for c in candidates)), None)
         if client is None:
-            click.echo(f"no pixelift service is running (service folder {folder})", err=True)
+            where = " or ".join(str(c) for c in candidates)
+            click.echo(f"no pixelift service is running (service folder {where})", err=True)
             sys.exit(1)
         if show_status:
             click.echo(json.dumps({"url": client.base_url, **client.health()}, indent=2))
@@ -86,6 +88,10 @@ def serve_cmd(
             _wait_gone(pid)
             click.echo(f"stopped the pixelift service (pid {pid})")
         return
+    try:
+        folder = state.service_dir()
+    except OSError as exc:
+        raise click.ClickException(f"the service folder cannot be made ({exc}); set {state.ENV_SERVICE_DIR} to a writable folder") from None
     try:
         import aiohttp  # noqa: F401
     except ImportError:
@@ -148,6 +154,7 @@ def start_detached(folder: Path, args: list[str]) -> ServiceClient:
 
     log_path = folder / state.LOG_FILE
     with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log_file:
+        log_start = os.fstat(log_file.fileno()).st_size  # the log keeps earlier services' lines
         proc = subprocess.Popen(
             [sys.executable, "-m", "pixelift.cli", "serve", *args],
             stdin=subprocess.DEVNULL,
@@ -170,8 +177,11 @@ def start_detached(folder: Path, args: list[str]) -> ServiceClient:
                 time.sleep(0.1)
                 continue
             lock.release()
-            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-            raise click.ClickException(f"the service did not start: {' / '.join(tail) or 'no message'} (log: {log_path})")
+            said = _read_from(log_path, log_start).strip().splitlines()
+            error = next((line.removeprefix("Error: ") for line in reversed(said) if line.startswith("Error: ")), None)
+            if error is not None:  # the service's own one-line refusal (a port in use, a bad folder)
+                raise click.ClickException(f"the service did not start: {error}")
+            raise click.ClickException(f"the service did not start: {' / '.join(said[-3:]) or 'no message'} (log: {log_path})")
         info = state.read_info(folder)
         if info is not None and info.pid == proc.pid:
             client = ServiceClient.discover(folder)
@@ -179,6 +189,12 @@ def start_detached(folder: Path, args: list[str]) -> ServiceClient:
                 return client
         time.sleep(0.1)
     raise click.ClickException(f"the service did not answer within {DETACH_WAIT_S:g} s (log: {log_path})")
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode("utf-8", errors="replace")
 
 
 # --- enhance --server ------------------------------------------------------------------------
@@ -202,9 +218,13 @@ def find_service(mode: str, *, required: bool) -> ServiceClient | None:
     run in-process (none up: with ``--server`` that fallback is logged as a warning)."""
     if not required and mode == "off":
         return None
-    if not required and mode == "auto":  # the default: only where a service was started; nothing is created
+    if mode != "start":  # only where a service was started: looking creates nothing
         found = state.existing_service_dir()
-        return None if found is None else _same_install(ServiceClient.discover(found))
+        client = None if found is None else ServiceClient.discover(found)
+        if client is None and required:
+            log.warning("no pixelift service is running (start one with `pixelift serve --detach`): "
+                        "falling back to running in-process")
+        return _same_install(client)
     try:
         folder = state.service_dir()
     except OSError as exc:  # so no service can be up there either
@@ -213,12 +233,7 @@ def find_service(mode: str, *, required: bool) -> ServiceClient | None:
     client = ServiceClient.discover(folder)
     if client is not None:
         return _same_install(client)
-    if mode == "start":
-        return _start_for_enhance(folder)  # says so when it cannot
-    if required:
-        log.warning("no pixelift service is running (start one with `pixelift serve --detach`): "
-                    "falling back to running in-process")
-    return None
+    return _start_for_enhance(folder)  # says so when it cannot
 
 
 def _same_install(client: ServiceClient | None) -> ServiceClient | None:
@@ -279,13 +294,17 @@ def enhance_via_server(
     where = log_file if log_file is not None and log_file.is_file() else "the output of `pixelift serve`"
     log.info("running through the pixelift service at %s (its log has the model and provider choices: %s)",
              client.base_url, where)
+    # what an in-process run names in a record of a file that never ran: the models asked for
+    asked = config["model"] if isinstance(config["model"], list) else []
+    asked = asked or ([] if config["model"] == "auto" else [DEFAULT_MODEL])
     todo: dict[Path, Path] = {}
     for src, dst in destinations.items():
         if dst.exists() and skip_existing:
-            report(_record(str(src), "skipped", str(dst)), src, as_json=as_json, quiet=quiet)
+            skipped = _record(str(src), "skipped", str(dst), model=asked) | {"seconds": 0.0}
+            report(skipped, src, as_json=as_json, quiet=quiet)
         else:
             todo[src] = dst
-    progress = _JobReport(list(todo.items()), as_json=as_json, quiet=quiet)
+    progress = _JobReport(list(todo.items()), asked, as_json=as_json, quiet=quiet)
     if todo:
         job = {
             "inputs": [str(p.absolute()) for p in todo],
@@ -324,8 +343,9 @@ class _JobReport:
     running, a first run's one-time work as it starts, each file's report as it ends (after what
     loading its models warned of, once)."""
 
-    def __init__(self, files: list[tuple[Path, Path]], *, as_json: bool, quiet: bool) -> None:
+    def __init__(self, files: list[tuple[Path, Path]], asked: list[str], *, as_json: bool, quiet: bool) -> None:
         self.files = files  # (input, output) as the command line named them (the job has them absolute)
+        self.asked = asked
         self.as_json, self.quiet = as_json, quiet
         self.bars = FileBars(enabled=not (quiet or as_json) and sys.stderr.isatty())
         self.running: int | None = None
@@ -359,14 +379,20 @@ class _JobReport:
         ok = f["status"] == "done"
         self.failures += not ok
         self.warnings.say(f["warnings"])
-        rec = _record(str(src), "ok" if ok else "error", str(dst), f["error"] or (None if ok else f["status"]))
-        rec.update(model=f["models"], provider=f["providers"], seconds=f["seconds"], notes=f["notes"])
+        error = None if ok else (f["error"] or f["status"]).replace(str(src.absolute()), str(src))  # as named
+        rec = _record(str(src), "ok" if ok else "error", str(dst) if ok else None, error, model=self.asked)
+        if ok:
+            rec.update(model=f["models"], provider=f["providers"])
+        rec.update(seconds=f["seconds"], notes=f["notes"])
         rec.update(provider_rejected=f["provider_rejected"], warnings=f["warnings"])
         if f["autopilot"] is not None:
             rec.update(autopilot=f["autopilot"])
         report(rec, src, as_json=self.as_json, quiet=self.quiet)
 
 
-def _record(src: str, status: str, output: str, error: str | None = None) -> dict[str, Any]:
-    return {"input": src, "status": status, "output": output, "model": None, "provider": None, "seconds": None,
-            "error": error, "via": "service"}
+def _record(
+    src: str, status: str, output: str | None, error: str | None = None, *, model: list[str]
+) -> dict[str, Any]:
+    """A file's record, with the fields an in-process run's has (output None: nothing written)."""
+    return {"input": src, "status": status, "output": output, "model": model, "provider": None, "seconds": None,
+            "error": error, "provider_rejected": {}, "notes": [], "warnings": [], "via": "service"}

@@ -151,6 +151,8 @@ def test_clean_photos_come_through_the_autopilot_nearly_untouched(name: str) -> 
     out_auto, res = _with_result(Enhancer("span-x2-ch48", provider="cpu", precision="fp32", denoise="auto"), clean)
     skipped = any("denoise skipped" in n for n in res.notes)  # type: ignore[attr-defined]
     assert skipped or any("estimated noise sigma" in n for n in res.notes)  # type: ignore[attr-defined]
+    # "models" says what ran: a skipped denoiser is not among them
+    assert res.models == (["span-x2-ch48"] if skipped else ["ffdnet-rgb", "span-x2-ch48"])  # type: ignore[attr-defined]
     assert psnr(out_plain.astype(np.float64) / 255, out_auto.astype(np.float64) / 255) >= 42
 
 

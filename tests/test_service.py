@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from pixelift.models import DEFAULT_MODEL
 from pixelift.service import state
 from pixelift.service.client import ServiceClient, ServiceError
 from tests.images import photo_crop
@@ -47,6 +48,12 @@ class Server:
 
     def raw(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """A request with exactly these headers (http.client adds Host unless given)."""
+        status, _headers, reply = self.raw_with_headers(method, path, body, headers)
+        return status, reply
+
+    def raw_with_headers(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, http.client.HTTPMessage, Any]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
             hdrs = {"Host": f"127.0.0.1:{self.port}", state.TOKEN_HEADER: self.client.token, **(headers or {})}
@@ -60,7 +67,7 @@ class Server:
             resp = conn.getresponse()
             data = resp.read()
             assert not any(h.lower().startswith("access-control") for h in resp.headers)  # no CORS, ever
-            return resp.status, json.loads(data) if data else None
+            return resp.status, resp.headers, json.loads(data) if data else None
         finally:
             conn.close()
 
@@ -149,6 +156,16 @@ def test_token_file_is_private_and_every_request_needs_it(server: Server) -> Non
     assert status == 200 and body["service"] == "pixelift"
 
 
+def test_the_bearer_scheme_is_case_insensitive(server: Server) -> None:
+    token = server.client.token
+    for scheme in ("bearer", "BEARER", "bEaReR"):
+        status, _ = server.raw("GET", "/v1/health", headers={state.TOKEN_HEADER: None, "Authorization": f"{scheme} {token}"})  # type: ignore[dict-item]
+        assert status == 200, scheme
+    for auth in (f"Basic {token}", f"Bearer{token}", "bearer wrong", token):
+        status, _ = server.raw("GET", "/v1/health", headers={state.TOKEN_HEADER: None, "Authorization": auth})  # type: ignore[dict-item]
+        assert status == 401, auth
+
+
 def test_non_loopback_host_and_browser_origin_are_refused(server: Server) -> None:
     for host in ("evil.example.com", f"evil.example.com:{server.port}", "192.168.1.5", ""):
         status, body = server.raw("GET", "/v1/health", headers={"Host": host})
@@ -176,6 +193,8 @@ def test_bad_bodies_get_400_or_413_with_a_message(server: Server, tmp_path: Path
         (json.dumps({"inputs": [str(src)], "max_pixels": "lots"}).encode(), "max_pixels"),
         (json.dumps({"inputs": [str(src)], "max_output_pixels": -5}).encode(), "max_output_pixels"),
         (json.dumps({"inputs": [str(src), str(src)], "output": str(tmp_path / "x.png")}).encode(), "folder"),
+        (json.dumps({"inputs": [str(src)], "output": str(tmp_path / "x.png"), "outputs": [str(tmp_path / "y.png")]}).encode(),
+         "'output' and 'outputs'"),
     ]
     for body, words in cases:
         status, reply = server.raw("POST", "/v1/jobs", body, {"Content-Type": "application/json"})
@@ -185,7 +204,28 @@ def test_bad_bodies_get_400_or_413_with_a_message(server: Server, tmp_path: Path
     assert status == 413 and "bytes" in reply["error"]["message"]
     status, reply = server.raw("GET", "/v1/nothing-here")
     assert status == 404 and "no endpoint" in reply["error"]["message"]
-    assert server.raw("DELETE", "/v1/health")[0] in (404, 405)
+
+
+def test_a_wrong_method_is_405_with_the_allowed_ones(server: Server) -> None:
+    for method, path, allowed in (
+        ("GET", "/v1/shutdown", {"POST"}),
+        ("DELETE", "/v1/health", {"GET", "HEAD"}),
+        ("GET", "/v1/jobs/abc/cancel", {"POST"}),
+        ("PUT", "/v1/jobs", {"GET", "HEAD", "POST"}),
+    ):
+        status, headers, reply = server.raw_with_headers(method, path)
+        assert status == 405, (method, path, reply)
+        assert {m.strip() for m in headers["Allow"].split(",")} == allowed, (method, path)
+        assert sorted(allowed - {"HEAD"})[0] in reply["error"]["message"]
+    status, _ = server.raw("GET", "/v1/shutdown", headers={state.TOKEN_HEADER: None})  # type: ignore[dict-item]
+    assert status == 401  # the token first, as for any path
+    assert server.raw("GET", "/v1/health")[0] == 200  # still up: nothing was shut down
+
+
+def test_a_deeply_nested_body_is_a_400_and_the_service_stays_up(server: Server) -> None:
+    status, reply = server.raw("POST", "/v1/jobs", b"[" * 100_000 + b"]" * 100_000, {"Content-Type": "application/json"})
+    assert status == 400 and "nested too deeply" in reply["error"]["message"], reply
+    assert server.raw("GET", "/v1/health")[0] == 200
 
 
 def test_models_and_providers_come_from_the_registries(server: Server) -> None:
@@ -367,6 +407,28 @@ def test_the_service_route_says_what_an_in_process_run_says(server: Server, tmp_
             assert via[key] == local[key], (key, via[key], local[key])
         assert Path(via["output"]).name == Path(local["output"]).name  # -o differs between the two runs
         assert any(p == "tensorrt" for p, _ in via["provider_rejected"][MODEL])
+
+
+def test_a_failed_and_a_skipped_file_get_the_same_records_on_both_routes(server: Server, tmp_path: Path) -> None:
+    """Records of files that did not run are the same in-process and through a service: output null
+    (nothing written), the models asked for, no provider, the error naming the input as given."""
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    save(tmp_path / "a.png")
+    records: dict[str, list[dict[str, Any]]] = {}
+    for flag in ("--server", "--no-server"):
+        out = f"out{flag.strip('-')}"
+        (tmp_path / out).mkdir()
+        (tmp_path / out / "a.png").write_bytes(b"already here")
+        argv = [sys.executable, "-m", "pixelift.cli", "enhance", flag, "bad.png", "a.png", "-o", out + os.sep, "--skip-existing", "--json"]
+        r = subprocess.run(argv, env=serve_env(server.folder), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 1, r.stderr
+        records[flag] = sorted((json.loads(line) for line in r.stdout.splitlines()), key=lambda rec: rec["input"])
+    for via, local in zip(records["--server"], records["--no-server"], strict=True):
+        for key in ("input", "status", "model", "provider", "error", "provider_rejected", "notes"):
+            assert via[key] == local[key], (key, via[key], local[key])
+    bad = records["--server"][1]
+    assert bad["status"] == "error" and bad["output"] is None and bad["error"].startswith("bad.png:"), bad
+    assert bad["model"] == [DEFAULT_MODEL] and records["--server"][0]["status"] == "skipped"  # no -m: the default
 
 
 def test_enhance_goes_through_a_running_service_by_default(server: Server, tmp_path: Path) -> None:
@@ -573,16 +635,17 @@ def test_a_service_folder_that_cannot_be_made_means_in_process_said(tmp_path: Pa
     a = save(tmp_path / "a.png")
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    for extra, value in ((["--server"], "off"), ([], "start")):
+    # only starting a service makes the folder: looking for one finds none, said
+    for extra, value, said in ((["--server"], "off", "falling back to running in-process"), ([], "start", "service folder cannot be made")):
         env = {**serve_env(blocker / "svc"), "PIXELIFT_SERVER": value}
         out = tmp_path / f"a_{value}.png"
         argv = [sys.executable, "-m", "pixelift.cli", "enhance", *extra, str(a), "-o", str(out), "-m", MODEL]
         r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0 and "service folder cannot be made" in r.stderr and "internal error" not in r.stderr, r.stderr
+        assert r.returncode == 0 and said in r.stderr and "internal error" not in r.stderr, r.stderr
         assert Image.open(out).size == (96, 96)
-    for args in (["--status"], ["--stop"], ["--detach"]):
+    for args, said in ((["--status"], "no pixelift service"), (["--stop"], "no pixelift service"), (["--detach"], "service folder cannot be made")):
         r = _cli(blocker / "svc", "serve", *args)
-        assert r.returncode == 1 and "service folder cannot be made" in r.stderr and "internal error" not in r.stderr, r.stderr
+        assert r.returncode == 1 and said in r.stderr and "internal error" not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("value", ["yes", "1", "on", "auto please"])
@@ -601,6 +664,44 @@ def test_a_second_service_and_a_remote_bind_are_refused(server: Server) -> None:
     assert r.returncode == 1 and "already running" in r.stderr
     r = _cli(server.folder, "serve", "--host", "0.0.0.0")
     assert r.returncode == 2 and "--allow-remote" in r.stderr
+
+
+def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args in ([], ["--detach"]):
+            r = _cli(tmp_path / "svc", "serve", "--port", str(port), *args)
+            lines = r.stderr.strip().splitlines()
+            assert r.returncode == 1 and len(lines) == 1, (args, r.stderr)
+            assert f"127.0.0.1:{port} is already in use" in lines[0], lines
+            assert "internal error" not in lines[0] and "Errno" not in lines[0] and lines[0].count("Error:") == 1, lines
+    assert ServiceClient.discover(tmp_path / "svc") is None
+
+
+@pytest.mark.parametrize("flags", [("--stop", "--detach"), ("--status", "--stop"), ("--status", "--detach")])
+def test_conflicting_serve_flags_are_a_usage_error(tmp_path: Path, flags: tuple[str, str]) -> None:
+    r = _cli(tmp_path / "svc", "serve", *flags)
+    assert r.returncode == 2 and all(f in r.stderr for f in flags), r.stderr
+    assert not (tmp_path / "svc").exists()
+
+
+def test_asking_for_a_service_creates_no_folder(tmp_path: Path) -> None:
+    a = save(tmp_path / "a.png")
+    env = {**os.environ, state.ENV_SERVICE_DIR: "relative/dir"}
+    for args in (["serve", "--status"], ["serve", "--stop"]):
+        r = subprocess.run([sys.executable, "-m", "pixelift.cli", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 1 and "no pixelift service is running" in r.stderr, r.stderr
+        assert not (tmp_path / "relative").exists(), args
+    warm_model()
+    argv = [sys.executable, "-m", "pixelift.cli", "enhance", "--server", str(a), "-o", str(tmp_path / "o.png"), "-m", MODEL]
+    r = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "falling back to running in-process" in r.stderr, r.stderr
+    assert not (tmp_path / "relative").exists()
+    assert ServiceClient.discover(tmp_path / "relative" / "dir") is None and not (tmp_path / "relative").exists()
 
 
 def test_the_service_runs_without_torch(tmp_path: Path) -> None:

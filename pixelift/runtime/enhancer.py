@@ -339,6 +339,8 @@ class Enhancer:
         for lm in loaded:
             seen = alpha if alpha is not None and alpha.shape == chw.shape[1:] else None  # at the input's size
             if self._conditioned(lm) and not self._noisy(chw, res.notes, auto=lm.spec.id == self._auto_denoiser, alpha=seen):
+                i = res.models.index(lm.spec.id)  # "models" says what ran: a skipped denoiser did not
+                del res.models[i], res.providers[i]
                 continue
             chw = self._run_model(lm, chw, res.notes, seen)
             if a_chw is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import json
 import logging
@@ -26,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from pixelift import __version__
+from pixelift.errors import PixeliftError
 from pixelift.service import state
 from pixelift.service.jobs import EnhancerCache, Job, JobQueue, JobSpec, ProgressRouter, RequestError
 
@@ -130,9 +132,9 @@ class Service:
         if "Origin" in request.headers:
             return error_response(403, "requests from a web page (with an Origin header) are refused; no CORS")
         given = request.headers.get(state.TOKEN_HEADER, "")
-        auth = request.headers.get("Authorization", "")
-        if not given and auth.startswith("Bearer "):
-            given = auth[len("Bearer ") :]
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if not given and scheme.lower() == "bearer":  # auth schemes are case-insensitive (RFC 7235)
+            given = credentials.strip()
         if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
             return error_response(
                 401, f"missing or wrong token: send the {state.TOKEN_HEADER} header with the contents of {self.folder / state.TOKEN_FILE}"
@@ -186,6 +188,8 @@ class Service:
             body = await request.json()
         except json.JSONDecodeError as exc:
             raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise RequestError(400, "the body is not valid JSON: it is nested too deeply") from None
         except UnicodeDecodeError:
             raise RequestError(400, "the body is not UTF-8 JSON") from None
         spec = await asyncio.to_thread(JobSpec.parse, body)
@@ -241,6 +245,16 @@ class Service:
         return web.json_response({"status": "stopping", "jobs": self.queue.counts()}, status=202)
 
     async def not_found(self, request: web.Request) -> web.Response:
+        allowed: set[str] = set()
+        for resource in request.app.router.resources():
+            match, methods = await resource.resolve(request)
+            if match is None:  # None with methods: the path is an endpoint's, the method is not
+                allowed |= methods
+        if allowed:
+            names = ", ".join(sorted(allowed))
+            refusal = error_response(405, f"{request.method} {request.path} is not allowed; it takes {names}")
+            refusal.headers["Allow"] = names
+            return refusal
         raise RequestError(404, f"no endpoint {request.method} {request.path}; see {API}/health, {API}/models, {API}/jobs")
 
     def app(self) -> web.Application:
@@ -312,12 +326,20 @@ def _provider_report() -> dict[str, Any]:
 
 
 def bind(options: ServeOptions) -> socket.socket:
-    family = socket.AF_INET6 if ":" in options.host.strip("[]") else socket.AF_INET
+    host = options.host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    if os.name == "posix":
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((options.host.strip("[]"), options.port))
-    sock.listen(128)
+    try:
+        if os.name == "posix":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, options.port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{options.port}" if family == socket.AF_INET6 else f"{host}:{options.port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise PixeliftError(f"{where} is already in use; choose another --port (0: a free one)") from None
+        raise PixeliftError(f"cannot listen on {where}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     return sock
 

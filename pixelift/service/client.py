@@ -35,7 +35,9 @@ class ServiceClient:
 
     @classmethod
     def discover(cls, folder: Path | None = None, timeout: float = 30.0) -> ServiceClient | None:
-        folder = folder or state.service_dir()
+        folder = folder or state.existing_service_dir()
+        if folder is None:
+            return None
         info, token = state.read_info(folder), state.read_token(folder)
         if info is None or token is None or not state.pid_alive(info.pid):
             return None

@@ -196,6 +196,8 @@ class JobSpec:
         def out_format(src: Path) -> str:
             return fmt or imageio.default_output_format(imageio.format_for_path(src) or "PNG")
 
+        if body.get("outputs") is not None and body.get("output") is not None:
+            raise RequestError(400, "the job names both 'output' and 'outputs'; give one of them")
         if body.get("outputs") is not None:
             raw_outputs = body["outputs"]
             if not isinstance(raw_outputs, list) or len(raw_outputs) != len(inputs):

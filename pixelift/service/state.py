@@ -50,12 +50,23 @@ def home_id() -> str:
     return os.path.abspath(paths.home())
 
 
-def existing_service_dir() -> Path | None:
-    """The folder where a service was started, if any (where ``enhance`` looks by default): read
-    only, so a run that finds none has created nothing."""
+def service_dir_candidates() -> list[Path]:
+    """Where :func:`service_dir` is, or would be made (nothing is created)."""
     env = os.environ.get(ENV_SERVICE_DIR)
-    candidates = [Path(env).expanduser()] if env else [paths.home() / "service", paths.state_dir() / "service"]
-    return next((c for c in candidates if (c / INFO_FILE).is_file()), None)
+    return [Path(env).expanduser()] if env else [paths.home() / "service", paths.state_dir() / "service"]
+
+
+def existing_service_dir() -> Path | None:
+    """The folder where a service was started, if any (where ``enhance`` and ``serve --status``
+    look): read only, so a run that finds none has created nothing."""
+    return next((c for c in service_dir_candidates() if _has_info(c)), None)
+
+
+def _has_info(folder: Path) -> bool:
+    try:
+        return (folder / INFO_FILE).is_file()
+    except OSError:  # a folder we may not look into holds no service of ours
+        return False
 
 
 def write_private(path: Path, text: str) -> None:
