@@ -243,12 +243,13 @@ def reference_outputs(fp32_path: Path, images: Sequence[tuple[str, np.ndarray]])
 
 
 def _side_file(art: Artifact) -> Path:
-    return writable("measurements") / f"{art.sha256}.json"
+    return writable("measurements") / f"{art.sha256}.{_fingerprint()}.json"
 
 
 def _side_records(art: Artifact) -> dict[str, FidelityRecord]:
-    """Fidelity records of an artifact in a read-only cache, kept in the state folder
-    (a damaged file is as good as none: the rows are measured again)."""
+    """This machine's fidelity records of an artifact, kept in the state folder where its manifest
+    cannot hold them: a read-only cache, or a manifest that holds another machine's (a damaged file
+    is as good as none: the rows are measured again)."""
     try:
         return fidelity_records(json.loads(_side_file(art).read_text()))
     except (OSError, ValueError):
@@ -363,9 +364,11 @@ def measure_model(
         art = find(model_id, cap.target)
         if art is None:
             continue
-        have = art.manifest.fidelity.get(cap.key) or _side_records(art).get(cap.key)
+        here = _fingerprint()
+        stored = art.manifest.fidelity.get(cap.key)
+        have = stored if stored is not None and stored.machine == here else _side_records(art).get(cap.key)
         # a record is reused only for this machine and the row's current options
-        if have is not None and have.machine == _fingerprint() and have.options == cap.options and not force:
+        if have is not None and have.machine == here and have.options == cap.options and not force:
             out[f"{cap.key}@{cap.target}"] = have
             continue
         if ref is None:
@@ -383,11 +386,16 @@ def measure_model(
             rec = FidelityRecord(
                 cap.provider, cap.precision, cap.target, cap.options, _fingerprint(), None, False, None, error=str(exc)
             )
-        try:
-            update_manifest(art, "fidelity", {cap.key: rec.to_json()})
-        except OSError as exc:  # a read-only cache: the record goes to the state folder instead
-            log.info("%s: fidelity recorded beside the read-only cache (%s)", model_id, exc)
+        if stored is not None and stored.machine != here and not force:
+            # another machine's record stays: a Ray worker pinned to fewer cores is another "machine",
+            # and the two overwriting each other had every run of either measure again
             _store_side_record(art, cap.key, rec)
+        else:
+            try:
+                update_manifest(art, "fidelity", {cap.key: rec.to_json()})
+            except OSError as exc:  # a read-only cache: the record goes to the state folder instead
+                log.info("%s: fidelity recorded beside the read-only cache (%s)", model_id, exc)
+                _store_side_record(art, cap.key, rec)
         out[f"{cap.key}@{cap.target}"] = rec
     return out
 

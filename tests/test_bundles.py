@@ -275,6 +275,7 @@ def test_a_bundle_installs_all_or_nothing(tmp_path: Path, other_home: Path, monk
 
 
 def test_pack_refusals_and_warnings(tmp_path: Path, other_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIXELIFT_HOME", str(tmp_path / "fp32-only"))  # a cache where no int8 was built
     to_onnx(MODEL)
     run = CliRunner().invoke
     for args, code, said in (

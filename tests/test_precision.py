@@ -365,9 +365,16 @@ def test_fidelity_records_are_per_machine(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(P, "measure", counting)
     P.measure_model("span-x2-ch48", providers=("cpu",), precisions=("fp32",))
     assert calls == []  # same machine: the stored record is used
+    here = P._fingerprint()
     monkeypatch.setattr(P, "_fingerprint", lambda: "another-machine")
     again = P.measure_model("span-x2-ch48", providers=("cpu",), precisions=("fp32",))
     assert calls == ["measure"] and next(iter(again.values())).machine == "another-machine"
+    # each machine keeps its own: neither measures again (a Ray worker pinned to one core and the
+    # command line had overwritten each other's records, so every run of either measured)
+    P.measure_model("span-x2-ch48", providers=("cpu",), precisions=("fp32",))
+    monkeypatch.setattr(P, "_fingerprint", lambda: here)
+    back = P.measure_model("span-x2-ch48", providers=("cpu",), precisions=("fp32",))
+    assert calls == ["measure"] and next(iter(back.values())).machine == here
 
 
 @pytest.mark.skipif(not HAS_OV, reason="needs openvino (the openvino extra)")
