@@ -128,8 +128,13 @@ def test_every_request_for_ncnn_has_a_defined_outcome(
         with pytest.raises(ProviderError, match=why):
             session.load("ffdnet-rgb", Request("ncnn", strict=True), precision=precision)
     else:
-        lm = session.load("ffdnet-rgb", Request("ncnn"), precision=precision)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="pixelift"):
+            lm = session.load("ffdnet-rgb", Request("ncnn"), precision=precision)
         assert lm.provider != "ncnn" and any(label == "ncnn" for label, _ in lm.selection.rejected)
+        said = [r.getMessage() for r in caplog.records if "ffdnet-rgb" in r.getMessage() and "one time" not in r.getMessage()]
+        if precision in ("auto", "fp32"):  # one decision, one line (it was three, each nesting the last)
+            assert len(said) == 1 and "falling back" in said[0] and "(ffdnet-rgb:" not in said[0], said
     session.clear_cache()
 
 

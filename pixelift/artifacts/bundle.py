@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pixelift.artifacts.builders import REMEDY
 from pixelift.artifacts.manifest import MANIFEST, Manifest
 from pixelift.artifacts.store import Artifact, adopt, exported_targets, find, verify_folder
 from pixelift.artifacts.targets import TARGETS
@@ -222,7 +224,9 @@ def _install(tar: tarfile.TarFile, src: Path, staging: Path, force: bool) -> lis
         try:
             verify_folder(e.model_id, e.target, staging / "artifacts" / e.model_id / e.target)
         except (PixeliftError, OSError) as exc:
-            raise BundleError(f"{src}: {e.model_id}/{e.target}: {exc}; nothing installed") from None
+            # named as in the bundle, not the scratch folder; the cure is another bundle, not an export here
+            why = str(exc).split(REMEDY)[0].replace(f"{staging}{os.sep}", "")
+            raise BundleError(f"{src}: {e.model_id}/{e.target}: {why}; nothing installed (pack it again)") from None
     installed = []
     for e in entries:
         current = find(e.model_id, e.target)

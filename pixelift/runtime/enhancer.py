@@ -658,7 +658,10 @@ def parse_denoise(value: str | float | None) -> str | float | None:
     """None, ``"auto"``, ``"off"`` or a level (sigma in 8-bit units, 0 to 75) as a float."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("auto", "off")):
         return value.strip().lower() if isinstance(value, str) else None
-    return limits.parse_range(value, 0.0, MAX_DENOISE_LEVEL, "denoise")
+    try:
+        return limits.parse_range(value, 0.0, MAX_DENOISE_LEVEL, "denoise")
+    except UsageError as exc:
+        raise UsageError(f"{exc}, or 'auto' or 'off'") from None
 
 
 def describe(lm: LoadedModel) -> dict[str, Any]:

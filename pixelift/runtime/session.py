@@ -131,6 +131,7 @@ def _fp32_fallback(
         return load(model_id, request, auto_export=auto_export, builder=builder)
     if request.strict:
         raise ProviderError(f"provider {request.provider} (strict): {why}")
+    why = why.removeprefix(f"{model_id}: ")
     log.warning("provider %s cannot run %s (%s); falling back to automatic selection", request.provider, model_id, why)
     lm = load(model_id, replace(request, provider="auto"), auto_export=auto_export, builder=builder)
     sel = lm.selection
@@ -308,8 +309,9 @@ def _load_precision(
         per_photo = photo_weight(spec, rows)
         if precision == "auto":
             if not any(m.meets(gate) for m in rows):
-                # nothing measured on these providers (none could run a row): the fp32 path decides
-                log.warning("%s: no measured precision row on %s; running fp32", model_id, ", ".join(providers))
+                # nothing measured on these providers (none could run a row): the fp32 path decides, and
+                # says so where it has to fall back; auto meeting no gate is fp32 by definition
+                log.info("%s: no measured precision row on %s; running fp32", model_id, ", ".join(providers))
                 return fp32_load(f"no measured row of {model_id} on {', '.join(providers)}")
             best, passed = P.choose_auto(rows, gate, per_photo)
             if fast and not any(m.capability.precision == "int8" for m in rows):
@@ -330,8 +332,9 @@ def _load_precision(
                 hint = P.missing_hint(precision, providers, model_id)
                 if request.strict:
                     raise ProviderError(f"{msg} ({hint})")
-                log.warning("%s (%s); using fp32", msg, hint)
-                return fp32_load(f"{msg} ({hint})")
+                if precision != "fp32" or _opens_onnx(request):  # else the fallback below says why
+                    log.warning("%s (%s); using fp32", msg, hint)
+                return fp32_load(hint)
             order = sorted(rows, key=lambda m: (not m.finite, m.seconds * per_photo(m)))
             if not order[0].meets(gate):
                 log.warning(

@@ -100,7 +100,8 @@ def cannot_stream(enh: Pipeline) -> str | None:
     if not spec.tile_safe and enh.tiles.sync_se:
         return (
             f"{spec.id} uses whole-image statistics (SE blocks), computed over the whole image before tiling; "
-            "TileOptions(sync_se=False) streams it without them (tiled output then differs slightly from untiled)"
+            "run it without --stream on (in memory), or stream it without them from Python with "
+            "TileOptions(sync_se=False) (tiled output then differs slightly from untiled)"
         )
     if enh.outscale is not None and enh.outscale != spec.scale:
         return (
@@ -306,10 +307,14 @@ def _check_stream_size(enh: Pipeline, rows: RowSource, out_h: int, out_w: int, d
     what = f"{rows.width}x{rows.height} input at x{enh.scale:g}"
     limit = stream_limit(enh)
     if limit is not None and out_h * out_w > limit:
+        raise_it = (
+            "raise it with --max-output-pixels N|none"
+            if enh.max_output_pixels == limit
+            else f"raise it with {ENV_MAX_STREAM_PIXELS}=N|none (or --max-output-pixels none)"
+        )
         raise ImageTooLargeError(
             f"{what}: the output would be {out_w}x{out_h} = {out_w * out_h:,} pixels, over the streamed-output "
-            f"limit of {limit:,} (a guard against filling a disk by mistake). Lower --outscale, or raise it with "
-            f"{ENV_MAX_STREAM_PIXELS}=N|none (or --max-output-pixels none)"
+            f"limit of {limit:,} (a guard against filling a disk by mistake). Lower --outscale, or {raise_it}"
         )
     raw = out_h * out_w * (rows.channels + int(rows.has_alpha)) * np.dtype(rows.dtype).itemsize
     folder = dst.parent if str(dst.parent) else Path(".")
