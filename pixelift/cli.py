@@ -1,6 +1,6 @@
 """The ``pixelift`` command line. Choices are read from the registries.
 
-Exit codes: 0 success; 1 at least one item failed (the others still ran); 2 usage error.
+Exit codes: 0 success; 1 at least one item failed (the others still ran); 2 usage error; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pixelift import limits, paths
-from pixelift.cli_report import ENV_DEBUG, EXIT_FAILED
+from pixelift.cli_report import ENV_DEBUG, EXIT_FAILED, EXIT_INTERRUPTED
 from pixelift.errors import MissingExtraError, PixeliftError, UsageError, WeightSourceError
 from pixelift.ids import validate_id
 
@@ -67,8 +67,11 @@ class GuardedGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
+        except KeyboardInterrupt:  # Ctrl-C: said plainly, with the shell's code for it (click said "Aborted!", 1)
+            click.echo("interrupted: nothing partial was written; files finished before are kept", err=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None
         except BrokenPipeError:
             if not _stdout_reader_gone():
                 raise

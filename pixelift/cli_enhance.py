@@ -1,7 +1,7 @@
 """``pixelift enhance``: files and folders through the models, in this process, on a running service or on a
 Ray cluster; one report line (or JSON record) per file.
 
-Exit codes: 0 every file succeeded (or was skipped); 1 at least one failed; 2 usage error.
+Exit codes: 0 every file succeeded (or was skipped); 1 at least one failed; 2 usage error; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -336,7 +336,7 @@ def enhance_cmd(
 
     \b
     Exit codes: 0 every file succeeded (or was skipped); 1 at least one file failed
-    (the others were still processed); 2 usage error (bad option, unknown model).
+    (the others were still processed); 2 usage error (bad option, unknown model); 130 interrupted.
     """
     if verbose:
         logging.getLogger("pixelift").setLevel(logging.INFO)

@@ -15,6 +15,8 @@ from pixelift import logs
 
 #: the exit code when at least one item failed (the others still ran); 2 is a usage error
 EXIT_FAILED = 1
+#: Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130
 #: set, an internal error shows its traceback
 ENV_DEBUG = "PIXELIFT_DEBUG"
 

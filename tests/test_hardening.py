@@ -769,3 +769,20 @@ def test_jpeg_output_of_a_transparent_image_is_refused_before_the_models_run(tmp
     assert isinstance(holes.error, AlphaNotSupportedError) and "transparency" in str(holes.error)
     assert opaque.error is None and Image.open(tmp_path / "o.jpg").mode == "RGB"
     assert len(ran) == 1 and not (tmp_path / "h.jpg").exists()
+
+
+def test_ctrl_c_is_said_plainly_with_the_shells_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C mid-batch: one line, exit 130 (click printed "Aborted!" and exited 1, like a failed file),
+    and no partial output."""
+    from pixelift.runtime.enhancer import Enhancer
+
+    src = tmp_path / "a.png"
+    Image.fromarray(sample_photo()[:48, :48]).save(src)
+
+    def interrupted(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Enhancer, "enhance_float", interrupted)
+    res = CliRunner().invoke(main, ["enhance", str(src), "-o", str(tmp_path / "out.png"), "--no-server"])
+    assert res.exit_code == 130 and "interrupted" in res.output and "Aborted" not in res.output, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
