@@ -221,11 +221,14 @@ def _ray_session(ray: Any, options: RayOptions) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    # Ray's own notices (token authentication on, progress bars off) are noise on a user's terminal;
+    # with -v they are shown
+    level = logging.WARNING if logging.getLogger("pixelift").isEnabledFor(logging.INFO) else logging.ERROR
     try:
         if options.address:
-            ray.init(address=options.address, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address=options.address, logging_level=level, log_to_driver=False)
         else:
-            ray.init(logging_level=logging.WARNING, include_dashboard=False, log_to_driver=False)
+            ray.init(logging_level=level, include_dashboard=False, log_to_driver=False)
     except Exception as exc:
         where = f"the Ray cluster at {options.address}" if options.address else "a local Ray"
         raise EngineError(f"cannot start or reach {where}: {type(exc).__name__}: {exc}") from None
@@ -269,6 +272,8 @@ def enhance_files(
         n = min(n, len(jobs))
         if on_pool is not None:
             on_pool(n)
+        if not options.progress:
+            logging.getLogger("ray.data").setLevel(max(logging.WARNING, logging.getLogger("ray").level))
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = options.progress
         ctx.max_errored_blocks = len(jobs)  # a file lost past its retries must not end the job
@@ -276,8 +281,6 @@ def enhance_files(
         runtime_env = {"env_vars": _worker_env()} | options.runtime_env
         if "env_vars" in options.runtime_env:
             runtime_env["env_vars"] = _worker_env() | options.runtime_env["env_vars"]
-        if not options.progress:
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
         with warnings.catch_warnings():
             # Ray 2.60 warns that extra actor options (retries) move elsewhere in 2.64; they still work here
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
