@@ -21,7 +21,7 @@ _EVENT_ATTR = "pixelift_event"
 EVENT = {_EVENT_ATTR: True}
 #: how the notes of a result (``Result.notes``) that are information, not warnings, begin: a
 #: command line shows them only with -v
-INFO_NOTES = ("autopilot: ", "estimated noise sigma", "denoise skipped")
+INFO_NOTES = ("autopilot: ", "estimated noise sigma", "denoise skipped", "more than 8 bits per sample")
 
 
 def is_warning(note: str) -> bool:

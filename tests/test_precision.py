@@ -631,3 +631,26 @@ def test_fast_without_an_int8_artifact_says_how_to_build_one(
         assert not any("--fast" in r.getMessage() for r in caplog.records)
     finally:
         session.clear_cache()
+
+
+def test_deep_images_keep_their_depth_under_auto() -> None:
+    """auto's reduced precisions are gated on 8-bit crops; bf16 keeps 8 significant bits, so a 16-bit
+    highlight ramp came back in 26 levels (1/256 steps). A 16-bit or float image runs at fp32 under
+    auto (said in an info note); an explicit reduced precision is kept and said as a warning."""
+    from pixelift import Enhancer
+    from pixelift.runtime.imageio import ImageData
+
+    ramp = np.round(np.tile(np.linspace(0.55, 0.65, 400), (48, 1)) * 65535).astype(np.uint16)
+    image = ImageData.from_arrays(np.stack([ramp] * 3, axis=-1))
+    enh = Enhancer("span-x2-ch48", provider="openvino" if HAS_OV else "cpu")
+    out, res = enh.enhance_data(image)
+    row = out.color[out.color.shape[0] // 2, :, 0]
+    assert len(np.unique(row)) > 500 and out.color.dtype == np.uint16
+    assert all(lm.precision == "fp32" for lm in enh.loaded(deep=True))
+    _, res8 = enh.enhance_data(ImageData.from_arrays((np.stack([ramp] * 3, axis=-1) >> 8).astype(np.uint8)))
+    assert not any("bits per sample" in n for n in res8.notes)  # an 8-bit image runs at auto's choice
+    if "bf16" in {lm.precision for lm in enh.loaded()}:
+        assert any("more than 8 bits per sample" in n for n in res.notes)
+        forced = Enhancer("span-x2-ch48", provider="openvino", precision="bf16")
+        _, res_bf16 = forced.enhance_data(image)
+        assert any(n.startswith("bf16 keeps fewer significant bits") for n in res_bf16.notes)

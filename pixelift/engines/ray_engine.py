@@ -113,6 +113,7 @@ def pin_choices(spec: EnhanceSpec) -> EnhanceSpec:
         pinned["provider"] = providers.pop()
     if opts.get("precision", "auto") == "auto" and len(precisions) == 1:
         pinned["precision"] = precisions.pop()
+        pinned["deep_precision"] = enh.deep_precision  # auto's rule for 16-bit and float images, kept
     return EnhanceSpec(pinned, spec.auto, spec.format, spec.quality, spec.overwrite, spec.stream)
 
 

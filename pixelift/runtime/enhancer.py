@@ -71,6 +71,7 @@ class Enhancer:
         builder: Builder | None = None,
         denoise: str | float | None = None,
         denoise_strength: float = 1.0,
+        deep_precision: str | None = None,
     ) -> None:
         """Validates every argument here (typed errors from :mod:`pixelift.errors`); opens nothing.
 
@@ -82,6 +83,10 @@ class Enhancer:
         it on images where no noise is measured), ``"off"``, or a noise level (sigma in 8-bit
         units, 0 to 75) used as a constant map. ``denoise_strength`` (0 to 2) scales the map,
         like the strength slider of a photo editor: below 1 keeps more grain and detail.
+
+        ``deep_precision``: the precision for 16-bit and float images. Default: fp32 where ``precision`` is
+        ``"auto"`` without ``fast`` (the gate is measured on 8-bit crops, and bf16 keeps 8 significant bits:
+        a 16-bit sky came back in 1/256 steps), else ``precision`` itself, said in a note when reduced.
         """
         from pixelift import models
         from pixelift.precision import CHOICES
@@ -135,7 +140,11 @@ class Enhancer:
         # (50 dB; 40 dB with fast=True), see pixelift.precision
         self.precision = precision
         self.fast = bool(fast)
+        if deep_precision is not None and deep_precision not in CHOICES:
+            raise UsageError(f"deep_precision must be one of {', '.join(CHOICES)}, not {deep_precision!r}")
+        self.deep_precision = deep_precision or ("fp32" if precision == "auto" and not self.fast else precision)
         self._loaded: list[LoadedModel] | None = None
+        self._loaded_deep: list[LoadedModel] | None = None
         #: the warnings loading the models logged (see :mod:`pixelift.logs`); every result carries them
         self.warnings: tuple[str, ...] = ()
         self._se: dict[str, se_sync.SESessions | str] = {}  # model id -> sessions, or why not
@@ -147,23 +156,38 @@ class Enhancer:
     def scale(self) -> float:
         return self.outscale if self.outscale is not None else float(np.prod([s.scale for s in self.specs]))
 
-    def loaded(self) -> list[LoadedModel]:
+    def loaded(self, deep: bool = False) -> list[LoadedModel]:
+        """The models' sessions; ``deep``: for a 16-bit or float image (at :attr:`deep_precision`)."""
+        if deep and self.deep_precision != self.precision:
+            if self._loaded_deep is None:
+                self._loaded_deep = self._load(self.deep_precision)
+            return self._loaded_deep
         if self._loaded is None:
-            with logs.decisions() as said:
-                loaded = [
-                    load(
-                        m,
-                        self.request,
-                        auto_export=self.auto_export,
-                        precision=self.precision,
-                        fast=self.fast,
-                        builder=self.builder,
-                    )
-                    for m in self.model_ids
-                ]
-            self.warnings = tuple(said)
-            self._loaded = loaded
+            self._loaded = self._load(self.precision)
         return self._loaded
+
+    def _load(self, precision: str) -> list[LoadedModel]:
+        with logs.decisions() as said:
+            loaded = [
+                load(m, self.request, auto_export=self.auto_export, precision=precision, fast=self.fast, builder=self.builder)
+                for m in self.model_ids
+            ]
+        self.warnings = tuple(dict.fromkeys((*self.warnings, *said)))
+        return loaded
+
+    def depth_note(self, loaded: list[LoadedModel], deep: bool) -> str | None:
+        """What a 16-bit or float image should know of the precision it ran at, or None."""
+        if not deep:
+            return None
+        reduced = sorted({lm.precision for lm in loaded} - {"fp32"})
+        if reduced:
+            return (
+                f"{', '.join(reduced)} keeps fewer significant bits than this image has (bf16: 8): its output is "
+                "quantised more coarsely than 16 bits; --precision fp32 keeps the depth"
+            )
+        if self.precision != self.deep_precision:
+            return DEEP_NOTE
+        return None
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return round(height * self.scale), round(width * self.scale)
@@ -306,18 +330,22 @@ class Enhancer:
         return got
 
     def enhance_float(
-        self, color: np.ndarray, alpha: np.ndarray | None = None
+        self, color: np.ndarray, alpha: np.ndarray | None = None, *, deep: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None, Result]:
-        """Float HWC colour (C = 1 or 3) and optional HW alpha, all in 0..1."""
+        """Float HWC colour (C = 1 or 3) and optional HW alpha, all in 0..1; ``deep``: the image has more
+        than 8 bits per sample (see :attr:`deep_precision`)."""
         t0 = time.perf_counter()
         self.check_size(color.shape[0], color.shape[1])
-        loaded = self.loaded()
+        loaded = self.loaded(deep)
         res = Result(
             [lm.spec.id for lm in loaded],
             [lm.provider if lm.precision == "fp32" else f"{lm.provider}/{lm.precision}" for lm in loaded],
             {lm.spec.id: list(lm.selection.rejected) for lm in loaded},
             warnings=list(self.warnings),
         )
+        note = self.depth_note(loaded, deep)
+        if note is not None:
+            res.notes.append(note)
         h0, w0 = color.shape[:2]
         gray = color.shape[2] == 1
         rgb = np.repeat(color, 3, axis=2) if gray else color
@@ -372,7 +400,7 @@ class Enhancer:
     def enhance_data(self, data: imageio.ImageData) -> tuple[imageio.ImageData, Result]:
         color, clipped = to_float(data.color)
         alpha = None if data.alpha is None else to_float(data.alpha)[0]
-        out, out_alpha, res = self.enhance_float(color, alpha)
+        out, out_alpha, res = self.enhance_float(color, alpha, deep=data.color.dtype != np.uint8)
         if clipped:
             res.notes.append("float input outside 0..1 was clipped")
         res.notes = [*data.notes, *res.notes]  # what reading did (CMYK, palette...) comes first
@@ -569,6 +597,10 @@ def _estimate(chw: np.ndarray, alpha: np.ndarray | None) -> tuple[noise.NoiseEst
         return noise.estimate_noise(image), image, None
     straight = unpremultiply(image, alpha)
     return noise.estimate_noise(straight, mask=alpha > 0.5), straight, alpha
+
+
+#: the note of a 16-bit or float image that ``auto`` ran at fp32 (information, not a warning: see logs.INFO_NOTES)
+DEEP_NOTE = "more than 8 bits per sample: run at fp32, which keeps them (auto's reduced precisions are gated on 8-bit images)"
 
 
 def takes_noise_map(model_ids: Sequence[str]) -> bool:

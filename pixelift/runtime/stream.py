@@ -249,7 +249,8 @@ def stream_file(enh: Pipeline, src: Path, dst: Path, *, format: str, overwrite: 
             raise InvalidImageError(f"the image has no pixels ({w}x{h})")
         out_h, out_w = enh.output_size(h, w)
         _check_stream_size(enh, rows, out_h, out_w, dst)
-        lm = enh.loaded()[0]
+        deep = np.dtype(rows.dtype) != np.uint8
+        lm = enh.loaded(deep)[0]
         res = StreamedResult(
             [lm.spec.id],
             [lm.provider if lm.precision == "fp32" else f"{lm.provider}/{lm.precision}"],
@@ -257,6 +258,9 @@ def stream_file(enh: Pipeline, src: Path, dst: Path, *, format: str, overwrite: 
             warnings=list(enh.warnings),
         )
         res.notes = list(rows.notes)
+        note = enh.depth_note([lm], deep)
+        if note is not None:
+            res.notes.append(note)
         tile = stream_tile(enh, lm, h, w)
         if tile is not None and not lm.spec.tile_safe:
             res.notes.append(f"{lm.spec.id} uses whole-image statistics; tiled output differs slightly from untiled")
