@@ -33,7 +33,15 @@ from pixelift.runtime import stream as streaming
 from pixelift.runtime.footprint import tile_memory_budget
 from pixelift.runtime.imageio import default_output_path
 from pixelift.runtime.pipeline import FileOutcome, Progress, Result, TileOptions, TilingArgs
-from pixelift.runtime.pixels import from_float, model_alpha, resize_hwc, to_float, unpremultiply, upscale_rows
+from pixelift.runtime.pixels import (
+    fill_hidden,
+    from_float,
+    model_alpha,
+    resize_hwc,
+    to_float,
+    unpremultiply,
+    upscale_rows,
+)
 from pixelift.runtime.session import LoadedModel, load
 
 log = logging.getLogger(__name__)
@@ -356,9 +364,11 @@ class Enhancer:
             const_alpha = None
         # a cut-out (palette transparency, a mask: every pixel fully transparent or opaque) stays one: a
         # model given its hard edge rings (SPAN left opaque specks 9 px out), so it is resized and cut at
-        # one half instead
+        # one half instead; its colour is not premultiplied but carried past the edge (fill_hidden)
         cut_out = alpha is not None and bool(((alpha == 0.0) | (alpha == 1.0)).all())
-        if alpha is not None:
+        if cut_out and alpha is not None:
+            rgb = fill_hidden(rgb, alpha == 1.0)
+        elif alpha is not None:
             rgb = rgb * alpha[..., None]
         chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
         a_chw = None
@@ -386,7 +396,6 @@ class Enhancer:
                 soft = upscale_rows(alpha, 0, h0, k, 0, hh)
             else:
                 soft = np.clip(resize_hwc(alpha[..., None], hh, ww)[..., 0], 0.0, 1.0)
-            out = unpremultiply(out, soft)
             out_alpha = (soft >= 0.5).astype(np.float32)
         elif const_alpha is not None:
             out_alpha = np.full((hh, ww), const_alpha, np.float32)

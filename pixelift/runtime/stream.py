@@ -63,7 +63,16 @@ from pixelift.runtime.imageio.stream_write import (
     write_streamed,
 )
 from pixelift.runtime.pipeline import FileOutcome, Pipeline, Result
-from pixelift.runtime.pixels import LANCZOS_REACH, from_float, model_alpha, to_float, unpremultiply, upscale_rows
+from pixelift.runtime.pixels import (
+    FILL_REACH,
+    LANCZOS_REACH,
+    fill_hidden,
+    from_float,
+    model_alpha,
+    to_float,
+    unpremultiply,
+    upscale_rows,
+)
 from pixelift.runtime.session import LoadedModel
 
 STREAM_MODES = ("auto", "on", "off")
@@ -371,13 +380,23 @@ def _strips(
     spec = lm.spec
     gray = rows.channels == 1
     const_alpha = None if kind is None else kind.constant
-    premultiplied = kind is not None and const_alpha is None
     cut_out = kind is not None and kind.cut_out
-    modelled = premultiplied and not cut_out
+    premultiplied = kind is not None and const_alpha is None and not cut_out
+    modelled = premultiplied
     clipped = False
 
     def read_color(y0: int, y1: int) -> np.ndarray:
         nonlocal clipped
+        if cut_out:  # filled past its edge as in memory: FILL_REACH rows of context make the same rows
+            lo, hi = max(0, y0 - FILL_REACH), min(rows.height, y1 + FILL_REACH)
+            color, alpha = read_rows_checked(rows, lo, hi)
+            assert alpha is not None
+            rgb, clip = to_float(color)
+            clipped = clipped or clip
+            if gray:
+                rgb = np.repeat(rgb, 3, axis=2)
+            rgb = fill_hidden(rgb, to_float(alpha)[0] == 1.0)[y0 - lo : y1 - lo]
+            return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
         color, alpha = read_rows_checked(rows, y0, y1)
         rgb, clip = to_float(color)
         clipped = clipped or clip
@@ -414,9 +433,7 @@ def _strips(
                 out_alpha = np.clip(model_alpha(a_strip[:, r0 : r0 + _CONVERT_ROWS])[0], 0.0, 1.0)
                 out = unpremultiply(out, out_alpha)
             elif soft is not None:
-                part_soft = soft[r0 : r0 + _CONVERT_ROWS]
-                out = unpremultiply(out, part_soft)
-                out_alpha = (part_soft >= 0.5).astype(np.float32)
+                out_alpha = (soft[r0 : r0 + _CONVERT_ROWS] >= 0.5).astype(np.float32)
             elif const_alpha is not None:
                 out_alpha = np.full(out.shape[:2], const_alpha, np.float32)
             if gray:
