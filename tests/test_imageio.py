@@ -581,6 +581,48 @@ def test_exif_orientation_is_applied_and_reset(tmp_path: Path, orientation: int)
         np.testing.assert_array_equal(np.asarray(ImageOps.exif_transpose(im)), expected)
 
 
+def _exif_with_thumbnail(orientation: int, xres: int, yres: int, thumb: bytes) -> bytes:
+    """Little-endian EXIF: IFD0 (orientation, X/Y resolution) linked to an IFD1 holding a JPEG thumbnail."""
+    ifd0_at, n0 = 8, 3
+    rationals_at = ifd0_at + 2 + 12 * n0 + 4
+    ifd1_at = rationals_at + 16
+    thumb_at = ifd1_at + 2 + 12 * 2 + 4
+    out = b"II*\x00" + struct.pack("<I", ifd0_at) + struct.pack("<H", n0)
+    out += struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)
+    out += struct.pack("<HHII", 0x011A, 5, 1, rationals_at) + struct.pack("<HHII", 0x011B, 5, 1, rationals_at + 8)
+    out += struct.pack("<I", ifd1_at) + struct.pack("<IIII", xres, 1, yres, 1)
+    out += struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, thumb_at) + struct.pack("<HHII", 0x0202, 4, 1, len(thumb))
+    return out + struct.pack("<I", 0) + thumb
+
+
+def test_a_transposing_orientation_swaps_resolution_and_leaves_out_the_thumbnail(tmp_path: Path) -> None:
+    """Orientation 6 turns the pixels: X/Y resolution swap with them (EXIF said 600/300, the PNG's pHYs
+    300/600), and the embedded thumbnail, which nobody turns any more, is left out (said)."""
+    buf = io.BytesIO()
+    Image.fromarray(photo()[:30, :40]).save(buf, "JPEG")
+    exif = _exif_with_thumbnail(6, 300, 150, buf.getvalue())
+    Image.fromarray(photo()).save(tmp_path / "o6.jpg", exif=b"Exif\x00\x00" + exif, dpi=(300, 150), quality=95)
+    data = read_image(tmp_path / "o6.jpg")
+    assert any("thumbnail" in n for n in data.notes) and data.dpi == pytest.approx((150, 300))
+    ex = Image.Exif()
+    ex.load(b"Exif\x00\x00" + data.exif)
+    assert ex.get(0x0112) == 1 and (float(ex[0x011A]), float(ex[0x011B])) == (150.0, 300.0)
+    assert iio.metadata._exif_next_ifd(data.exif) is None  # IFD0 links to no IFD1
+
+
+def test_metadata_a_format_cannot_hold_is_left_out_with_a_note(tmp_path: Path) -> None:
+    """A JPEG segment holds 64 KB: a larger XMP (Lightroom's with its history) or EXIF failed the write after
+    the models ran; WebP holds no IPTC. Left out, said; formats that hold them keep them."""
+    big = XMP.replace(b"</x:xmpmeta>", b"<!--" + b"x" * 70_000 + b"--></x:xmpmeta>")
+    data = from_array(photo(), xmp=big, iptc=b"\x1c\x02\x00\x00\x02\x00\x04")
+    fitted = iio.fit_metadata(data, "JPEG")
+    assert fitted.xmp is None and fitted.iptc == data.iptc and any("XMP of" in n for n in fitted.notes)
+    write_image(fitted, tmp_path / "a.jpg")
+    assert iio.fit_metadata(data, "WEBP").iptc is None and any("IPTC" in n for n in iio.fit_metadata(data, "WEBP").notes)
+    for fmt in ("PNG", "TIFF"):
+        assert iio.fit_metadata(data, fmt) is data
+
+
 def test_orientation_rotates_alpha_and_16bit_png(tmp_path: Path) -> None:
     rgb, alpha = photo16(), alpha_mask(np.uint16)
     exif = iio._strip_exif_header(make_exif(orientation=6).tobytes())

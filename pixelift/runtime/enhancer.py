@@ -574,7 +574,7 @@ class Enhancer:
             raise OutputExistsError(f"{dst} is the input; --overwrite (overwrite=True) replaces it")
         if fmt == "JPEG" and data.has_transparency:  # refused before the models run, not after
             raise AlphaNotSupportedError(f"{src}: has transparency, which JPEG cannot hold; write PNG, TIFF or WebP")
-        return _FileJob(src, dst, fmt, data)
+        return _FileJob(src, dst, fmt, imageio.fit_metadata(data, fmt))
 
     def _compute(self, job: _FileJob) -> tuple[imageio.ImageData, Result]:
         return self.enhance_data(job.data)

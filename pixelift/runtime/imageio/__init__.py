@@ -85,6 +85,7 @@ from pixelift.runtime.imageio.guards import DEFAULT_MAX_PIXELS, ENV_MAX_PIXELS
 from pixelift.runtime.imageio.icc import srgb_profile_bytes
 from pixelift.runtime.imageio.metadata import _exif_orientation as _exif_orientation
 from pixelift.runtime.imageio.metadata import _strip_exif_header as _strip_exif_header
+from pixelift.runtime.imageio.metadata import fit_metadata
 from pixelift.runtime.imageio.pil import from_pil, to_pil
 from pixelift.runtime.imageio.read import read_image
 from pixelift.runtime.imageio.write import write_image
@@ -97,6 +98,7 @@ __all__ = [
     "ImageData",
     "default_output_format",
     "default_output_path",
+    "fit_metadata",
     "format_for_path",
     "from_array",
     "from_float32",

@@ -122,11 +122,29 @@ def _apply_orientation(data: ImageData) -> None:
     if o >= 5 and data.dpi:
         data.dpi = (data.dpi[1], data.dpi[0])
     assert data.exif is not None
-    data.exif = _patch_exif(data.exif, orientation=1)
+    thumbnail = _exif_next_ifd(data.exif) is not None
+    # the embedded thumbnail keeps the old orientation, which its viewers no longer apply: left out
+    data.exif = _patch_exif(data.exif, orientation=1, transposed=o >= 5, drop_thumbnail=True)
     if data.xmp:
         for rx in _XMP_ORIENTATION:
             data.xmp = rx.sub(rb"\g<1>1\g<3>", data.xmp)
-    data.notes.append(f"EXIF orientation {o} applied to the pixels ({_ORIENTATION_TEXT[o]}); the tag is now 1")
+    data.notes.append(
+        f"EXIF orientation {o} applied to the pixels ({_ORIENTATION_TEXT[o]}); the tag is now 1"
+        + ("; its EXIF thumbnail, not turned, was left out" if thumbnail else "")
+    )
+
+
+def _exif_next_ifd(exif: bytes) -> int | None:
+    """Where IFD0's link to IFD1 (the thumbnail's directory) is, when it links to one; None otherwise."""
+    try:
+        endian = {b"II": "<", b"MM": ">"}[exif[:2]]
+        (offset,) = struct.unpack_from(endian + "I", exif, 4)
+        (n,) = struct.unpack_from(endian + "H", exif, offset)
+        link = offset + 2 + 12 * n
+        (nxt,) = struct.unpack_from(endian + "I", exif, link)
+    except (KeyError, struct.error):
+        return None
+    return link if 0 < nxt < len(exif) else None
 
 
 def _patch_exif(
@@ -135,14 +153,24 @@ def _patch_exif(
     orientation: int | None = None,
     scale: float = 1.0,
     size: tuple[int, int] | None = None,
+    transposed: bool = False,
+    drop_thumbnail: bool = False,
 ) -> bytes:
-    """Patch raw EXIF in place (nothing moves, so maker notes keep their offsets). Unparseable EXIF is returned as is."""
+    """Patch raw EXIF in place (nothing moves, so maker notes keep their offsets). Unparseable EXIF is returned as is.
+    ``transposed``: the pixels' axes were swapped (orientation 5-8): X and Y resolution swap too.
+    ``drop_thumbnail``: IFD0 no longer links to IFD1 (its bytes stay, unreferenced)."""
     buf = bytearray(exif)
     try:
         endian, entries = _exif_ifd0(exif)
         if orientation is not None and _ORIENTATION in entries:
             p, typ, _, vpos = entries[_ORIENTATION]
             struct.pack_into(endian + ("H" if typ == 3 else "I"), buf, vpos, orientation)
+        if transposed and _XRES in entries and _YRES in entries and entries[_XRES][1] == entries[_YRES][1] == 5:
+            xpos, ypos = entries[_XRES][3], entries[_YRES][3]
+            buf[xpos : xpos + 8], buf[ypos : ypos + 8] = exif[ypos : ypos + 8], exif[xpos : xpos + 8]
+        link = _exif_next_ifd(exif) if drop_thumbnail else None
+        if link is not None:
+            struct.pack_into(endian + "I", buf, link, 0)
         if scale != 1.0:
             for tag in (_XRES, _YRES):
                 if tag in entries and entries[tag][1] == 5:
@@ -167,3 +195,39 @@ def _patch_exif(
     except (KeyError, struct.error, IndexError, ValueError, ZeroDivisionError):
         return exif
     return bytes(buf)
+
+
+#: the most data one JPEG APPn segment holds (Pillow's limit), and the headers XMP, EXIF and IPTC add in it
+JPEG_SEGMENT = 65533
+_JPEG_OVERHEAD = {"xmp": 29, "exif": 6, "iptc": 14 + 12 + 1}
+#: what each output format cannot hold at all
+_NOT_HELD = {"WEBP": ("iptc",)}
+
+
+def fit_metadata(data: ImageData, fmt: str) -> ImageData:
+    """``data`` with the metadata ``fmt`` cannot hold left out, each said in a note: a JPEG segment's 64 KB
+    (Lightroom's XMP with its edit history often passes it; the write failed after the models ran), IPTC in
+    WebP. Nothing changes for a format that holds it all."""
+    from dataclasses import replace
+
+    drop: dict[str, str] = {}
+    for key in _NOT_HELD.get(fmt, ()):
+        if getattr(data, key):
+            drop[key] = f"{key.upper()} left out: {fmt} holds none (TIFF, PNG and JPEG do)"
+    if fmt == "JPEG":
+        for key, overhead in _JPEG_OVERHEAD.items():
+            value = getattr(data, key)
+            if value and len(value) + overhead > JPEG_SEGMENT:
+                drop[key] = (
+                    f"{key.upper()} of {len(value):,} bytes left out: a JPEG segment holds {JPEG_SEGMENT - overhead:,} "
+                    "(TIFF and PNG keep it)"
+                )
+    if not drop:
+        return data
+    return replace(
+        data,
+        xmp=None if "xmp" in drop else data.xmp,
+        exif=None if "exif" in drop else data.exif,
+        iptc=None if "iptc" in drop else data.iptc,
+        notes=[*data.notes, *drop.values()],
+    )
