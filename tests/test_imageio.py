@@ -988,3 +988,48 @@ def test_bad_write_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="must be"):
         write_image(ImageData(color=photo()[..., :2]), tmp_path / "a.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def _with_chunks(png: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
+    from pixelift.runtime.imageio.png import _png_chunk
+
+    ihdr_end = 8 + 12 + struct.unpack_from(">I", png, 8)[0]
+    return png[:ihdr_end] + b"".join(_png_chunk(n, b) for n, b in chunks) + png[ihdr_end:]
+
+
+def _chunk_list(png: bytes) -> list[tuple[bytes, bytes]]:
+    out, pos = [], 8
+    while pos < len(png):
+        (n,) = struct.unpack_from(">I", png, pos)
+        out.append((png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + n]))
+        pos += 12 + n
+    return out
+
+
+def test_png_colour_and_text_chunks_are_carried(tmp_path: Path) -> None:
+    """gAMA/cHRM (a PNG without ICC is shown by them), sRGB and text (author, comment) came back dropped,
+    without a word. A PNG output keeps them as they were, streamed too; another format says it left them out."""
+    from pixelift.runtime.imageio.stream_read import open_rows
+    from pixelift.runtime.imageio.stream_write import StreamShape, write_streamed
+
+    buf = io.BytesIO()
+    Image.fromarray(photo()).save(buf, "PNG")
+    chunks = [
+        (b"gAMA", struct.pack(">I", 100000)),
+        (b"cHRM", struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)),
+        (b"tEXt", b"Author\x00A. Photographer"),
+        (b"tIME", struct.pack(">HBBBBB", 2020, 1, 2, 3, 4, 5)),  # the file's last change: not carried
+    ]
+    src = tmp_path / "g.png"
+    src.write_bytes(_with_chunks(buf.getvalue(), chunks))
+    data = read_image(src)
+    out = write_image(data, tmp_path / "o.png")
+    kept = [c for c in _chunk_list(out.read_bytes()) if c[0] in (b"gAMA", b"cHRM", b"tEXt", b"tIME")]
+    assert kept == chunks[:3]
+    with open_rows(src) as rows:
+        shape = StreamShape(rows.height, rows.width, rows.channels, rows.dtype, rows.has_alpha)
+        strips = iter([rows.read(0, rows.height)])
+        streamed = write_streamed(strips, tmp_path / "s.png", shape, rows.meta, format="PNG")
+    assert [c for c in _chunk_list(streamed.read_bytes()) if c[0] in (b"gAMA", b"cHRM", b"tEXt")] == chunks[:3]
+    fitted = iio.fit_metadata(data, "TIFF")
+    assert fitted.png_chunks == () and any("gAMA, cHRM, tEXt left out" in n for n in fitted.notes)

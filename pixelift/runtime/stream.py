@@ -55,6 +55,7 @@ from pixelift.errors import (
 from pixelift.models.architectures import architecture
 from pixelift.runtime import imageio, tiling
 from pixelift.runtime.imageio import default_output_path
+from pixelift.runtime.imageio.metadata import png_chunks_note
 from pixelift.runtime.imageio.stream_read import RowSource, open_rows, read_rows_checked
 from pixelift.runtime.imageio.stream_write import (
     STREAM_FORMATS,
@@ -267,6 +268,9 @@ def stream_file(enh: Pipeline, src: Path, dst: Path, *, format: str, overwrite: 
             warnings=list(enh.warnings),
         )
         res.notes = list(rows.notes)
+        dropped = png_chunks_note(rows.meta.png_chunks, format.upper())
+        if dropped is not None:
+            res.notes.append(dropped)
         note = enh.depth_note([lm], deep)
         if note is not None:
             res.notes.append(note)

@@ -25,6 +25,8 @@ class ImageData:
     source_format: str = ""
     source_mode: str = ""
     notes: list[str] = field(default_factory=list)
+    #: a PNG's colour and text chunks ((name, body): gAMA, cHRM, sRGB, tEXt, zTXt, iTXt), written to a PNG output
+    png_chunks: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def height(self) -> int:
@@ -89,6 +91,7 @@ class _WriteJob:
     quality: int
     lossless: bool
     compression: str | None
+    png_chunks: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def from_array(
@@ -115,7 +118,8 @@ def from_array(
         alpha = alpha.astype(a.dtype, copy=False)
     base: dict[str, Any] = {}
     if like is not None:
-        base = {k: getattr(like, k) for k in ("icc", "exif", "xmp", "iptc", "dpi", "source_format", "source_mode")}
+        keys = ("icc", "exif", "xmp", "iptc", "dpi", "source_format", "source_mode", "png_chunks")
+        base = {k: getattr(like, k) for k in keys}
     base.update(meta)
     data = ImageData(color=np.ascontiguousarray(a), alpha=alpha, **base)
     _validate(data)

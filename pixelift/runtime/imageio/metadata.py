@@ -204,6 +204,14 @@ _JPEG_OVERHEAD = {"xmp": 29, "exif": 6, "iptc": 14 + 12 + 1}
 _NOT_HELD = {"WEBP": ("iptc",)}
 
 
+def png_chunks_note(chunks: tuple[tuple[bytes, bytes], ...], fmt: str) -> str | None:
+    """The note of a PNG's colour and text chunks that an output in ``fmt`` leaves out, or None."""
+    if fmt == "PNG" or not chunks:
+        return None
+    names = ", ".join(dict.fromkeys(n.decode("latin-1") for n, _ in chunks))
+    return f"PNG chunks {names} left out: {fmt} holds no such chunks (a PNG output keeps them)"
+
+
 def fit_metadata(data: ImageData, fmt: str) -> ImageData:
     """``data`` with the metadata ``fmt`` cannot hold left out, each said in a note: a JPEG segment's 64 KB
     (Lightroom's XMP with its edit history often passes it; the write failed after the models ran), IPTC in
@@ -214,6 +222,9 @@ def fit_metadata(data: ImageData, fmt: str) -> ImageData:
     for key in _NOT_HELD.get(fmt, ()):
         if getattr(data, key):
             drop[key] = f"{key.upper()} left out: {fmt} holds none (TIFF, PNG and JPEG do)"
+    note = png_chunks_note(data.png_chunks, fmt)
+    if note is not None:
+        drop["png_chunks"] = note
     if fmt == "JPEG":
         for key, overhead in _JPEG_OVERHEAD.items():
             value = getattr(data, key)
@@ -229,5 +240,6 @@ def fit_metadata(data: ImageData, fmt: str) -> ImageData:
         xmp=None if "xmp" in drop else data.xmp,
         exif=None if "exif" in drop else data.exif,
         iptc=None if "iptc" in drop else data.iptc,
+        png_chunks=() if "png_chunks" in drop else data.png_chunks,
         notes=[*data.notes, *drop.values()],
     )

@@ -76,7 +76,10 @@ def _read_png(path: Path, limit: int | None) -> ImageData:
     _check_size(path, width, height, limit)
     icc = exif = xmp = iptc = None
     dpi = None
+    carried: list[tuple[bytes, bytes]] = []  # written back to a PNG output as they were
     for name, body in chunks[1:]:
+        if name in CARRIED_CHUNKS and not _holds_known_metadata(name, body):
+            carried.append((name, body))
         try:
             if name == b"iCCP":
                 icc = _inflate(body.split(b"\x00", 1)[1][1:])
@@ -133,6 +136,7 @@ def _read_png(path: Path, limit: int | None) -> ImageData:
             "PNG",
             "I;16" if gray and ctype == 0 else mode,
             notes,
+            tuple(carried),
         )
     if any(n == b"acTL" for n, _ in chunks):
         notes.append("animated PNG: only the default image was read")
@@ -145,7 +149,18 @@ def _read_png(path: Path, limit: int | None) -> ImageData:
         im.load()
         mode = im.mode
         color, alpha, icc = _from_pil(im, icc, notes)
-    return ImageData(color, alpha, icc, exif, xmp, iptc, dpi, "PNG", mode, notes)
+    return ImageData(color, alpha, icc, exif, xmp, iptc, dpi, "PNG", mode, notes, tuple(carried))
+
+
+#: ancillary chunks a PNG output gets back as they were read: colour (without them a gamma-1.0 or non-sRGB
+#: PNG with no ICC displays differently) and text (author, comment, software). tIME is left: it would lie.
+CARRIED_CHUNKS = (b"gAMA", b"cHRM", b"sRGB", b"tEXt", b"zTXt", b"iTXt")
+
+
+def _holds_known_metadata(name: bytes, body: bytes) -> bool:
+    """An XMP iTXt or a "Raw profile type" text chunk: parsed into the ImageData's fields, written from them."""
+    key = body.split(b"\x00", 1)[0]
+    return (name == b"iTXt" and key == b"XML:com.adobe.xmp") or key.startswith(b"Raw profile type ")
 
 
 def _png_chunk(ctype: bytes, body: bytes) -> bytes:
@@ -163,7 +178,7 @@ def _write_png(tmp: Path, job: _WriteJob) -> None:
     if png[12:16] != b"IHDR":
         raise ImageWriteError("PNG encoder output does not start with IHDR")
     ihdr_end = 8 + 12 + struct.unpack_from(">I", png, 8)[0]
-    extra = _png_meta_chunks(icc, dpi, exif, xmp, iptc)
+    extra = _png_meta_chunks(icc, dpi, exif, xmp, iptc) + [_png_chunk(n, b) for n, b in job.png_chunks]
     tmp.write_bytes(png[:ihdr_end] + b"".join(extra) + png[ihdr_end:])
 
 

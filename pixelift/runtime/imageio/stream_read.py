@@ -138,7 +138,7 @@ def open_rows(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_
         if tiff is not None:
             return tiff
     data = read_image(path, max_pixels=max_pixels)
-    meta = StreamMeta(data.icc, data.exif, data.xmp, data.iptc, data.dpi)
+    meta = StreamMeta(data.icc, data.exif, data.xmp, data.iptc, data.dpi, data.png_chunks)
     return _WholeSource(
         path,
         data.height,

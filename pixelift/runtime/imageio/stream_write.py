@@ -60,6 +60,7 @@ class StreamMeta:
     xmp: bytes | None = None
     iptc: bytes | None = None
     dpi: tuple[float, float] | None = None
+    png_chunks: tuple[tuple[bytes, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def write_streamed(
     if exif:
         exif = _patch_exif(exif, scale=scale_dpi, size=(shape.width, shape.height))
     empty = np.zeros((0, 0, shape.channels), np.dtype(shape.dtype))
-    job = _WriteJob(empty, None, meta.icc, exif, meta.xmp, meta.iptc, dpi, 95, False, compression)
+    job = _WriteJob(empty, None, meta.icc, exif, meta.xmp, meta.iptc, dpi, 95, False, compression, meta.png_chunks)
     rows = _checked(strips, shape, str(path))
     try:
         with atomic_path(path, replace=overwrite) as tmp:
@@ -276,7 +277,7 @@ def _stream_png(tmp: Path, rows: Iterator[Strip], shape: StreamShape, job: _Writ
     with _open_for_write(tmp) as fh:
         fh.write(b"\x89PNG\r\n\x1a\n")
         fh.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", shape.width, shape.height, depth, ctype, 0, 0, 0)))
-        for chunk in _png_meta_chunks(job.icc, job.dpi, job.exif, job.xmp, job.iptc):
+        for chunk in [*_png_meta_chunks(job.icc, job.dpi, job.exif, job.xmp, job.iptc), *(_png_chunk(n, b) for n, b in job.png_chunks)]:
             fh.write(chunk)
         for color, alpha in rows:
             arr = _samples(color, alpha)

@@ -90,7 +90,9 @@ def write_image(
     if exif:
         exif = _patch_exif(exif, scale=scale_dpi, size=(color.shape[1], color.shape[0]))
 
-    job = _WriteJob(color, alpha, icc, exif, data.xmp, data.iptc, dpi, quality, lossless, compression)
+    job = _WriteJob(
+        color, alpha, icc, exif, data.xmp, data.iptc, dpi, quality, lossless, compression, data.png_chunks
+    )
     try:
         with atomic_path(path, replace=overwrite) as tmp:
             _WRITERS[fmt](tmp, job)
