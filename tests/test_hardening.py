@@ -786,3 +786,15 @@ def test_ctrl_c_is_said_plainly_with_the_shells_code(tmp_path: Path, monkeypatch
     res = CliRunner().invoke(main, ["enhance", str(src), "-o", str(tmp_path / "out.png"), "--no-server"])
     assert res.exit_code == 130 and "interrupted" in res.output and "Aborted" not in res.output, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_an_output_under_a_file_is_refused_before_the_models_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pixelift.runtime.enhancer import Enhancer
+
+    src = tmp_path / "a.png"
+    Image.fromarray(sample_photo()[:48, :48]).save(src)
+    ran: list[bool] = []
+    real = Enhancer.enhance_float
+    monkeypatch.setattr(Enhancer, "enhance_float", lambda self, *a, **k: ran.append(True) or real(self, *a, **k))
+    res = CliRunner().invoke(main, ["enhance", str(src), "-o", str(src / "x.png"), "--no-server"])
+    assert res.exit_code == 1 and f"{src} is a file, not a folder" in res.output and not ran, res.output

@@ -572,6 +572,9 @@ class Enhancer:
             raise ImageWriteError(f"{dst}: not a usable output path ({exc})") from None
         if same and not overwrite:
             raise OutputExistsError(f"{dst} is the input; --overwrite (overwrite=True) replaces it")
+        folder = next((p for p in dst.parents if p.exists()), None)  # the folder the output goes in, or its nearest
+        if folder is not None and not folder.is_dir():
+            raise ImageWriteError(f"{dst}: {folder} is a file, not a folder")
         if fmt == "JPEG" and data.has_transparency:  # refused before the models run, not after
             raise AlphaNotSupportedError(f"{src}: has transparency, which JPEG cannot hold; write PNG, TIFF or WebP")
         return _FileJob(src, dst, fmt, imageio.fit_metadata(data, fmt))
