@@ -203,7 +203,13 @@ def _check_output_suffix(output: Path, fmt: str | None) -> None:
     type=click.Choice(["png", "tiff", "jpeg", "webp"], case_sensitive=False),
     help="Output format (default: PNG, or TIFF for TIFF input).",
 )
-@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=95,
+    show_default=True,
+    help="JPEG/WebP quality; 100 writes WebP lossless (bit-exact).",
+)
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders of input folders.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (and the input, if it is the output).")
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose output exists (resume a batch).")

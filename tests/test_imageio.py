@@ -1033,3 +1033,10 @@ def test_png_colour_and_text_chunks_are_carried(tmp_path: Path) -> None:
     assert [c for c in _chunk_list(streamed.read_bytes()) if c[0] in (b"gAMA", b"cHRM", b"tEXt")] == chunks[:3]
     fitted = iio.fit_metadata(data, "TIFF")
     assert fitted.png_chunks == () and any("gAMA, cHRM, tEXt left out" in n for n in fitted.notes)
+
+
+def test_webp_at_quality_100_is_lossless(tmp_path: Path) -> None:
+    """The CLI's only WebP knob is --quality: libwebp's lossy 100 still loses, so 100 writes lossless."""
+    rgb = photo()
+    assert np.array_equal(read_image(write_image(from_array(rgb), tmp_path / "a.webp", quality=100)).color, rgb)
+    assert not np.array_equal(read_image(write_image(from_array(rgb), tmp_path / "b.webp", quality=99)).color, rgb)

@@ -44,7 +44,8 @@ WEBP    uint8 RGB (gray expanded)      RGBA (``exact``)    ICCP, EXIF, XMP (no I
 
 JPEG cannot hold alpha: writing alpha raises :class:`~pixelift.errors.AlphaNotSupportedError` unless
 ``flatten_alpha=True``, which composites on white. JPEG uses 4:4:4 chroma at quality >= 90. 16-bit and float data
-written to JPEG/WebP are rounded to 8 bits (those formats hold no more); ``lossless=True`` makes WebP bit-exact.
+written to JPEG/WebP are rounded to 8 bits (those formats hold no more); ``lossless=True`` or ``quality=100``
+makes WebP bit-exact.
 TIFF uses Adobe Deflate (``compression=``), with the horizontal predictor for integer samples.
 
 EXIF is held as TIFF-structured bytes *without* the ``Exif\\0\\0`` APP1 header (Pillow's ``Image.Exif().load`` takes it

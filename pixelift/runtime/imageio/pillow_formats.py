@@ -87,7 +87,8 @@ def _jpeg_insert_iptc(jpeg: bytes, iptc: bytes) -> bytes:
 
 def _write_webp(tmp: Path, job: _WriteJob) -> None:
     color, alpha, icc, exif, xmp = job.color, job.alpha, job.icc, job.exif, job.xmp
-    quality, lossless = job.quality, job.lossless
+    # quality 100 is lossless WebP (bit-exact): libwebp's lossy 100 still loses, and nothing above it exists
+    quality, lossless = job.quality, job.lossless or job.quality == 100
     arr = color if alpha is None else np.concatenate([color, alpha[:, :, None]], axis=2)
     im = Image.fromarray(np.ascontiguousarray(arr))
     kwargs: dict[str, Any] = {"quality": quality, "lossless": lossless, "exact": True}
