@@ -344,7 +344,8 @@ def test_export_post_process_action_replaces_each_rendering_with_its_enhanced_ve
         local source = { waitForRender = function() return true, path end }
         local target = { renditionIsDone = function(_, ok, msg) FILTER_DONE[#FILTER_DONE + 1] = { ok = ok, msg = msg } end }
         local context = {
-            propertyTable = { pixelift_model = 'span-x2-ch48', pixelift_scale = '2', pixelift_precision = 'auto', pixelift_provider = 'auto' },
+            propertyTable = { pixelift_model = 'span-x2-ch48', pixelift_scale = '2', pixelift_precision = 'auto', pixelift_provider = 'auto',
+                              LR_format = 'JPEG', LR_jpeg_quality = 0.6 },
             renditions = function() local done = false return function() if done then return nil end done = true return source, target end end,
         }
         require('PixeliftExportFilter').postProcessRenderedPhotos({}, context)
@@ -356,3 +357,69 @@ def test_export_post_process_action_replaces_each_rendering_with_its_enhanced_ve
     with Image.open(rendered) as img:
         assert img.format == "JPEG" and img.size == (80, 80)
     assert sorted(p.name for p in rendered.parent.iterdir()) == ["IMG_0.jpg"]
+    from pixelift.runtime.autopilot import jpeg_quality_from_tables
+
+    quality = jpeg_quality_from_tables(rendered.read_bytes())  # the export's own quality, not 95
+    assert quality is not None and abs(quality - 60) <= 2, quality
+
+
+def _run(lr: Lightroom, photos: list[Any]) -> tuple[Any, list[str]]:
+    enh = lr.lua.eval("require 'PixeliftEnhance'")
+    summary = enh.run(lr.lua.table_from(photos), lr.lua.table_from({"model": MODEL, "provider": "cpu", "precision": "fp32"}))
+    return summary, [summary.errors[i] for i in range(1, len(summary.errors) + 1)]
+
+
+def test_a_raw_jpeg_pair_and_a_virtual_copy_get_results_of_their_own(lightroom: Lightroom, tmp_path: Path) -> None:
+    """IMG_1.CR2 + IMG_1.JPG in one folder, or a photo and its virtual copy, were given one output name: the
+    service refused the whole job after every photo had been exported, and nothing was enhanced."""
+    lr = lightroom
+    shoot = tmp_path / "shoot"
+    shoot.mkdir()
+    Image.fromarray(photo_crop("astronaut", 48)).save(shoot / "IMG_1.png")
+    Image.fromarray(photo_crop("chelsea", 48)).save(shoot / "IMG_1.jpg")
+    pair = [lr.photo(shoot / "IMG_1.png"), lr.photo(shoot / "IMG_1.jpg"), lr.photo(shoot / "IMG_1.png")]  # + a copy
+    _, errors = _run(lr, pair)
+    assert errors == []
+    assert sorted(Path(c["path"]).name for c in lr.calls("catalog:addPhoto")) == [
+        "IMG_1-pixelift-2.tif", "IMG_1-pixelift-3.tif", "IMG_1-pixelift.tif",
+    ]  # fmt: skip
+
+
+def test_a_failed_import_is_that_photos_problem_only(lightroom: Lightroom, tmp_path: Path) -> None:
+    """Lightroom refusing one import (already in the catalog) ended the run in an 'unexpected error' dialog with
+    nothing imported, the progress scope open and the intermediate TIFFs left in the temp folder."""
+    lr = lightroom
+    photos = _photos(lr, tmp_path / "shoot", 3)
+    lr.lua.execute(
+        """
+        local catalog = import('LrApplication').activeCatalog()
+        local add = catalog.addPhoto
+        catalog.addPhoto = function(self, path, ...)
+            if path:find('IMG_0') then error('LrCatalog: file already in catalog') end
+            return add(self, path, ...)
+        end
+        """
+    )
+    summary, errors = _run(lr, photos)
+    assert len(errors) == 1 and "IMG_0-pixelift.tif: written, but not imported" in errors[0], errors
+    assert len(summary.imported) == 2 and lr.fake.scope.finished
+    assert not any((tmp_path / "lr-temp").iterdir())
+
+
+def test_a_missed_poll_does_not_lose_the_job(lightroom: Lightroom, tmp_path: Path) -> None:
+    """One status poll that fails (a busy machine) made the plug-in give up, delete the job's inputs while the
+    service worked on them, and fail every photo; it polls again now, and cancels the job when it gives up."""
+    lr = lightroom
+    photos = _photos(lr, tmp_path / "shoot", 3)
+    polls = {"n": 0}
+
+    def flaky(method: str, url: str, body: str, headers: str, timeout: float) -> tuple[int, str]:
+        if method == "GET" and "/jobs/" in url:
+            polls["n"] += 1
+            if polls["n"] == 2:
+                return 0, "timed out"
+        return _http(method, url, body, headers, timeout)
+
+    lr.lua.globals().PY.http = flaky
+    summary, errors = _run(lr, photos)
+    assert errors == [] and len(summary.imported) == 3 and polls["n"] > 2

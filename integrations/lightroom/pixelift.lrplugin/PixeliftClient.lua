@@ -154,16 +154,25 @@ function Client.ensure()
 		.. tostring(why) .. '. Check the pixelift path in the Plug-in Manager.'
 end
 
+-- Polls of a job that may fail in a row (a busy machine, a slow reply) before the service counts as lost.
+Client.POLL_RETRIES = 10
+
 -- Wait for a job, calling onUpdate(status) on each change; onUpdate returns true to cancel.
 function Client:follow(id, onUpdate)
 	local status, err = self:job(id)
-	local cancelled = false
-	while status do
-		if onUpdate(status) and not cancelled then
-			self:cancel(id)
-			cancelled = true
+	local cancelled, failures = false, 0
+	while status or failures < Client.POLL_RETRIES do
+		if status then
+			failures = 0
+			if onUpdate(status) and not cancelled then
+				self:cancel(id)
+				cancelled = true
+			end
+			if Client.TERMINAL[status.status] then return status end
+		else
+			failures = failures + 1
+			LrTasks.sleep(1)
 		end
-		if Client.TERMINAL[status.status] then return status end
 		status, err = self:job(id, 1)
 	end
 	return nil, err

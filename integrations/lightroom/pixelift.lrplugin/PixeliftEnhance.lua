@@ -69,16 +69,20 @@ function Enhance.jobOptions(settings)
 	return job
 end
 
--- Where a result goes: beside the original, "<name>-pixelift.tif", never over a file.
-function Enhance.resultPath(original)
+-- Where a result goes: beside the original, "<name>-pixelift.tif", never over a file nor over
+-- another result of the same job (`taken`): a RAW+JPEG pair, or a photo and its virtual copy,
+-- share a name and a folder.
+function Enhance.resultPath(original, taken)
+	taken = taken or {}
 	local folder = LrPathUtils.parent(original)
 	local stem = LrPathUtils.removeExtension(LrPathUtils.leafName(original))
 	local path = LrPathUtils.child(folder, stem .. Enhance.SUFFIX .. '.tif')
 	local n = 1
-	while LrFileUtils.exists(path) do
+	while LrFileUtils.exists(path) or taken[path] do
 		n = n + 1
 		path = LrPathUtils.child(folder, stem .. Enhance.SUFFIX .. '-' .. n .. '.tif')
 	end
+	taken[path] = true
 	return path
 end
 
@@ -101,12 +105,17 @@ function Enhance.copyMetadata(original, result)
 	end
 end
 
+-- The imported result, or nil and why (the result file stays beside the original either way).
 local function importResult(catalog, original, path)
 	local imported
-	catalog:withWriteAccessDo('Import pixelift result', function()
-		imported = catalog:addPhoto(path, original, 'above')
-		Enhance.copyMetadata(original, imported)
-	end, { timeout = 60 })
+	local ok, err = LrTasks.pcall(function()
+		catalog:withWriteAccessDo('Import pixelift result', function()
+			imported = catalog:addPhoto(path, original, 'above')
+			Enhance.copyMetadata(original, imported)
+		end, { timeout = 60 })
+	end)
+	if not ok then return nil, tostring(err) end
+	if not imported then return nil, 'Lightroom did not add it to the catalog' end
 	return imported
 end
 
@@ -139,7 +148,7 @@ function Enhance.run(photos, settings)
 		photosToExport = photos,
 		exportSettings = Enhance.exportSettings(tempFolder, settings.colorSpace),
 	}
-	local inputs, outputs, originals = {}, {}, {}
+	local inputs, outputs, originals, taken = {}, {}, {}, {}
 	local n = 0
 	for _, rendition in session:renditions { stopIfCanceled = true } do
 		local ok, pathOrMessage = rendition:waitForRender()
@@ -147,7 +156,7 @@ function Enhance.run(photos, settings)
 		if ok then
 			local original = rendition.photo
 			inputs[#inputs + 1] = pathOrMessage
-			outputs[#outputs + 1] = Enhance.resultPath(original:getRawMetadata('path'))
+			outputs[#outputs + 1] = Enhance.resultPath(original:getRawMetadata('path'), taken)
 			originals[#originals + 1] = original
 		else
 			summary.errors[#summary.errors + 1] = fileName(rendition.photo:getRawMetadata('path')) .. ': export failed: ' .. tostring(pathOrMessage)
@@ -158,50 +167,61 @@ function Enhance.run(photos, settings)
 
 	-- 2. one job for all of them; results are imported as each file finishes
 	if #inputs > 0 and not scope:isCanceled() then
-		local job = Enhance.jobOptions(settings)
-		job.inputs, job.outputs = inputs, outputs
-		local submitted, err = client:submit(job)
-		if not submitted then
-			summary.errors[#summary.errors + 1] = 'the service refused the job: ' .. tostring(err)
-		else
-			summary.job = submitted.id
-			local done, said = {}, {}
-			local final
-			final, err = client:follow(submitted.id, function(status)
-				local progress = 0
-				for i, f in ipairs(status.files) do
-					for _, w in ipairs(f.warnings or {}) do -- a provider passed over, said once
-						if not said[w] then
-							said[w] = true
-							summary.warnings[#summary.warnings + 1] = w
+		-- whatever goes wrong in here, the scope ends and the intermediate TIFFs are removed below
+		local ok, err = LrTasks.pcall(function()
+			local job = Enhance.jobOptions(settings)
+			job.inputs, job.outputs = inputs, outputs
+			local submitted, err = client:submit(job)
+			if not submitted then
+				summary.errors[#summary.errors + 1] = 'the service refused the job: ' .. tostring(err)
+			else
+				summary.job = submitted.id
+				local done, said = {}, {}
+				local final
+				final, err = client:follow(submitted.id, function(status)
+					local progress = 0
+					for i, f in ipairs(status.files) do
+						for _, w in ipairs(f.warnings or {}) do -- a provider passed over, said once
+							if not said[w] then
+								said[w] = true
+								summary.warnings[#summary.warnings + 1] = w
+							end
+						end
+						if f.status == 'done' and not done[i] then
+							done[i] = true
+							local imported, why = importResult(catalog, originals[i], f.output)
+							if imported then
+								summary.imported[#summary.imported + 1] = imported
+							else -- this photo only: the others still finish
+								summary.errors[#summary.errors + 1] = fileName(f.output) .. ': written, but not imported: ' .. why
+							end
+						elseif f.status == 'error' and not done[i] then
+							done[i] = true
+							summary.errors[#summary.errors + 1] = fileName(f.input) .. ': ' .. tostring(f.error)
+						end
+						if f.status == 'running' then
+							local caption = 'Enhancing ' .. i .. ' of ' .. #status.files .. ': ' .. fileName(inputs[i])
+							local events = f.events or {}
+							if #events > 0 then caption = caption .. ' (' .. events[#events] .. ')' end -- a first run's one-time work
+							scope:setCaption(caption)
+							if (f.tiles_total or 0) > 0 then progress = progress + f.tiles_done / f.tiles_total end
+						elseif f.status ~= 'pending' then
+							progress = progress + 1
 						end
 					end
-					if f.status == 'done' and not done[i] then
-						done[i] = true
-						summary.imported[#summary.imported + 1] = importResult(catalog, originals[i], f.output)
-					elseif f.status == 'error' and not done[i] then
-						done[i] = true
-						summary.errors[#summary.errors + 1] = fileName(f.input) .. ': ' .. tostring(f.error)
-					end
-					if f.status == 'running' then
-						local caption = 'Enhancing ' .. i .. ' of ' .. #status.files .. ': ' .. fileName(inputs[i])
-						local events = f.events or {}
-						if #events > 0 then caption = caption .. ' (' .. events[#events] .. ')' end -- a first run's one-time work
-						scope:setCaption(caption)
-						if (f.tiles_total or 0) > 0 then progress = progress + f.tiles_done / f.tiles_total end
-					elseif f.status ~= 'pending' then
-						progress = progress + 1
-					end
+					scope:setPortionComplete(1 / 3 + 2 / 3 * progress / #status.files)
+					return scope:isCanceled()
+				end)
+				if not final then
+					client:cancel(submitted.id) -- if it is still there: its inputs are about to be deleted
+					summary.errors[#summary.errors + 1] = 'lost the pixelift service during the job: ' .. tostring(err)
 				end
-				scope:setPortionComplete(1 / 3 + 2 / 3 * progress / #status.files)
-				return scope:isCanceled()
-			end)
-			if not final then
-				summary.errors[#summary.errors + 1] = 'lost the pixelift service during the job: ' .. tostring(err)
+				summary.cancelled = final ~= nil and final.status == 'cancelled'
 			end
-			summary.cancelled = final ~= nil and final.status == 'cancelled'
-		end
+		end)
+		if not ok then summary.errors[#summary.errors + 1] = 'unexpected error: ' .. tostring(err) end
 	end
+
 	summary.cancelled = summary.cancelled or scope:isCanceled()
 	for _, path in ipairs(inputs) do LrFileUtils.delete(path) end
 	LrFileUtils.delete(tempFolder)

@@ -8,6 +8,7 @@ reported as failed for that photo.
 
 local LrFileUtils = import 'LrFileUtils'
 local LrPathUtils = import 'LrPathUtils'
+local LrTasks = import 'LrTasks'
 local LrView = import 'LrView'
 
 local Client = require 'PixeliftClient'
@@ -46,7 +47,8 @@ function Filter.enhanceFile(client, path, settings)
 	local out = LrPathUtils.child(LrPathUtils.parent(path),
 		LrPathUtils.removeExtension(LrPathUtils.leafName(path)) .. Enhance.SUFFIX .. '.' .. ext)
 	local job = Enhance.jobOptions(settings)
-	job.format = nil -- the export's own format
+	job.format = nil -- the export's own format, at the export's own JPEG quality
+	if settings.quality then job.quality = settings.quality end
 	job.inputs, job.outputs = { path }, { out }
 	local submitted, err = client:submit(job)
 	if not submitted then return false, err end
@@ -55,9 +57,18 @@ function Filter.enhanceFile(client, path, settings)
 	if not final then return false, err end
 	local f = final.files[1]
 	if f.status ~= 'done' then return false, f.error or f.status end
-	LrFileUtils.delete(path)
-	local moved = LrFileUtils.move(out, path)
-	if moved == false then return false, 'could not move ' .. out .. ' to ' .. path end
+	-- the rendering is set aside, not deleted, until the enhanced file has taken its place
+	local aside = path .. '.pixelift-original'
+	if LrFileUtils.move(path, aside) == false then
+		LrFileUtils.delete(out)
+		return false, 'could not set ' .. path .. ' aside'
+	end
+	if LrFileUtils.move(out, path) == false then
+		LrFileUtils.move(aside, path)
+		LrFileUtils.delete(out)
+		return false, 'could not move ' .. out .. ' to ' .. path
+	end
+	LrFileUtils.delete(aside)
 	return true
 end
 
@@ -67,6 +78,9 @@ function Filter.postProcessRenderedPhotos(functionContext, filterContext)
 		model = props.pixelift_model, scale = props.pixelift_scale,
 		precision = props.pixelift_precision, provider = props.pixelift_provider,
 	}
+	if props.LR_format == 'JPEG' and tonumber(props.LR_jpeg_quality) then -- Lightroom's slider is 0..1
+		settings.quality = math.max(1, math.min(100, math.floor(tonumber(props.LR_jpeg_quality) * 100 + 0.5)))
+	end
 	local client, why = Client.ensure()
 	for sourceRendition, renditionToSatisfy in filterContext:renditions() do
 		local ok, pathOrMessage = sourceRendition:waitForRender()
@@ -75,7 +89,8 @@ function Filter.postProcessRenderedPhotos(functionContext, filterContext)
 		elseif not client then
 			renditionToSatisfy:renditionIsDone(false, why)
 		else
-			local enhanced, err = Filter.enhanceFile(client, pathOrMessage, settings)
+			local ran, enhanced, err = LrTasks.pcall(Filter.enhanceFile, client, pathOrMessage, settings)
+			if not ran then enhanced, err = false, enhanced end -- an error thrown: this photo fails, the others go on
 			if enhanced then
 				renditionToSatisfy:renditionIsDone(true)
 			else
