@@ -86,21 +86,24 @@ def _on(openvino: float, ncnn: tuple[float, float] | None = None) -> tuple[tuple
 # 1%, FFDNet's re-measured with VmHWM), ncnn's the same day (fp32 and bf16 storage: ESRGAN 46
 # and 34 KB/px, Winograd buffers and a pool that reuses few blocks); ESRGAN's again that day once its
 # tail ran in strips (onnxruntime 16861 -> 7044, OpenVINO 8617 -> 2734: bench/results/esrgan_strips.json); overlaps
-# 2026-12-03 with bench/overlap.py (worst of 4 photo crops 128x192, tile 64, >= 60 dB vs whole;
-# bench/results/overlap.json). ESRGAN: 32 (49.6 dB worst, 56.3 mean at tile 64; 48 gives 56.0
-# worst but, with the ~212 px tiles onnxruntime's footprint then allowed, 2.07x the pixels of a 12 MP
-# photo against 1.58x).
+# 2026-12-05 with bench/overlap.py (worst of 6 crops 192x256 -- 4 colour photos, a gray one, a star field --
+# at tiles 48, 64 and 96, >= 60 dB vs whole; bench/results/overlap_v2.json): on 2026-12-03's 4 colour crops
+# at one tile SPAN's 2 px held 60.15 dB and seams of 53-57 dB showed on others. SPAN 8 (6 held 60.36: no
+# margin), waifu2x-UpConv7 4 (67.7), Compact 8 (61.9), FFDNet 12 (65.2; 8 gave 59.8), RealCUGAN 12 (63.2),
+# CUNet 2 (0 held 60.9). ESRGAN: 32 (bench/results/overlap.json: 49.6 dB worst, 56.3 mean at tile 64; 48
+# gives 56.0 worst but, with the ~212 px tiles onnxruntime's footprint then allowed, 2.07x the pixels of a
+# 12 MP photo against 1.58x).
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
         Architecture("ESRGAN", "esrgan", 7044, _on(2734, (45960, 34260)), overlap=32),
         Architecture("Compact", "compact", 817, _on(999, (3013, 2955)), overlap=8),
-        Architecture("SPAN", "span", 2631, _on(1958, (4390, 2848)), overlap=2),
+        Architecture("SPAN", "span", 2631, _on(1958, (4390, 2848)), overlap=8),
         Architecture("RealCUGAN", "realcugan", 6140, _on(2895), tile_safe=False, se_blocks=True, overlap=12),
-        Architecture("waifu2x-UpConv7", "waifu2x", 3975, _on(1677, (6280, 4982)), overlap=2),
+        Architecture("waifu2x-UpConv7", "waifu2x", 3975, _on(1677, (6280, 4982)), overlap=4),
         Architecture("waifu2x-CUNet", "waifu2x", 1252, _on(803), tile_safe=False, se_blocks=True, overlap=2),
         # 1024 -> 2048 px (below 1024 px the run stays under onnxruntime's 515 MB start-up peak)
-        Architecture("FFDNet", "ffdnet", 318, _on(268), extra_inputs=(NOISE_MAP,), overlap=8),
+        Architecture("FFDNet", "ffdnet", 318, _on(268), extra_inputs=(NOISE_MAP,), overlap=12),
     )
 }
 

@@ -72,8 +72,8 @@ class Blend(enum.StrEnum):
     CROP = "crop"  # hard crop at the core boundary, no blending (Real-ESRGAN)
 
 
-#: Context pixels per side (input pixels). Chosen by measurement (table in tests/test_tiling.py):
-#: 16 is plenty for SPAN/Compact/waifu2x (> 78 dB tiled vs whole) but ESRGAN needs 32 for 45 dB.
+#: Context pixels per side (input pixels) when no architecture's own measured overlap applies
+#: (``Architecture.overlap``, see pixelift/models/architectures.py): ESRGAN's, the widest.
 DEFAULT_OVERLAP = 32
 #: Within 0.2 dB of the best ramp everywhere; crop leaves visible seams on SE models (Real-CUGAN).
 DEFAULT_BLEND = Blend.COSINE
