@@ -93,6 +93,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _tile_option(value: str) -> int | str | None:
+    value = value.strip().lower()
     if value in ("auto", "none"):
         return None if value == "none" else "auto"
     try:
@@ -357,6 +358,9 @@ def enhance_cmd(
     output = Path(output_raw) if output_raw is not None else None
     into_folder = _output_is_folder(output, output_raw)
     tile_size = _tile_option(tile)
+    if tile_size is None and (overlap is not None or blend is not None or batch != 1):
+        named = [n for n, v in (("--overlap", overlap), ("--blend", blend), ("--batch", batch if batch != 1 else None)) if v is not None]
+        raise click.UsageError(f"{', '.join(named)} act(s) on tiles, and --tile none runs each image whole: drop one")
     from pixelift.cli_serve import enhance_via_server, find_service, server_mode
 
     try:

@@ -110,7 +110,7 @@ def parse_scale(value: float | str, where: str = "outscale") -> float:
     try:
         scale = float(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{where}={value!r}: expected a number > 0") from None
+        raise UsageError(f"{where}={value!r}: expected a number from {MIN_SCALE:g} to {MAX_SCALE:g}") from None
     if not math.isfinite(scale) or not MIN_SCALE <= scale <= MAX_SCALE:
         raise UsageError(f"{where}={value!r}: expected a number from {MIN_SCALE:g} to {MAX_SCALE:g}")
     return scale

@@ -798,3 +798,16 @@ def test_an_output_under_a_file_is_refused_before_the_models_run(tmp_path: Path,
     monkeypatch.setattr(Enhancer, "enhance_float", lambda self, *a, **k: ran.append(True) or real(self, *a, **k))
     res = CliRunner().invoke(main, ["enhance", str(src), "-o", str(src / "x.png"), "--no-server"])
     assert res.exit_code == 1 and f"{src} is a file, not a folder" in res.output and not ran, res.output
+
+
+def test_tile_options_with_no_tiles_are_refused_and_halves_round_up(tmp_path: Path) -> None:
+    """--overlap/--blend/--batch with --tile none did nothing, silently; --tile NONE was refused; 223 px at x1.5
+    came out 334 (Python's round-half-even), not 335."""
+    src = tmp_path / "a.png"
+    Image.fromarray(sample_photo()[:211, :223]).save(src)
+    for extra in (["--overlap", "8"], ["--blend", "crop"], ["--batch", "4"]):
+        res = CliRunner().invoke(main, ["enhance", str(src), "-o", str(tmp_path / "x.png"), "--tile", "none", *extra])
+        assert res.exit_code == 2 and extra[0] in res.output and not (tmp_path / "x.png").exists(), res.output
+    res = CliRunner().invoke(main, ["enhance", str(src), "-o", str(tmp_path / "y.png"), "--tile", "NONE", "--outscale", "1.5", "--no-server"])
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "y.png").size == (335, 317)

@@ -315,7 +315,10 @@ def _load_precision(
                 return fp32_load(f"no measured row of {model_id} on {', '.join(providers)}")
             best, passed = P.choose_auto(rows, gate, per_photo)
             if fast and not any(m.capability.precision == "int8" for m in rows):
-                log.warning(
+                # a warning where an int8 artifact could be had (an export away); else what is, said with -v
+                able = any(c.provider in providers for c in P.rows(precision="int8"))
+                log.log(
+                    logging.WARNING if able else logging.INFO,
                     "%s: --fast found no int8 artifact (%s); running %s meanwhile",
                     model_id,
                     P.missing_hint("int8", providers, model_id),
