@@ -236,6 +236,7 @@ def models_show(model_id: str, as_json: bool) -> None:
 def _fidelity_line(key: str, rec: FidelityRecord) -> str:
     from pixelift.precision import FAST_DB, HIGH_FIDELITY_DB
 
+    key = f"{key}@{rec.target}"  # openvino:int8 runs an ONNX QDQ graph and an IR: which one is said
     if rec.error:
         return f"{key}: failed: {rec.error}"
     db = rec.psnr_db

@@ -222,7 +222,7 @@ def test_int8_beats_naive_minmax_and_warns_below_gate(
     )
     res = CliRunner().invoke(main, ["models", "show", "span-x2-ch48"])
     assert res.exit_code == 0, res.output
-    assert "fidelity: cpu:int8:" in res.output and "int8 study: naive MinMax" in res.output
+    assert "fidelity: cpu:int8@onnx-int8:" in res.output and "int8 study: naive MinMax" in res.output
 
 
 def test_conv_groups_are_contiguous_and_bounded() -> None:
