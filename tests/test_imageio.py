@@ -1040,3 +1040,17 @@ def test_webp_at_quality_100_is_lossless(tmp_path: Path) -> None:
     rgb = photo()
     assert np.array_equal(read_image(write_image(from_array(rgb), tmp_path / "a.webp", quality=100)).color, rgb)
     assert not np.array_equal(read_image(write_image(from_array(rgb), tmp_path / "b.webp", quality=99)).color, rgb)
+
+
+def test_a_32_bit_bmp_keeps_its_alpha(tmp_path: Path) -> None:
+    """Pillow writes RGBA as a 32-bit BI_RGB BMP, whose fourth byte it then reads as unused: the alpha was lost.
+    A fourth byte that is not all zero is alpha (as browsers read it); an all-zero one is padding."""
+    rgb = photo()
+    alpha = np.zeros(rgb.shape[:2], np.uint8)
+    alpha[8:40, 10:50] = 255
+    alpha[20:30, 20:30] = 128
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "a.bmp")
+    data = read_image(tmp_path / "a.bmp")
+    assert data.alpha is not None and np.array_equal(data.alpha, alpha) and np.array_equal(data.color, rgb)
+    Image.fromarray(rgb).save(tmp_path / "b.bmp")  # 24-bit: no fourth byte
+    assert read_image(tmp_path / "b.bmp").alpha is None

@@ -22,6 +22,7 @@ Source (``source_mode``)          ``color``                        ``alpha``    
 ``RGB``, ``RGB;16``, ``RGB;32F``  (H,W,3) uint8/uint16/float32     none                    same depth (PNG 8/16, TIFF all)
 ``RGBA``, ``RGBA;16``, ...        (H,W,3) same dtype               (H,W) straight          same depth + alpha
 premultiplied (TIFF, ``RGBa``)    un-premultiplied                 (H,W) straight          note
+32-bit BI_RGB BMP (``RGB``)       (H,W,3) uint8                    4th byte, if not all 0  note (Pillow's RGBA BMPs)
 12-bit TIFF                       uint16 scaled to 0..65535        as color                note
 float16/float64 TIFF              float32                          as color                note
 ``CMYK`` + CMYK ICC (JPEG/TIFF)   (H,W,3) uint8 via ImageCms       kept (TIFF)             icc -> sRGB, note

@@ -48,7 +48,30 @@ def _read_webp(path: Path, limit: int | None) -> ImageData:
 
 
 def _read_bmp(path: Path, limit: int | None) -> ImageData:
-    return _read_pillow(path, "BMP", limit)
+    data = _read_pillow(path, "BMP", limit)
+    if data.alpha is None and data.color.shape[2] == 3:
+        alpha = _bmp_fourth_byte(path, data.width, data.height)
+        if alpha is not None:
+            data.alpha = alpha
+            data.notes.append("32-bit BMP: its fourth byte, not all zero, read as alpha (as browsers read it)")
+    return data
+
+
+def _bmp_fourth_byte(path: Path, width: int, height: int) -> np.ndarray | None:
+    """A 32-bit BI_RGB BMP's fourth byte per pixel (HW), when any is not zero; else None. The format calls it
+    unused and Pillow reads RGB, but Pillow itself writes RGBA that way, and browsers take it as alpha."""
+    raw = path.read_bytes()
+    if len(raw) < 54 or raw[:2] != b"BM" or struct.unpack_from("<I", raw, 14)[0] < 40:
+        return None
+    offset = struct.unpack_from("<I", raw, 10)[0]
+    w, h = struct.unpack_from("<ii", raw, 18)
+    bits, compression = struct.unpack_from("<HI", raw, 28)
+    if bits != 32 or compression != 0 or (w, abs(h)) != (width, height) or offset + 4 * w * abs(h) > len(raw):
+        return None
+    fourth = np.frombuffer(raw, np.uint8, count=4 * w * abs(h), offset=offset).reshape(abs(h), w, 4)[..., 3]
+    if not fourth.any():
+        return None
+    return np.ascontiguousarray(fourth[::-1] if h > 0 else fourth)  # rows stored bottom-up unless the height is negative
 
 
 def _write_jpeg(tmp: Path, job: _WriteJob) -> None:
