@@ -320,7 +320,9 @@ def enhance_via_server(
             job_id, final = submitted["id"], submitted
             for _name, status in client.events(job_id):
                 final = status
-                progress.update(status["files"], queued=status["status"] == "queued")
+                # queued behind another job (a job between two of the service's turns is queued a moment too)
+                queued = status["status"] == "queued" and not progress.waited and _another_job_running(client)
+                progress.update(status["files"], queued=queued)
             progress.update(final["files"])
         except ServiceError as exc:
             if exc.status in (400, 413):
@@ -388,6 +390,13 @@ class _JobReport:
         if f["autopilot"] is not None:
             rec.update(autopilot=f["autopilot"])
         report(rec, src, as_json=self.as_json, quiet=self.quiet)
+
+
+def _another_job_running(client: ServiceClient) -> bool:
+    try:
+        return int(client.health(timeout=2.0).get("jobs", {}).get("running", 0)) > 0
+    except (ServiceError, TypeError, ValueError):
+        return True  # it could not say: the job is waiting for some reason
 
 
 def _record(
