@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -481,15 +482,28 @@ def enhance_cmd(
     if show:
         enh.progress = bar.advance
     todo = _stream_files(enh, todo, early, fmt=fmt, quality=quality, overwrite=overwrite, mode=stream_mode, bar=bar)
+    # without a bar to keep in place, each file is said as it ends: its outcome is yielded only once the next
+    # file's models ran (a minute late on large photos, and never, for a finished file, after a Ctrl-C)
+    lock = threading.Lock()
+
+    def say(o: Any) -> None:
+        rec = _outcome_record(o, enh.model_ids, enh.warnings)
+        with lock:
+            report(rec, o.src, as_json=as_json, quiet=quiet)
+
     outcomes = enh.enhance_files(
-        todo, format=(fmt or "").upper() or None, quality=quality, overwrite=overwrite, on_start=bar.start
-    )
+        todo, format=(fmt or "").upper() or None, quality=quality, overwrite=overwrite, on_start=bar.start,
+        on_done=None if show else say,
+    )  # fmt: skip
     try:
         for src, _ in files:
+            ended = src not in early
             rec = early.get(src) or _outcome_record(next(outcomes), enh.model_ids, enh.warnings)
             failures += rec["status"] == "error"
             bar.close()
-            report(rec, src, as_json=as_json, quiet=quiet)
+            if show or not ended:
+                with lock:
+                    report(rec, src, as_json=as_json, quiet=quiet)
     finally:
         outcomes.close()
         bar.close()

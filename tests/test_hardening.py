@@ -811,3 +811,26 @@ def test_tile_options_with_no_tiles_are_refused_and_halves_round_up(tmp_path: Pa
     res = CliRunner().invoke(main, ["enhance", str(src), "-o", str(tmp_path / "y.png"), "--tile", "NONE", "--outscale", "1.5", "--no-server"])
     assert res.exit_code == 0, res.output
     assert Image.open(tmp_path / "y.png").size == (335, 317)
+
+
+def test_a_file_is_reported_as_it_ends_even_when_the_next_is_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file's outcome was yielded once the next file's models had run: its --json line came a file late, and
+    a Ctrl-C during the next file lost it although its output was written. It is said as it ends."""
+    from pixelift.runtime.enhancer import Enhancer
+
+    for name in ("a", "b"):
+        Image.fromarray(sample_photo()[:48, :48]).save(tmp_path / f"{name}.png")
+    real = Enhancer._compute
+
+    def second_interrupted(self: Enhancer, job: object) -> object:
+        if job.src.name == "b.png":  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+        return real(self, job)
+
+    monkeypatch.setattr(Enhancer, "_compute", second_interrupted)
+    out = tmp_path / "out"
+    args = ["enhance", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(out) + os.sep, "--json", "--no-server"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 130, res.output
+    (line,) = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert line["status"] == "ok" and Path(line["output"]) == out / "a.png" and (out / "a.png").is_file()

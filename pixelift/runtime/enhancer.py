@@ -489,6 +489,7 @@ class Enhancer:
         overwrite: bool = False,
         prefetch: int = 1,
         on_start: Callable[[Path], None] | None = None,
+        on_done: Callable[[FileOutcome], None] | None = None,
     ) -> Generator[FileOutcome, None, None]:
         """Enhance many files; decoding and encoding overlap with the models.
 
@@ -498,7 +499,9 @@ class Enhancer:
         core for large tiles; the decode, blend and encode steps are single-threaded).
         ``prefetch=0`` runs the files one at a time. One :class:`FileOutcome` per job, in
         order; a file that fails is reported there and the others go on. ``on_start(src)`` is
-        called on the caller's thread as each file's models start.
+        called on the caller's thread as each file's models start; ``on_done(outcome)`` as each file
+        ends, on the thread that ended it (its writer's: the outcome is yielded only once the next
+        file's models are done, which a reader waiting on a batch of large photos should not wait for).
         """
         if not isinstance(prefetch, int) or isinstance(prefetch, bool) or not 0 <= prefetch <= 8:
             raise UsageError(f"prefetch must be a whole number from 0 to 8, not {prefetch!r}")
@@ -512,13 +515,16 @@ class Enhancer:
                     path, res = self.enhance_file_in_memory(
                         src, dst, format=format, quality=quality, overwrite=overwrite
                     )
-                    yield FileOutcome(src, path, res, None, time.perf_counter() - t0)
+                    outcome = FileOutcome(src, path, res, None, time.perf_counter() - t0)
                 except Exception as exc:  # reported per file: a batch goes on past a bad file
-                    yield FileOutcome(src, dst, None, exc, time.perf_counter() - t0)
+                    outcome = FileOutcome(src, dst, None, exc, time.perf_counter() - t0)
+                if on_done is not None:
+                    on_done(outcome)
+                yield outcome
             return
         with ThreadPoolExecutor(1, "pixelift-read") as reader, ThreadPoolExecutor(1, "pixelift-write") as writer:
             reads: deque[tuple[Path, Future[_FileJob]]] = deque()
-            writes: deque[tuple[Path, Path | None, float, Future[Path], Result | None]] = deque()
+            writes: deque[Future[FileOutcome]] = deque()
             queue = iter(pending)
 
             def read_next() -> None:
@@ -527,12 +533,17 @@ class Enhancer:
                     fut = reader.submit(self._prepare, nxt[0], nxt[1], format, overwrite)
                     reads.append((nxt[0], fut))
 
-            def done(item: tuple[Path, Path | None, float, Future[Path], Result | None]) -> FileOutcome:
-                src, dst, t0, fut, res = item
+            def ended(outcome: FileOutcome) -> FileOutcome:
+                if on_done is not None:
+                    on_done(outcome)
+                return outcome
+
+            def finish(src: Path, job: _FileJob, t0: float, out: imageio.ImageData, res: Result) -> FileOutcome:
                 try:
-                    return FileOutcome(src, fut.result(), res, None, time.perf_counter() - t0)
+                    path = self._write(job, out, quality, overwrite)
                 except Exception as exc:
-                    return FileOutcome(src, dst, None, exc, time.perf_counter() - t0)
+                    return ended(FileOutcome(src, job.dst, None, exc, time.perf_counter() - t0))
+                return ended(FileOutcome(src, path, res, None, time.perf_counter() - t0))
 
             for _ in range(prefetch):
                 read_next()
@@ -547,16 +558,16 @@ class Enhancer:
                     if on_start is not None:
                         on_start(src)
                     out, res = self._compute(job)
-                    writes.append((src, job.dst, t0, writer.submit(self._write, job, out, quality, overwrite), res))
+                    writes.append(writer.submit(finish, src, job, t0, out, res))
                     del out
                 except Exception as exc:
-                    failed: Future[Path] = Future()
-                    failed.set_exception(exc)
-                    writes.append((src, None, t0, failed, None))
-                while writes and (writes[0][3].done() or len(writes) > 1):
-                    yield done(writes.popleft())
+                    failed: Future[FileOutcome] = Future()
+                    failed.set_result(ended(FileOutcome(src, None, None, exc, time.perf_counter() - t0)))
+                    writes.append(failed)
+                while writes and (writes[0].done() or len(writes) > 1):
+                    yield writes.popleft().result()
             while writes:
-                yield done(writes.popleft())
+                yield writes.popleft().result()
 
     # --- one file in three steps (enhance_files runs them on different threads) -----------
 
