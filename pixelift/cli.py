@@ -424,6 +424,15 @@ def _export_one(
         result.update(status="error", error=str(exc))
         if not as_json:
             click.echo(f"{target}: error: {exc}", err=True)
+    except (click.ClickException, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a bug on one target must not stop the others, nor show a traceback
+        if os.environ.get(ENV_DEBUG):
+            raise
+        failures += 1
+        result.update(status="error", error=f"internal error: {type(exc).__name__}: {exc}")
+        if not as_json:
+            click.echo(f"{target}: error: {result['error']} (set {ENV_DEBUG}=1 for the traceback)", err=True)
     if as_json:
         click.echo(json.dumps(result), file=json_out)
     return failures

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+from PIL import Image
+
+from pixelift.samples import sample_photo
 
 
 def test_import_and_list_models_without_torch() -> None:
@@ -38,3 +44,20 @@ def test_enhance_runs_with_torch_and_onnx_unimportable() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_missing_artifact_without_torch_names_the_extra(tmp_path: Path) -> None:
+    """The builder module loads without torch and failed deep inside building ("internal error:
+    ModuleNotFoundError"); the documented answer is the export extra, or a bundle made elsewhere."""
+    src = tmp_path / "a.png"
+    Image.fromarray(sample_photo()[:32, :32]).save(src)
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'spandrel', 'onnx', 'onnxslim'):\n"
+        "    sys.modules[name] = None\n"
+        "from pixelift.cli import main\n"
+        f"main(['enhance', {str(src)!r}, '-o', {str(tmp_path / 'o.png')!r}, '--no-server'])\n"
+    )
+    env = {**os.environ, "PIXELIFT_HOME": str(tmp_path / "empty-cache")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1 and "pixelift[export]" in proc.stderr and "internal error" not in proc.stderr, proc.stderr

@@ -168,3 +168,12 @@ def test_export_targets_are_told_apart(tmp_path: Path) -> None:
         res = CliRunner().invoke(main, ["export", *args])
         assert res.exit_code == code and said in res.output, (args, res.output)
     assert find("w-sha", "onnx-fp32") is None
+
+
+def test_a_junk_pickle_is_that_targets_error_and_the_batch_goes_on(tmp_path: Path) -> None:
+    junk = tmp_path / "w.pth"
+    junk.write_bytes(b"junk\n")  # torch.load failed with a KeyError: "internal error", and the batch stopped
+    res = CliRunner().invoke(main, ["export", str(junk), str(tmp_path / "missing.pth"), "--json"])
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert res.exit_code == 1 and [r["status"] for r in records] == ["error", "error"], res.output
+    assert "not a readable PyTorch weights file" in records[0]["error"] and "not found" in records[1]["error"]

@@ -9,6 +9,7 @@ is used, if that stage can load (it needs the ``export`` extra: torch and friend
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import logging
 from typing import Protocol
 
@@ -32,6 +33,12 @@ def installed_builder() -> Builder:
     eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
     if not eps:
         raise MissingExtraError("no artifact builder is installed: pip install 'pixelift[export]'")
+    try:  # the builder module loads without torch; building then failed deep inside, as an internal error
+        has_torch = importlib.util.find_spec("torch") is not None
+    except ValueError:  # in sys.modules as None: blocked, as good as absent
+        has_torch = False
+    if not has_torch:
+        raise MissingExtraError("building artifacts needs the export extra (torch): pip install 'pixelift[export]'")
     ep = next(iter(eps))
     try:
         fn: Builder = ep.load()

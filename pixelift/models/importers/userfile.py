@@ -46,8 +46,8 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 "(torch.load(weights_only=True) rejected it). Convert it to .safetensors "
                 "with a tool you trust."
             ) from exc
-        except (RuntimeError, EOFError, OSError, ValueError) as exc:
-            raise WeightFormatError(f"{path}: not a readable PyTorch weights file: {exc}") from exc
+        except Exception as exc:  # junk bytes fail deep in the unpickler (KeyError, struct errors...)
+            raise WeightFormatError(f"{path}: not a readable PyTorch weights file ({type(exc).__name__}: {exc})") from exc
     else:
         raise WeightFormatError(f"{path}: unsupported weight file type {suffix!r} (use .pth or .safetensors)")
     if not isinstance(state, dict):
