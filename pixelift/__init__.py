@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any
 from pixelift.errors import PixeliftError
 
 if TYPE_CHECKING:
-    from pixelift.runtime.enhancer import Enhancer, TileOptions
+    from pixelift.runtime.enhancer import AutoEnhancer, Enhancer, TileOptions
 
 __version__ = "0.1.0"
 
-__all__ = ["Enhancer", "PixeliftError", "TileOptions", "__version__"]
+__all__ = ["AutoEnhancer", "Enhancer", "PixeliftError", "TileOptions", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so `import pixelift` stays cheap for the CLI and for `pixelift models`.
-    if name in ("Enhancer", "TileOptions"):
+    if name in ("AutoEnhancer", "Enhancer", "TileOptions"):
         from pixelift.runtime import enhancer
 
         return getattr(enhancer, name)

@@ -269,13 +269,13 @@ def _check_output_suffix(output: Path, fmt: str | None) -> None:
     "--max-pixels",
     default=None,
     help="Refuse inputs larger than this many pixels (decompression-bomb guard; default 200 MP "
-    "or $PIXELIFT_MAX_PIXELS). 'none' disables the guard.",
+    "or $PIXELIFT_MAX_PIXELS). 'none' (or 0) disables the guard.",
 )
 @click.option(
     "--max-output-pixels",
     default=None,
     help="Refuse jobs whose output would be larger than this many pixels, before anything is allocated "
-    "(default 500 MP or $PIXELIFT_MAX_OUTPUT_PIXELS). 'none' disables the guard.",
+    "(default 500 MP or $PIXELIFT_MAX_OUTPUT_PIXELS). 'none' (or 0) disables the guard.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log the provider selection reasoning and each fallback.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")

@@ -629,7 +629,7 @@ class JobQueue:
         if not src.is_file():
             raise UsageError(f"{src}: input not found (or not a file)")
         if dst.exists() and not spec.overwrite:
-            raise UsageError(f"{dst} exists; pass \"overwrite\": true to replace it")
+            raise UsageError(f"{dst} exists; pass \"overwrite\": true (--overwrite) to replace it")
         if self.journal is not None:
             self.journal.add(dst.parent)
 
