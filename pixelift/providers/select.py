@@ -238,8 +238,10 @@ def open_session(
     scale: int | None = None,
     probes: dict[str, ProbeResult] | None = None,
     cpu_ranker: CpuRanker | None = None,
+    reason: str | None = None,
 ) -> Selection:
-    """Open a session on the best candidate that works; log and record every rejection."""
+    """Open a session on the best candidate that works; log and record every rejection. ``reason``: why the
+    request names its provider, when the caller chose it (a measured precision row), not the user."""
     the_plan = plan(request, probes if probes is not None else probe_all(), cpu_ranker, model_path.suffix)
     rejected = list(the_plan.rejected)
     for cand in the_plan.candidates:
@@ -262,6 +264,6 @@ def open_session(
             continue
         for label, why in rejected:
             log.info("provider %s passed over: %s", label, why)
-        log.info("provider %s selected for %s (%s)", cand.label, model_path.name, cand.why)
+        log.info("provider %s selected for %s (%s)", cand.label, model_path.name, reason or cand.why)
         return Selection(cand.label, cand.options, session, tuple(rejected), cand.why)
     raise ProviderError("no provider could run the model: " + "; ".join(f"{n}: {w}" for n, w in rejected))

@@ -414,7 +414,7 @@ def _open_first_row(
         opts = provider_options(cap.provider, cap.options, base=request.options)
         sub = Request(provider=cap.provider, strict=True, options=opts)
         try:
-            sel = open_session(art.path, sub, probe_input=probe_input(spec), scale=spec.scale)
+            sel = open_session(art.path, sub, probe_input=probe_input(spec), scale=spec.scale, reason=f"measured: {why}")
         except ProviderError as exc:
             if request.strict:
                 raise
