@@ -485,11 +485,13 @@ def enhance_cmd(
     # without a bar to keep in place, each file is said as it ends: its outcome is yielded only once the next
     # file's models ran (a minute late on large photos, and never, for a finished file, after a Ctrl-C)
     lock = threading.Lock()
+    reported: set[Path] = set()
 
     def say(o: Any) -> None:
         rec = _outcome_record(o, enh.model_ids, enh.warnings)
         with lock:
             report(rec, o.src, as_json=as_json, quiet=quiet)
+            reported.add(o.src)
 
     outcomes = enh.enhance_files(
         todo, format=(fmt or "").upper() or None, quality=quality, overwrite=overwrite, on_start=bar.start,
@@ -504,6 +506,15 @@ def enhance_cmd(
             if show or not ended:
                 with lock:
                     report(rec, src, as_json=as_json, quiet=quiet)
+                    reported.add(src)
+    except KeyboardInterrupt:
+        if as_json:  # a script learns which files were not done (the finished ones were said as they ended)
+            with lock:
+                for src, _ in files:
+                    if src not in reported:
+                        rec = _record(src, enh.model_ids, status="cancelled", error="interrupted (Ctrl-C)")
+                        report(rec, src, as_json=True, quiet=quiet)
+        raise
     finally:
         outcomes.close()
         bar.close()

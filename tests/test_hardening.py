@@ -832,5 +832,6 @@ def test_a_file_is_reported_as_it_ends_even_when_the_next_is_interrupted(tmp_pat
     args = ["enhance", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(out) + os.sep, "--json", "--no-server"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 130, res.output
-    (line,) = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    line, rest = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
     assert line["status"] == "ok" and Path(line["output"]) == out / "a.png" and (out / "a.png").is_file()
+    assert rest["status"] == "cancelled" and rest["input"].endswith("b.png") and rest["output"] is None

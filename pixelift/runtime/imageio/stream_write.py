@@ -82,8 +82,8 @@ def check_format_limits(fmt: str, height: int, width: int, where: str) -> None:
     if limit is not None and max(height, width) > limit:
         raise OutputTooLargeForFormatError(
             f"{where}: the output would be {width}x{height} pixels; {fmt.upper()} holds at most {limit:,} pixels a "
-            "side. Write TIFF (--format tiff, or a .tif output): it is streamed to disk at any size, 16-bit and "
-            "float kept"
+            "side. Write TIFF (--format tiff, or a .tif output): it holds any size, 16-bit and float kept, and is "
+            "streamed to disk where the pipeline allows (one model at its own scale)"
         )
 
 
